@@ -1,0 +1,48 @@
+"""The cell zoo: every registered cell by name (``cell_names()``) and its constructor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from rnnlab.cells.base import Cell, CellOptions, State
+from rnnlab.cells.gru import GRUCell, GRUv1Cell
+from rnnlab.cells.lstm import VARIANTS, LSTMCell, LSTMVariant
+from rnnlab.cells.rnn import TanhCell
+from rnnlab.errors import unknown_name
+
+CellFactory = Callable[[int, int, CellOptions], Cell]
+
+CELLS: dict[str, CellFactory] = {
+    "tanh": TanhCell,
+    "gru": GRUCell,
+    "gru-v1": GRUv1Cell,
+    **{name: partial(LSTMCell, variant=variant) for name, variant in VARIANTS.items()},
+}
+
+
+def cell_names() -> list[str]:
+    """Every registered cell name."""
+    return list(CELLS)
+
+
+def make_cell(name: str, input_size: int, hidden_size: int, options: CellOptions) -> Cell:
+    """Build a cell by name; an unknown name gets the list of valid ones."""
+    if name not in CELLS:
+        raise unknown_name("cell", name, CELLS)
+    return CELLS[name](input_size, hidden_size, options)
+
+
+__all__ = [
+    "CELLS",
+    "Cell",
+    "CellOptions",
+    "GRUCell",
+    "GRUv1Cell",
+    "LSTMCell",
+    "LSTMVariant",
+    "State",
+    "TanhCell",
+    "cell_names",
+    "make_cell",
+]

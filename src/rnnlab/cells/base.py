@@ -1,0 +1,111 @@
+"""The cell contract shared by every recurrent cell.
+
+A cell computes one time step. ``Recurrent`` owns the loop (layers, directions, lengths, dropout
+masks, zoneout) and calls a cell in two phases:
+
+1. ``project_input(x)`` maps the inputs of *all* time steps to the input part of the
+   pre-activations at once, (T, B, I) -> (T, B, G*H), bias included: one large matrix product;
+2. ``step(x_proj_t, state, recurrent_mask)`` adds the recurrent part and applies the gate
+   arithmetic for one step, returning the new state. ``state[0]`` is the cell's output y_t.
+
+Fast backends (issue 3) implement the same two phases, so they can be tested against this one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+State = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """Options every cell accepts.
+
+    layer_norm: Ba et al. 2016: normalise W x and R y separately (over the whole stacked
+        pre-activation of each), and, for LSTMs, c_t before the output activation h.
+    forget_bias: initial value of the forget-gate bias (LSTM family with a forget gate).
+    """
+
+    layer_norm: bool = False
+    forget_bias: float = 1.0
+
+
+class Cell(nn.Module):
+    """Base class of every cell: one step from a precomputed input projection and a state.
+
+    Subclasses set ``state_widths`` (the width of each state tensor as a multiple of H),
+    ``zoneout_parts`` (how many leading state tensors zoneout applies to) and
+    ``gate_rows`` (G, the number of H-row blocks in ``weight_ih``).
+    """
+
+    state_widths: tuple[int, ...] = (1,)
+    zoneout_parts: int = 1
+    gate_rows: int = 1
+
+    def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.options = options
+
+    # --- the contract -------------------------------------------------------------------------
+    def project_input(self, x: Tensor) -> Tensor:
+        """(..., I) -> (..., G*H): W x (layer-normalised if asked) plus the input bias."""
+        raise NotImplementedError  # pragma: no cover - every cell overrides it
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        """One step: x_proj (B, G*H), state tensors (B, w*H); the mask (B, H) multiplies y_{t-1}
+        where it enters the recurrent products (variational recurrent dropout)."""
+        raise NotImplementedError  # pragma: no cover
+
+    # --- shared helpers -----------------------------------------------------------------------
+    def initial_state(self, batch_size: int, like: Tensor) -> State:
+        """Zeros of the right widths, on the device and dtype of ``like``."""
+        return tuple(
+            like.new_zeros(batch_size, w * self.hidden_size) for w in self.state_widths
+        )
+
+    def _uniform_(self, *tensors: Tensor) -> None:
+        """torch.nn's initialisation: U(-1/sqrt(H), 1/sqrt(H))."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for t in tensors:
+                t.uniform_(-bound, bound)
+
+    def _make_input_params(self, rows: int) -> None:
+        """weight_ih (rows*H, I), weight_hh (rows*H, H), bias (rows*H) and, with layer norm,
+        the gains of LN(W x) and LN(R y)."""
+        H = self.hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows * H, self.input_size))
+        self.weight_hh = nn.Parameter(torch.empty(rows * H, H))
+        self.bias = nn.Parameter(torch.zeros(rows * H))
+        self._uniform_(self.weight_ih, self.weight_hh)
+        if self.options.layer_norm:
+            self.ln_ih_weight = nn.Parameter(torch.ones(rows * H))
+            self.ln_hh_weight = nn.Parameter(torch.ones(rows * H))
+
+    def _project(self, x: Tensor) -> Tensor:
+        """W x (normalised with layer norm) + bias."""
+        wx = x @ self.weight_ih.t()
+        if self.options.layer_norm:
+            wx = layer_norm(wx, self.ln_ih_weight)
+        return wx + self.bias
+
+    def _recurrent(self, y: Tensor, weight: Tensor, ln_weight: Tensor | None) -> Tensor:
+        """R y, normalised with layer norm when ``ln_weight`` is given."""
+        ry = y @ weight.t()
+        return ry if ln_weight is None else layer_norm(ry, ln_weight)
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, hidden_size={self.hidden_size}, {self.options}"
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Layer normalisation over the last dimension (Ba et al. 2016, eq. 4)."""
+    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)

@@ -1,0 +1,85 @@
+"""Gated recurrent units in two forms (rows of the weights in the order r, u, n).
+
+Both: r_t = sigma(W_r x_t + R_r h_{t-1} + b_r), u_t = sigma(W_u x_t + R_u h_{t-1} + b_u),
+h_t = (1 - u_t) * n_t + u_t * h_{t-1}. They differ in where the reset gate acts:
+
+- ``gru`` (torch / cuDNN): n_t = tanh(W_n x_t + b_n + r_t * (R_n h_{t-1} + b'_n)); parameters
+  ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias`` (3H, torch's b_ih) and ``bias_hh`` (3H,
+  torch's b_hh). The biases of r and u could be merged, but they are kept apart so that the
+  parameters map one to one onto ``torch.nn.GRU``.
+- ``gru-v1`` (Chung et al. 2014, eq. 5-8): n_t = tanh(W_n x_t + R_n (r_t * h_{t-1}) + b_n);
+  ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias`` (3H).
+
+Weights U(-1/sqrt(H), 1/sqrt(H)), biases zero. With layer norm the recurrent products are
+normalised separately from W x: for ``gru`` LN(R h) over all 3H rows; for ``gru-v1`` LN(R_ru h)
+over the 2H gate rows and LN(R_n (r * h)) over the H candidate rows, since the second product
+depends on the first.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.cells.base import Cell, CellOptions, State, layer_norm
+
+
+class GRUCell(Cell):
+    """The torch/cuDNN GRU: the reset gate multiplies R_n h + b'_n (see the module docstring)."""
+
+    state_widths = (1,)
+    zoneout_parts = 1
+    gate_rows = 3
+
+    def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
+        super().__init__(input_size, hidden_size, options)
+        self._make_input_params(3)
+        self.bias_hh = nn.Parameter(torch.zeros(3 * hidden_size))
+
+    def project_input(self, x: Tensor) -> Tensor:
+        return self._project(x)
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        h_prev = state[0]
+        r_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
+        ln = self.ln_hh_weight if self.options.layer_norm else None
+        rh = self._recurrent(r_in, self.weight_hh, ln) + self.bias_hh  # (B, 3H)
+        x_r, x_u, x_n = x_proj.chunk(3, dim=-1)
+        h_r, h_u, h_n = rh.chunk(3, dim=-1)
+        r_t = torch.sigmoid(x_r + h_r)
+        u_t = torch.sigmoid(x_u + h_u)
+        n_t = torch.tanh(x_n + r_t * h_n)
+        return (n_t + u_t * (h_prev - n_t),)  # = (1 - u) n + u h_prev
+
+
+class GRUv1Cell(Cell):
+    """Chung et al. 2014's GRU: the reset gate multiplies h_{t-1} before R_n."""
+
+    state_widths = (1,)
+    zoneout_parts = 1
+    gate_rows = 3
+
+    def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
+        super().__init__(input_size, hidden_size, options)
+        self._make_input_params(3)
+
+    def project_input(self, x: Tensor) -> Tensor:
+        return self._project(x)
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        H = self.hidden_size
+        h_prev = state[0]
+        r_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
+        w_ru, w_n = self.weight_hh[: 2 * H], self.weight_hh[2 * H :]
+        h_ru = r_in @ w_ru.t()  # (B, 2H)
+        if self.options.layer_norm:
+            h_ru = layer_norm(h_ru, self.ln_hh_weight[: 2 * H])
+        x_r, x_u, x_n = x_proj.chunk(3, dim=-1)
+        h_r, h_u = h_ru.chunk(2, dim=-1)
+        r_t = torch.sigmoid(x_r + h_r)
+        u_t = torch.sigmoid(x_u + h_u)
+        h_n = (r_t * r_in) @ w_n.t()  # (B, H)
+        if self.options.layer_norm:
+            h_n = layer_norm(h_n, self.ln_hh_weight[2 * H :])
+        n_t = torch.tanh(x_n + h_n)
+        return (n_t + u_t * (h_prev - n_t),)

@@ -1,0 +1,39 @@
+"""The tanh RNN (Elman network)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnlab.cells.base import Cell, CellOptions, State
+
+
+class TanhCell(Cell):
+    """y_t = tanh(W x_t + R y_{t-1} + b)
+
+    Parameters: ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias`` (H) (torch's b_ih + b_hh);
+    weights U(-1/sqrt(H), 1/sqrt(H)), bias zero. With layer norm:
+    y_t = tanh(LN(W x_t) + LN(R y_{t-1}) + b).
+
+    >>> cell = TanhCell(3, 4, CellOptions())
+    >>> y, = cell.step(cell.project_input(torch.zeros(2, 3)), cell.initial_state(2, torch.zeros(1)), None)
+    >>> tuple(y.shape)
+    (2, 4)
+    """
+
+    state_widths = (1,)
+    zoneout_parts = 1
+    gate_rows = 1
+
+    def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
+        super().__init__(input_size, hidden_size, options)
+        self._make_input_params(1)
+
+    def project_input(self, x: Tensor) -> Tensor:
+        return self._project(x)
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        y_prev = state[0]
+        r_in = y_prev if recurrent_mask is None else y_prev * recurrent_mask
+        ln = self.ln_hh_weight if self.options.layer_norm else None
+        return (torch.tanh(x_proj + self._recurrent(r_in, self.weight_hh, ln)),)

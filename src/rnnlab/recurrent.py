@@ -1,0 +1,349 @@
+"""``Recurrent``: the one time loop over any cell of the zoo.
+
+It owns layers, directions, padding (``lengths``), dropout between layers, variational recurrent
+dropout and zoneout; cells only compute a step (see ``rnnlab.cells.base``). This plain step-by-step
+loop is the reference every faster backend is tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.cells import CELLS, Cell, CellOptions, State, make_cell
+from rnnlab.errors import ConfigError, unknown_name
+
+# Cells torch.nn can express exactly, and the torch module class of each.
+_TORCH_EQUIVALENT = {"lstm": nn.LSTM, "lstm-np": nn.LSTM, "gru": nn.GRU, "tanh": nn.RNN}
+
+
+@dataclass(frozen=True)
+class RecurrentConfig:
+    """Everything that defines a ``Recurrent`` stack (written into run directories)."""
+
+    cell: str
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    batch_first: bool = False
+    layer_norm: bool = False
+    forget_bias: float = 1.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise unknown_name("cell", self.cell, CELLS)
+        for key in ("input_size", "hidden_size", "num_layers"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        for key in ("dropout", "recurrent_dropout", "zoneout"):
+            value = getattr(self, key)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{key} must be in [0, 1), got {value!r}")
+
+
+class Recurrent(nn.Module):
+    """A stack of recurrent layers built from any registered cell.
+
+    Args follow ``torch.nn.LSTM``: ``input_size``, ``hidden_size``, ``num_layers``,
+    ``bidirectional``, ``dropout`` (on the outputs of every layer but the last, training only),
+    ``batch_first``; and for every cell: ``layer_norm`` (Ba et al. 2016), ``forget_bias``
+    (initial forget-gate bias of the LSTM family), ``recurrent_dropout`` (Gal & Ghahramani 2016:
+    one mask per sequence and layer, on y_{t-1} where it enters the recurrent products) and
+    ``zoneout`` (Krueger et al. 2017: each unit of y, and of c for LSTMs, keeps its previous value
+    with this probability in training, and the expectation is used in evaluation).
+
+    ``forward(x, lengths=None, state=None)``:
+
+    - x: (T, B, I), or (B, T, I) with ``batch_first``;
+    - lengths: (B,) valid steps per sequence; steps past a sequence's length never change its
+      outputs (they are zero there) or its final state, and the backward direction of a
+      bidirectional layer starts at each sequence's own last step;
+    - state: a tuple of tensors, one per state part of the cell ((y,) for tanh and GRUs,
+      (y, c) for LSTMs, (y, c, a) for FGR), each (num_layers * num_directions, B, width),
+      indexed layer * num_directions + direction as in torch; zeros when omitted.
+
+    Returns ``(output, state)``: output (T, B, D*H) (or batch-first) and the final state in the
+    same layout as the initial one.
+
+    >>> layer = Recurrent("lstm-cifg", input_size=88, hidden_size=16, num_layers=2, batch_first=True)
+    >>> out, (y, c) = layer(torch.zeros(4, 10, 88), lengths=torch.tensor([10, 7, 3, 1]))
+    >>> tuple(out.shape), tuple(y.shape)
+    ((4, 10, 16), (2, 4, 16))
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        batch_first: bool = False,
+        layer_norm: bool = False,
+        forget_bias: float = 1.0,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.config = RecurrentConfig(
+            cell=cell,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            batch_first=batch_first,
+            layer_norm=layer_norm,
+            forget_bias=forget_bias,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
+        )
+        options = CellOptions(layer_norm=layer_norm, forget_bias=forget_bias)
+        self.num_directions = 2 if bidirectional else 1
+        self.cells = nn.ModuleList(
+            make_cell(cell, input_size if layer == 0 else self.num_directions * hidden_size,
+                      hidden_size, options)
+            for layer in range(num_layers)
+            for _ in range(self.num_directions)
+        )
+
+    @classmethod
+    def from_config(cls, config: RecurrentConfig) -> Recurrent:
+        return cls(**asdict(config))
+
+    # Convenience views of the config, named as in torch.nn.
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def output_size(self) -> int:
+        return self.num_directions * self.config.hidden_size
+
+    # --- forward ------------------------------------------------------------------------------
+    def forward(
+        self, x: Tensor, lengths: Tensor | None = None, state: State | None = None
+    ) -> tuple[Tensor, State]:
+        cfg = self.config
+        if x.dim() != 3:
+            raise ValueError(
+                f"Recurrent expects a 3-d input ({'B, T' if cfg.batch_first else 'T, B'}, I), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.size(-1) != cfg.input_size:
+            raise ValueError(
+                f"input width {x.size(-1)} does not match input_size={cfg.input_size} "
+                f"(input shape {tuple(x.shape)})"
+            )
+        if cfg.batch_first:
+            x = x.transpose(0, 1)
+        T, B = x.shape[0], x.shape[1]
+        valid = None if lengths is None else self._valid_mask(lengths, T, B, x.device)
+        states = self._initial_states(state, B, x)
+
+        finals: list[State] = []
+        layer_input = x
+        for layer in range(cfg.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                k = layer * self.num_directions + direction
+                inp = layer_input
+                if direction == 1:
+                    inp = reverse_padded(layer_input, lengths)
+                out, final = self._run(self.cells[k], inp, states[k], valid)
+                outputs.append(out if direction == 0 else reverse_padded(out, lengths))
+                finals.append(final)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+            if cfg.dropout > 0 and layer < cfg.num_layers - 1:
+                layer_input = F.dropout(layer_input, cfg.dropout, self.training)
+
+        output = layer_input.transpose(0, 1) if cfg.batch_first else layer_input
+        final_state = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))
+        return output, final_state
+
+    def _run(
+        self, cell: Cell, x: Tensor, state: State, valid: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """One direction of one layer, step by step. x (T, B, I) -> (T, B, H)."""
+        cfg = self.config
+        x_proj = cell.project_input(x)  # (T, B, G*H): all input products at once
+        mask = None
+        if self.training and cfg.recurrent_dropout > 0:
+            # One mask per sequence, reused at every step (Gal & Ghahramani 2016, sec. 4).
+            keep = 1.0 - cfg.recurrent_dropout
+            mask = torch.bernoulli(state[0].new_full(state[0].shape, keep)) / keep
+        outputs = []
+        for t in range(x.shape[0]):
+            new = cell.step(x_proj[t], state, mask)
+            if cfg.zoneout > 0:
+                new = self._zoneout(new, state, cell.zoneout_parts)
+            if valid is not None:
+                # Padded steps keep the previous state, so final states ignore padding.
+                v = valid[t]  # (B, 1)
+                new = tuple(torch.where(v, n, s) for n, s in zip(new, state, strict=True))
+                outputs.append(torch.where(v, new[0], 0.0))
+            else:
+                outputs.append(new[0])
+            state = new
+        return torch.stack(outputs), state
+
+    def _zoneout(self, new: State, old: State, parts: int) -> State:
+        """Krueger et al. 2017, eq. 5: h_t = d * h_{t-1} + (1 - d) * h_new, d ~ Bernoulli(p);
+        in evaluation d is replaced by its expectation p."""
+        p = self.config.zoneout
+        zoned = []
+        for k, (n, o) in enumerate(zip(new, old, strict=True)):
+            if k >= parts:
+                zoned.append(n)
+            elif self.training:
+                d = torch.bernoulli(torch.full_like(n, p))
+                zoned.append(torch.lerp(n, o, d))
+            else:
+                zoned.append(torch.lerp(n, o, p))
+        return tuple(zoned)
+
+    def _valid_mask(self, lengths: Tensor, T: int, B: int, device: torch.device) -> Tensor:
+        """(T, B, 1) bool: step t of sequence b is real."""
+        lengths = torch.as_tensor(lengths)
+        if lengths.shape != (B,):
+            raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise ValueError(f"lengths must be integers, got {lengths.dtype}")
+        if B > 0 and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+            raise ValueError(f"lengths must lie in [0, {T}], got {lengths.tolist()}")
+        steps = torch.arange(T, device=device)
+        return (steps[:, None] < lengths.to(device)[None, :]).unsqueeze(-1)
+
+    def _initial_states(self, state: State | None, B: int, x: Tensor) -> list[State]:
+        """The initial state of each (layer, direction), from the user's or zeros."""
+        if state is None:
+            return [cell.initial_state(B, x) for cell in self.cells]
+        widths = self.cells[0].state_widths
+        n = len(self.cells)
+        H = self.config.hidden_size
+        if isinstance(state, Tensor):
+            state = (state,)
+        if len(state) != len(widths):
+            raise ValueError(
+                f"cell {self.config.cell!r} has {len(widths)} state part(s), got {len(state)}"
+            )
+        for part, w in zip(state, widths, strict=True):
+            if tuple(part.shape) != (n, B, w * H):
+                raise ValueError(
+                    f"initial state part has shape {tuple(part.shape)}, expected {(n, B, w * H)}"
+                )
+        return [tuple(part[k] for part in state) for k in range(n)]
+
+    # --- conversion from and to torch.nn ------------------------------------------------------
+    @classmethod
+    def from_torch(cls, module: nn.Module) -> Recurrent:
+        """Build the same function from ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` (tanh), any number of
+        layers and directions; weights are copied (LSTM and RNN biases b_ih + b_hh are added)."""
+        if isinstance(module, nn.LSTM):
+            if module.proj_size:
+                raise ConfigError("nn.LSTM with proj_size > 0 has no rnnlab equivalent")
+            name = "lstm"
+        elif isinstance(module, nn.GRU):
+            name = "gru"
+        elif isinstance(module, nn.RNN):
+            if module.nonlinearity != "tanh":
+                raise ConfigError(f"nn.RNN with nonlinearity={module.nonlinearity!r}: only tanh")
+            name = "tanh"
+        else:
+            raise ConfigError(
+                f"from_torch takes nn.LSTM, nn.GRU or nn.RNN, got {type(module).__name__}"
+            )
+        layer = cls(
+            name,
+            module.input_size,
+            module.hidden_size,
+            module.num_layers,
+            bidirectional=module.bidirectional,
+            dropout=float(module.dropout),
+            batch_first=module.batch_first,
+        )
+        ref = next(module.parameters())
+        layer.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            for k, cell in enumerate(layer.cells):
+                sfx = _torch_suffix(k, layer.num_directions)
+                cell.weight_ih.copy_(getattr(module, "weight_ih" + sfx))
+                cell.weight_hh.copy_(getattr(module, "weight_hh" + sfx))
+                if not module.bias:
+                    cell.bias.zero_()
+                    if name == "gru":
+                        cell.bias_hh.zero_()
+                    continue
+                b_ih, b_hh = getattr(module, "bias_ih" + sfx), getattr(module, "bias_hh" + sfx)
+                if name == "gru":
+                    cell.bias.copy_(b_ih)
+                    cell.bias_hh.copy_(b_hh)
+                else:
+                    cell.bias.copy_(b_ih + b_hh)
+        return layer
+
+    def to_torch(self) -> nn.Module:
+        """The equivalent ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``, where torch can express it."""
+        cfg = self.config
+        if cfg.cell not in _TORCH_EQUIVALENT:
+            raise ConfigError(
+                f"cell {cfg.cell!r} has no torch.nn equivalent; "
+                f"to_torch supports {', '.join(_TORCH_EQUIVALENT)}"
+            )
+        extras = [k for k in ("layer_norm", "recurrent_dropout", "zoneout") if getattr(cfg, k)]
+        if extras:
+            raise ConfigError(f"torch.nn cannot express {', '.join(extras)}; to_torch refused")
+        module = _TORCH_EQUIVALENT[cfg.cell](
+            cfg.input_size,
+            cfg.hidden_size,
+            cfg.num_layers,
+            batch_first=cfg.batch_first,
+            dropout=cfg.dropout,
+            bidirectional=cfg.bidirectional,
+        )
+        ref = self.cells[0].weight_ih
+        module.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            for k, cell in enumerate(self.cells):
+                sfx = _torch_suffix(k, self.num_directions)
+                getattr(module, "weight_ih" + sfx).copy_(cell.weight_ih)
+                getattr(module, "weight_hh" + sfx).copy_(cell.weight_hh)
+                getattr(module, "bias_ih" + sfx).copy_(cell.bias)
+                b_hh = cell.bias_hh if cfg.cell == "gru" else torch.zeros_like(cell.bias)
+                getattr(module, "bias_hh" + sfx).copy_(b_hh)
+        return module
+
+
+def _torch_suffix(k: int, num_directions: int) -> str:
+    """torch.nn's parameter suffix for cell k = layer * num_directions + direction."""
+    layer, direction = divmod(k, num_directions)
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of x (T, B, F) within its own length; padding stays in place."""
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    lengths = torch.as_tensor(lengths, device=x.device)
+    t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
+    index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
+    return x.gather(0, index.unsqueeze(-1).expand_as(x))
