@@ -1,0 +1,201 @@
+"""The ``rnnlab`` command line: argument parsing only; the work is done by library functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+from rnnlab.errors import ConfigError, RnnlabError
+
+_EXIT_ERROR, _EXIT_INTERRUPTED = 2, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return _EXIT_ERROR
+    try:
+        return int(args.handler(args) or 0)
+    except RnnlabError as exc:
+        if args.traceback:
+            raise
+        print(f"rnnlab: error: {exc}", file=sys.stderr)
+        return _EXIT_ERROR
+    except KeyboardInterrupt:
+        print("rnnlab: interrupted", file=sys.stderr)
+        return _EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnlab", description=__doc__)
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(title="commands")
+
+    train = sub.add_parser("train", help="train a model into a run directory",
+                           argument_default=argparse.SUPPRESS)  # fmt: skip
+    _add_config_options(train)
+    train.add_argument("--out", type=Path, help="run directory (default: runs/<data>-<cell>-...)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    ev = sub.add_parser("eval", help="recompute a run's NLL from its checkpoint")
+    ev.add_argument("run", type=Path)
+    ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ev.add_argument("--data", default=None, help="evaluate on this dataset instead of the run's")
+    ev.set_defaults(handler=_eval)
+
+    cmp = sub.add_parser("compare", help="a markdown table of runs (and their learning curves)")
+    cmp.add_argument("runs", type=Path, nargs="+")
+    cmp.add_argument("--plot", type=Path, default=None, help="write learning curves to this PNG")
+    cmp.set_defaults(handler=_compare)
+
+    data = sub.add_parser("data", help="list and describe datasets")
+    data_sub = data.add_subparsers(title="data commands")
+    data_sub.add_parser("list", help="the bundled datasets").set_defaults(handler=_data_list)
+    show = data_sub.add_parser("show", help="pieces, frames, lengths and note density per split")
+    show.add_argument("name", help="a bundled set name or a .mat/.pickle/.npz path")
+    show.set_defaults(handler=_data_show)
+
+    cells = sub.add_parser("cells", help="list the registered cells")
+    cells.set_defaults(handler=lambda args: print("\n".join(_cell_names())))
+    return parser
+
+
+# --- train ---------------------------------------------------------------------------------------
+def _config_fields() -> list[tuple[str, Any]]:
+    from rnnlab.models.rnn import ModelConfig
+    from rnnlab.train.config import TrainConfig
+
+    return [("model", f) for f in fields(ModelConfig)] + [("train", f) for f in fields(TrainConfig)]
+
+
+_MODEL_HELP = {
+    "cell": "recurrent cell (see `rnnlab cells`)",
+    "frame_size": "units per frame (88 piano keys)",
+    "hidden_size": "units per layer",
+    "num_layers": "stacked recurrent layers",
+    "dropout": "dropout between layers and before the output",
+    "layer_norm": "layer normalisation (Ba et al. 2016)",
+    "forget_bias": "initial forget-gate bias (LSTM family)",
+    "recurrent_dropout": "variational recurrent dropout (Gal & Ghahramani 2016)",
+    "zoneout": "zoneout probability (Krueger et al. 2017)",
+}
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per config field: the dataclasses are the single source of truth."""
+    for group, f in _config_fields():
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        help_text = f.metadata.get("help") or _MODEL_HELP.get(f.name, "")
+        help_text = f"{help_text} (default: {default})"
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, action="store_true", dest=f.name, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            parser.add_argument(flag, type=kind, dest=f.name, help=help_text)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rnnlab.models.rnn import ModelConfig
+    from rnnlab.train.config import RunConfig, TrainConfig
+    from rnnlab.train.loop import train_run
+
+    given = {group: {} for group in ("model", "train")}  # type: dict[str, dict[str, Any]]
+    for group, f in _config_fields():
+        if hasattr(args, f.name):
+            given[group][f.name] = getattr(args, f.name)
+    progress = not getattr(args, "no_progress", False)
+    if getattr(args, "resume", False):
+        if not hasattr(args, "out"):
+            raise ConfigError("--resume needs --out RUN, the run directory to continue")
+        other = sorted(set(given["model"]) | set(given["train"]) - {"epochs"})
+        if other:
+            raise ConfigError(
+                f"--resume continues a run with its own config.json; only --epochs may change "
+                f"(got {', '.join('--' + k.replace('_', '-') for k in other)})"
+            )
+        result = train_run(args.out, None, resume=True, epochs=given["train"].get("epochs"),
+                           progress=progress)  # fmt: skip
+        out = args.out
+    else:
+        cfg = RunConfig(ModelConfig(**given["model"]), TrainConfig(**given["train"]))
+        out = getattr(args, "out", None) or _default_out(cfg)
+        print(f"training {cfg.model.cell} (H={cfg.model.hidden_size}) on {cfg.train.data} "
+              f"into {out}")  # fmt: skip
+        result = train_run(out, cfg, progress=progress)
+    print(
+        f"{result['data']} {result['cell']}: test NLL {result['test_nll']:.4f} nats/frame at the "
+        f"best validation epoch {result['best_epoch']} (valid {result['valid_nll']:.4f}); "
+        f"{result['num_params']:,} parameters, {result['wall_time_s']:.0f} s; run: {out}"
+    )
+    return 0
+
+
+def _default_out(cfg: Any) -> Path:
+    data = Path(cfg.train.data).stem if "." in cfg.train.data else cfg.train.data
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{data}-{cfg.model.cell}-h{cfg.model.hidden_size}-s{cfg.train.seed}-{stamp}"
+
+
+# --- eval, compare, data --------------------------------------------------------------------------
+def _eval(args: argparse.Namespace) -> int:
+    from rnnlab.train.loop import load_run, load_sequences
+    from rnnlab.train.metrics import evaluate_nll
+
+    cfg, model, meta = load_run(args.run)
+    data = args.data or cfg.train.data
+    result = evaluate_nll(model, load_sequences(data)[args.split])
+    print(f"{data} {args.split}: NLL {result.nll:.4f} nats/frame over {result.frames} frames "
+          f"(checkpoint of epoch {meta.get('epoch')})")  # fmt: skip
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from rnnlab.report import compare_table, plot_curves
+
+    print(compare_table(args.runs))
+    if args.plot:
+        plot_curves(args.runs, args.plot)
+        print(f"learning curves: {args.plot}")
+    return 0
+
+
+def _data_list(args: argparse.Namespace) -> int:
+    from rnnlab.data import BUNDLED
+
+    print("| name | dataset |\n| --- | --- |")
+    for name, info in BUNDLED.items():
+        print(f"| {name} | {info.title} |")
+    return 0
+
+
+def _data_show(args: argparse.Namespace) -> int:
+    from rnnlab.data import load_polyphonic
+
+    rolls = load_polyphonic(args.name)
+    print(f"{rolls.name} ({rolls.source})")
+    print("| split | pieces | frames | min len | mean len | max len | notes/frame |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for split, s in rolls.stats().items():
+        print(f"| {split} | {s['pieces']} | {s['frames']} | {s['min_length']} | "
+              f"{s['mean_length']:.1f} | {s['max_length']} | {s['notes_per_frame']:.2f} |")  # fmt: skip
+    return 0
+
+
+def _cell_names() -> list[str]:
+    from rnnlab.cells import cell_names
+
+    return cell_names()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""A deterministic next-frame predictor: Recurrent stack + output distribution.
+
+log p(x_1..x_T) = sum_t log p(x_t | h_{t-1}), where h_{t-1} summarises x_<t. The input at step t is
+x_{t-1}, and x_0 is a frame of zeros, so the first frame is predicted from the initial state and
+counts like every other (Boulanger-Lewandowski et al. 2012).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.cells import CELLS
+from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.heads import BernoulliHead
+from rnnlab.recurrent import Recurrent
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The predictor's architecture (resolved into every run's config.json)."""
+
+    cell: str = "gru"
+    frame_size: int = 88
+    hidden_size: int = 200
+    num_layers: int = 1
+    dropout: float = 0.0  # on non-recurrent connections: between layers and before the head
+    layer_norm: bool = False
+    forget_bias: float = 1.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise unknown_name("cell", self.cell, CELLS)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+class SequenceLogProb(NamedTuple):
+    """log_prob (B, T): log p(x_t | x_<t), zero on padding; total: its sum; num_frames: real frames."""
+
+    log_prob: Tensor
+    total: Tensor
+    num_frames: int
+
+    @property
+    def nll_per_frame(self) -> Tensor:
+        return -self.total / self.num_frames
+
+
+class RNNPredictor(nn.Module):
+    """Recurrent stack over the previous frame, factorised Bernoulli head over the next.
+
+    >>> model = RNNPredictor(ModelConfig(cell="lstm", hidden_size=8))
+    >>> out = model(torch.zeros(2, 5, 88), torch.tensor([5, 3]))
+    >>> out.num_frames
+    8
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.rnn = Recurrent(
+            config.cell,
+            config.frame_size,
+            config.hidden_size,
+            config.num_layers,
+            dropout=config.dropout,
+            batch_first=True,
+            layer_norm=config.layer_norm,
+            forget_bias=config.forget_bias,
+            recurrent_dropout=config.recurrent_dropout,
+            zoneout=config.zoneout,
+        )
+        self.head = BernoulliHead(config.hidden_size, config.frame_size)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> SequenceLogProb:
+        """x (B, T, D) padded frames, lengths (B,)."""
+        B, T, _ = x.shape
+        inputs = torch.cat([x.new_zeros(B, 1, x.shape[-1]), x[:, :-1]], dim=1)  # x_{t-1}
+        h, _ = self.rnn(inputs, lengths=lengths)  # (B, T, H)
+        h = F.dropout(h, self.config.dropout, self.training)
+        valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+        log_prob = torch.where(valid, self.head.log_prob(x, h), 0.0)  # (B, T)
+        return SequenceLogProb(log_prob, log_prob.sum(), int(lengths.sum()))
+
+    @torch.no_grad()
+    def sample(
+        self, num_frames: int, batch_size: int = 1, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Ancestral sampling: (B, num_frames, D) in {0, 1}."""
+        was_training = self.training
+        self.eval()
+        device = self.head.proj.weight.device
+        frame = torch.zeros(batch_size, 1, self.config.frame_size, device=device)
+        state = None
+        frames = []
+        for _ in range(num_frames):
+            h, state = self.rnn(frame, state=state)
+            frame = self.head.sample(h, generator)
+            frames.append(frame)
+        self.train(was_training)
+        return torch.cat(frames, dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,100 @@
+"""Views of finished runs: a markdown comparison table and learning curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rnnlab.errors import RunDirError
+from rnnlab.train.checkpoint import read_json
+from rnnlab.train.loop import CONFIG, METRICS, RESULT
+
+
+def read_history(run: Path) -> list[dict[str, Any]]:
+    path = run / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_summary(run: Path) -> dict[str, Any]:
+    """One row of a comparison: from result.json, or from the metrics of a run still going."""
+    if not (run / CONFIG).is_file():
+        raise RunDirError(f"{run} is not a run directory (no {CONFIG})")
+    config = read_json(run / CONFIG)
+    if (run / RESULT).is_file():
+        row: dict[str, Any] = read_json(run / RESULT)
+        row["status"] = row.get("stopped", "done")
+        return row | {"run": str(run)}
+    history = read_history(run)
+    best = min(history, key=lambda r: r["valid_nll"]) if history else {}
+    return {
+        "run": str(run),
+        "data": config["train"]["data"],
+        "cell": config["model"]["cell"],
+        "hidden_size": config["model"]["hidden_size"],
+        "num_layers": config["model"]["num_layers"],
+        "num_params": None,
+        "best_epoch": best.get("epoch"),
+        "valid_nll": best.get("valid_nll"),
+        "test_nll": best.get("test_nll"),
+        "epochs_run": len(history),
+        "wall_time_s": round(sum(r["seconds"] for r in history), 1),
+        "status": "running" if history else "not started",
+    }
+
+
+def compare_table(runs: list[Path]) -> str:
+    """A markdown table, one run a row."""
+    columns = [
+        ("run", "run", str),
+        ("data", "data", str),
+        ("cell", "cell", str),
+        ("H", "hidden_size", str),
+        ("layers", "num_layers", str),
+        ("params", "num_params", lambda v: f"{v:,}"),
+        ("best epoch", "best_epoch", str),
+        ("valid NLL", "valid_nll", lambda v: f"{v:.3f}"),
+        ("test NLL", "test_nll", lambda v: f"{v:.3f}"),
+        ("epochs", "epochs_run", str),
+        ("wall s", "wall_time_s", lambda v: f"{v:.0f}"),
+        ("status", "status", str),
+    ]
+    lines = [
+        "| " + " | ".join(c[0] for c in columns) + " |",
+        "|" + "|".join(" --- " for _ in columns) + "|",
+    ]
+    for run in runs:
+        row = run_summary(Path(run))
+        cells = [fmt(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[Path], path: Path) -> None:
+    """Training and validation NLL per epoch for every run, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for k, run in enumerate(runs):
+        history = read_history(Path(run))
+        if not history:
+            raise RunDirError(f"{run} has no finished epoch to plot")
+        epochs = [r["epoch"] for r in history]
+        color = f"C{k % 10}"
+        label = Path(run).name
+        ax.plot(epochs, [r["valid_nll"] for r in history], color=color, label=f"{label} valid")
+        ax.plot(epochs, [r["train_nll"] for r in history], color=color, ls="--", alpha=0.6,
+                label=f"{label} train")  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("NLL per frame (nats)")
+    ax.set_title("learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

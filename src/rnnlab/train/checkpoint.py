@@ -1,0 +1,126 @@
+"""Checkpoints: weights + config + counters in safetensors and JSON, never a pickled object.
+
+Every file is written atomically (a temporary file in the same directory, then ``os.replace``),
+so an interrupted write leaves the previous version intact. Loading reads tensors and JSON only:
+nothing in a checkpoint can execute code.
+
+A training checkpoint is one safetensors file: ``model.*`` and ``optim.*`` tensors, plus a JSON
+document in the metadata holding the counters, the optimizer's scalar state and the RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from rnnlab.errors import RunDirError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(f.name, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path} is not valid JSON ({exc})") from None
+
+
+def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Atomically write tensors with a JSON metadata document."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(contiguous, tmp, metadata={"rnnlab": json.dumps(meta)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and the JSON metadata written by ``save_tensors``."""
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing")
+    try:
+        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("rnnlab", "{}")
+    except (SafetensorError, OSError) as exc:
+        raise RunDirError(f"{path} is not a readable safetensors file ({exc})") from None
+    return tensors, json.loads(raw)
+
+
+def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    save_tensors(path, dict(model.state_dict()), meta)
+
+
+def load_model_weights(path: Path, model: nn.Module) -> dict[str, Any]:
+    tensors, meta = load_tensors(path)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise RunDirError(
+            f"{path} does not match the model of its config "
+            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
+    return meta
+
+
+def save_training_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, counters: dict[str, Any]
+) -> None:
+    """Model, optimizer and counters, plus the global torch RNG state, in one atomic file."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, param_state in opt["state"].items():
+        for key, value in param_state.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"counters": counters, "param_groups": opt["param_groups"], "optim_scalars": scalars}
+    save_tensors(path, tensors, meta)
+
+
+def load_training_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore what ``save_training_checkpoint`` wrote; returns the counters."""
+    tensors, meta = load_tensors(path)
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(model_state)
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, scalars in meta["optim_scalars"].items():
+        state.setdefault(int(idx), {}).update(scalars)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    counters: dict[str, Any] = meta["counters"]
+    return counters

@@ -1,0 +1,73 @@
+"""Training configuration and the resolved run configuration written to config.json."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.models.rnn import ModelConfig
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained. Each field's ``help`` is also its command-line help."""
+
+    data: str = field(default="jsb", metadata={"help": "bundled set name or a .mat/.pickle/.npz path"})
+    optimizer: str = field(default="adam", metadata={"help": "adam, rmsprop (Chung et al.) or sgd"})
+    lr: float = field(default=1e-3, metadata={"help": "initial learning rate"})
+    momentum: float = field(default=0.0, metadata={"help": "momentum (rmsprop and sgd)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per batch"})
+    epochs: int = field(default=200, metadata={"help": "maximum number of epochs"})
+    clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: no clipping)"})
+    patience: int = field(
+        default=20, metadata={"help": "stop after this many epochs without a better valid NLL"}
+    )
+    lr_decay: float = field(default=0.5, metadata={"help": "LR factor on a validation plateau"})
+    lr_patience: int = field(
+        default=5, metadata={"help": "epochs without improvement before the LR decays"}
+    )
+    min_lr: float = field(default=1e-5, metadata={"help": "the LR never decays below this"})
+    seed: int = field(default=0, metadata={"help": "seed of every random choice"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
+        positive = ("lr", "batch_size", "epochs")
+        for key in positive:
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        for key in ("clip", "weight_decay", "momentum", "patience", "lr_patience", "threads"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; written to RUN/config.json."""
+
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": asdict(self.model), "train": asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        if set(data) != {"model", "train"}:
+            raise ConfigError(f"a run config has the keys 'model' and 'train', got {sorted(data)}")
+        return cls(ModelConfig.from_dict(data["model"]), train_config_from_dict(data["train"]))
+
+
+def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown training config key(s) {unknown}; known: {sorted(known)}")
+    return TrainConfig(**data)

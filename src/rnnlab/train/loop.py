@@ -1,0 +1,274 @@
+"""The training loop: one screen for a step, one for an epoch, one for a run.
+
+A run directory holds:
+  config.json        the resolved RunConfig
+  metrics.jsonl      one line per finished epoch
+  checkpoint.safetensors   the last finished epoch: model, optimizer, counters, RNG (for --resume)
+  model.safetensors  the weights of the best-validation epoch
+  result.json        the outcome, written when training ends
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import rnnlab
+from rnnlab.data import Batch, load_polyphonic, make_batches, to_tensors
+from rnnlab.errors import ConfigError, DataError, RunDirError, TrainingDiverged
+from rnnlab.models.rnn import RNNPredictor, count_parameters
+from rnnlab.train.checkpoint import (
+    atomic_write_text,
+    load_model_weights,
+    load_training_checkpoint,
+    read_json,
+    save_model,
+    save_training_checkpoint,
+    write_json,
+)
+from rnnlab.train.config import RunConfig
+from rnnlab.train.metrics import evaluate_nll
+
+CONFIG, METRICS, CHECKPOINT, MODEL, RESULT = (
+    "config.json",
+    "metrics.jsonl",
+    "checkpoint.safetensors",
+    "model.safetensors",
+    "result.json",
+)
+
+
+def set_seed(seed: int) -> None:
+    """The one place the global RNG is seeded."""
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = model.parameters()
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    nll: float  # mean NLL per frame of the batch
+    total: float  # summed log-likelihood of the batch
+    grad_norm: float  # before clipping
+
+
+def train_step(
+    model: RNNPredictor, batch: Batch, optimizer: torch.optim.Optimizer, clip: float
+) -> StepStats:
+    """Forward, backward, clip, step. Raises ``TrainingDiverged`` before a non-finite update."""
+    model.train()
+    out = model(batch.x, batch.lengths)
+    loss = out.nll_per_frame
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"the training loss became {loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
+    if not torch.isfinite(grad_norm):
+        raise TrainingDiverged(f"the gradient norm became {grad_norm.item()}")
+    optimizer.step()
+    return StepStats(loss.item(), float(out.total.detach()), grad_norm.item())
+
+
+def load_sequences(data: str) -> dict[str, list[torch.Tensor]]:
+    rolls = load_polyphonic(data)
+    return {split: to_tensors(pieces) for split, pieces in rolls.splits.items()}
+
+
+def train_run(
+    out: Path,
+    cfg: RunConfig | None,
+    *,
+    resume: bool = False,
+    epochs: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train into ``out`` (new) or continue it (``resume``, optionally with more ``epochs``).
+
+    Returns the result dictionary also written to ``out/result.json``.
+    """
+    out = Path(out)
+    cfg = _prepare_run_dir(out, cfg, resume, epochs)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    set_seed(t.seed)
+    data = load_sequences(t.data)
+    if data["train"][0].shape[-1] != cfg.model.frame_size:
+        raise DataError(f"{t.data}: frames have {data['train'][0].shape[-1]} units, the model "
+                        f"expects {cfg.model.frame_size}")
+    model = RNNPredictor(cfg.model)
+    optimizer = make_optimizer(model, cfg)
+    counters: dict[str, Any] = {
+        "epoch": 0, "best_epoch": 0, "best_valid": math.inf, "best_test": None,
+        "bad_epochs": 0, "lr_bad_epochs": 0, "wall_time": 0.0, "history": [],
+    }  # fmt: skip
+    if resume and (out / CHECKPOINT).exists():
+        counters = load_training_checkpoint(out / CHECKPOINT, model, optimizer)
+        log(f"resuming {out} after epoch {counters['epoch']}")
+
+    bar = tqdm(total=t.epochs, initial=counters["epoch"], disable=not progress, unit="epoch",
+               desc=f"{t.data}/{cfg.model.cell}", leave=False)  # fmt: skip
+    stopped = "max-epochs"
+    try:
+        for epoch in range(counters["epoch"] + 1, t.epochs + 1):
+            if counters["bad_epochs"] >= t.patience > 0:
+                stopped = "early-stopping"
+                break
+            row = _run_epoch(model, optimizer, data, cfg, epoch, counters, out)
+            _save_epoch(out, model, optimizer, counters, row)
+            bar.update(1)
+            bar.set_postfix(train=f"{row['train_nll']:.3f}", valid=f"{row['valid_nll']:.3f}",
+                            best=f"{counters['best_valid']:.3f}")  # fmt: skip
+        else:
+            if counters["bad_epochs"] >= t.patience > 0:
+                stopped = "early-stopping"
+    except TrainingDiverged as exc:
+        kept = counters["epoch"]
+        raise TrainingDiverged(
+            f"{exc} in epoch {kept + 1}; training stopped. The last good checkpoint (epoch {kept})"
+            f" is kept in {out}; try a lower --lr or a --clip value"
+        ) from None
+    finally:
+        bar.close()
+
+    result = {
+        "data": t.data,
+        "cell": cfg.model.cell,
+        "hidden_size": cfg.model.hidden_size,
+        "num_layers": cfg.model.num_layers,
+        "num_params": count_parameters(model),
+        "epochs_run": counters["epoch"],
+        "stopped": stopped,
+        "best_epoch": counters["best_epoch"],
+        "valid_nll": counters["best_valid"],
+        "test_nll": counters["best_test"],
+        "wall_time_s": round(counters["wall_time"], 1),
+        "threads": torch.get_num_threads(),
+        "versions": {"rnnlab": rnnlab.__version__, "torch": torch.__version__},
+    }
+    write_json(out / RESULT, result)
+    return result
+
+
+def _run_epoch(
+    model: RNNPredictor,
+    optimizer: torch.optim.Optimizer,
+    data: dict[str, list[torch.Tensor]],
+    cfg: RunConfig,
+    epoch: int,
+    counters: dict[str, Any],
+    out: Path,
+) -> dict[str, Any]:
+    """Train one epoch, validate, keep the best model, adjust the LR; updates ``counters``."""
+    t = cfg.train
+    start = time.perf_counter()
+    # The shuffle of each epoch depends only on (seed, epoch): resuming reproduces it exactly.
+    generator = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
+    total, frames, norms = 0.0, 0, []
+    for batch in make_batches(data["train"], t.batch_size, shuffle=True, generator=generator):
+        stats = train_step(model, batch, optimizer, t.clip)
+        total += stats.total
+        frames += batch.num_frames
+        norms.append(stats.grad_norm)
+    valid = evaluate_nll(model, data["valid"]).nll
+    if not math.isfinite(valid):
+        raise TrainingDiverged(f"the validation NLL became {valid}")
+    lr = optimizer.param_groups[0]["lr"]
+    test = None
+    if valid < counters["best_valid"]:
+        test = evaluate_nll(model, data["test"]).nll
+        counters.update(best_valid=valid, best_epoch=epoch, best_test=test, bad_epochs=0,
+                        lr_bad_epochs=0)  # fmt: skip
+        save_model(out / MODEL, model, {"epoch": epoch, "valid_nll": valid, "test_nll": test})
+    else:
+        counters["bad_epochs"] += 1
+        counters["lr_bad_epochs"] += 1
+        if counters["lr_bad_epochs"] >= t.lr_patience:
+            for group in optimizer.param_groups:
+                group["lr"] = max(group["lr"] * t.lr_decay, t.min_lr)
+            counters["lr_bad_epochs"] = 0
+    seconds = time.perf_counter() - start
+    counters["wall_time"] += seconds
+    counters["epoch"] = epoch
+    return {
+        "epoch": epoch,
+        "train_nll": -total / frames,
+        "valid_nll": valid,
+        "test_nll": test,
+        "lr": lr,
+        "grad_norm": sum(norms) / len(norms),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _save_epoch(
+    out: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    counters: dict[str, Any],
+    row: dict[str, Any],
+) -> None:
+    """Checkpoint first, then metrics.jsonl rewritten from the checkpoint's own history, so the
+    two never disagree, whenever the process is stopped."""
+    counters["history"].append(row)
+    save_training_checkpoint(out / CHECKPOINT, model, optimizer, counters)
+    atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in counters["history"]))
+
+
+def _prepare_run_dir(out: Path, cfg: RunConfig | None, resume: bool, epochs: int | None) -> RunConfig:
+    """Create a new run directory, or check and read an existing one for --resume."""
+    if resume:
+        if not (out / CONFIG).is_file():
+            raise RunDirError(f"{out} is not a run directory (no {CONFIG}); nothing to resume")
+        saved = RunConfig.from_dict(read_json(out / CONFIG))
+        if cfg is not None and cfg != saved:
+            raise ConfigError(
+                f"--resume continues {out} with its own {CONFIG}; only --epochs may change"
+            )
+        if epochs is not None and epochs != saved.train.epochs:
+            saved = RunConfig(saved.model, replace(saved.train, epochs=epochs))
+            write_json(out / CONFIG, saved.to_dict())
+        return saved
+    if cfg is None:
+        raise ConfigError("a new run needs a configuration")
+    if out.exists() and any(out.iterdir()):
+        raise RunDirError(
+            f"{out} already exists and is not empty; continue it with --resume or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG, cfg.to_dict())
+    return cfg
+
+
+def load_run(run: Path) -> tuple[RunConfig, RNNPredictor, dict[str, Any]]:
+    """The config and best-validation model of a run directory (for eval, sample, compare)."""
+    run = Path(run)
+    if not run.is_dir() or not (run / CONFIG).is_file():
+        raise RunDirError(f"{run} is not a run directory (no {CONFIG})")
+    cfg = RunConfig.from_dict(read_json(run / CONFIG))
+    model = RNNPredictor(cfg.model)
+    if not (run / MODEL).is_file():
+        raise RunDirError(f"{run} has no {MODEL} yet (no epoch has finished)")
+    meta = load_model_weights(run / MODEL, model)
+    model.eval()
+    return cfg, model, meta
+
