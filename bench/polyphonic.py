@@ -1,0 +1,111 @@
+"""Quality benchmark: polyphonic-music test NLL against published tables.
+
+Each row is an exact ``rnnlab train`` command; the benchmark runs the rows that have no result
+yet (continuing interrupted ones with --resume), then prints a markdown table and writes JSON.
+
+    python bench/polyphonic.py --rows chung-jsb            # one group
+    python bench/polyphonic.py --rows all --out bench/out  # everything (hours on 2 cores)
+    python bench/polyphonic.py --report                    # the table of what has finished
+
+Published figures (test NLL, nats per frame):
+  Chung et al. 2014, Table 2 (about 20K parameters): JSB tanh 9.10, GRU 8.54, LSTM 8.67;
+  Nottingham tanh 3.13, GRU 3.23, LSTM 3.20.
+  Bai et al. 2018, Table 2 (recurrent baselines): JSB GRU 8.43, LSTM 8.45; Nottingham LSTM 3.29,
+  GRU 3.46.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from rnnlab.cli import main as rnnlab_main
+from rnnlab.report import run_summary
+
+SMALL = ["--lr", "0.01", "--batch-size", "16", "--epochs", "300", "--patience", "30",
+         "--lr-patience", "8", "--seed", "0", "--threads", "1"]  # fmt: skip
+LARGE = ["--lr", "0.003", "--batch-size", "16", "--epochs", "200", "--patience", "20",
+         "--lr-patience", "5", "--seed", "0", "--threads", "1"]  # fmt: skip
+
+# name -> (group, published figure and source, train arguments)
+ROWS: dict[str, tuple[str, str, list[str]]] = {
+    "jsb-lstm-v-36": ("chung-jsb", "8.67 (Chung 2014, LSTM)",
+                      ["--data", "jsb", "--cell", "lstm-v", "--hidden-size", "36", *SMALL]),
+    "jsb-gru-v1-46": ("chung-jsb", "8.54 (Chung 2014, GRU)",
+                      ["--data", "jsb", "--cell", "gru-v1", "--hidden-size", "46", *SMALL]),
+    "jsb-tanh-100": ("chung-jsb", "9.10 (Chung 2014, tanh)",
+                     ["--data", "jsb", "--cell", "tanh", "--hidden-size", "100", *SMALL]),
+    "nottingham-lstm-v-36": ("chung-nottingham", "3.20 (Chung 2014, LSTM)",
+                             ["--data", "nottingham", "--cell", "lstm-v", "--hidden-size", "36",
+                              *SMALL]),
+    "nottingham-gru-v1-46": ("chung-nottingham", "3.23 (Chung 2014, GRU)",
+                             ["--data", "nottingham", "--cell", "gru-v1", "--hidden-size", "46",
+                              *SMALL]),
+    "nottingham-tanh-100": ("chung-nottingham", "3.13 (Chung 2014, tanh)",
+                            ["--data", "nottingham", "--cell", "tanh", "--hidden-size", "100",
+                             *SMALL]),
+    "jsb-lstm-256-d0.3": ("large-jsb", "8.43 (Bai 2018, best recurrent: GRU)",
+                          ["--data", "jsb", "--cell", "lstm", "--hidden-size", "256",
+                           "--dropout", "0.3", *LARGE]),
+    "nottingham-lstm-256-d0.3": ("large-nottingham", "3.29 (Bai 2018, best recurrent: LSTM)",
+                                 ["--data", "nottingham", "--cell", "lstm", "--hidden-size", "256",
+                                  "--dropout", "0.3", *LARGE[:3], "32", *LARGE[4:]]),
+}  # fmt: skip
+
+
+def command(name: str, out: Path) -> list[str]:
+    return ["train", *ROWS[name][2], "--out", str(out / name)]
+
+
+def run_rows(names: list[str], out: Path) -> None:
+    for name in names:
+        run = out / name
+        if (run / "result.json").is_file():
+            continue
+        argv = command(name, out)
+        if (run / "config.json").is_file():
+            argv = ["train", "--out", str(run), "--resume"]
+        print("$ rnnlab " + shlex.join(argv), flush=True)
+        code = rnnlab_main(argv + ["--no-progress"])
+        if code != 0:
+            print(f"row {name} failed with exit code {code}", file=sys.stderr)
+
+
+def report(out: Path) -> list[dict[str, object]]:
+    rows = []
+    print("| row | params | best epoch | valid NLL | test NLL | published | wall s | command |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, (group, published, _) in ROWS.items():
+        run = out / name
+        if not (run / "config.json").is_file():
+            continue
+        s = run_summary(run)
+        rows.append({"row": name, "group": group, "published": published, **s,
+                     "command": "rnnlab " + shlex.join(command(name, out))})  # fmt: skip
+        test = f"{s['test_nll']:.3f}" if s.get("test_nll") is not None else "-"
+        valid = f"{s['valid_nll']:.3f}" if s.get("valid_nll") is not None else "-"
+        print(f"| {name} | {s.get('num_params') or '-'} | {s.get('best_epoch')} | {valid} | "
+              f"{test} | {published} | {s.get('wall_time_s')} | "
+              f"`rnnlab {shlex.join(command(name, out))}` |")  # fmt: skip
+    (out / "polyphonic.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--rows", default="all", help="all, a group name, or comma-separated rows")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/polyphonic"))
+    parser.add_argument("--report", action="store_true", help="only print the table")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        if args.rows == "all":
+            names = list(ROWS)
+        else:
+            wanted = args.rows.split(",")
+            names = [n for n, (g, _, _) in ROWS.items() if g in wanted or n in wanted]
+        run_rows(names, args.out)
+    report(args.out)

@@ -1,0 +1,168 @@
+"""Shapes, lengths, padding invariance and the layer options, for every registered cell."""
+
+import pytest
+import torch
+
+import rnnlab
+from rnnlab import Recurrent
+from rnnlab.recurrent import reverse_padded
+
+CELLS = rnnlab.cell_names()
+STATE_PARTS = {"tanh": 1, "gru": 1, "gru-v1": 1, "lstm-fgr": 3}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_shapes(cell, bidirectional, batch_first):
+    T, B, I, H, L = 5, 3, 4, 6, 2
+    layer = Recurrent(cell, I, H, L, bidirectional=bidirectional, batch_first=batch_first,
+                      dropout=0.1, layer_norm=True, recurrent_dropout=0.2, zoneout=0.1)  # fmt: skip
+    D = 2 if bidirectional else 1
+    x = torch.randn(B, T, I) if batch_first else torch.randn(T, B, I)
+    out, state = layer(x, lengths=torch.tensor([5, 2, 1]))
+    assert out.shape == ((B, T, D * H) if batch_first else (T, B, D * H))
+    assert len(state) == STATE_PARTS.get(cell, 2)
+    assert state[0].shape == (L * D, B, H)
+    # Padded steps give zero outputs.
+    padded = out[1, 2:] if batch_first else out[2:, 1]
+    assert torch.all(padded == 0)
+    out.sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("options", [{}, {"layer_norm": True, "zoneout": 0.3}])
+def test_padding_never_changes_results(cell, options):
+    """A padded batch gives each sequence exactly what it gets alone (outputs and final states)."""
+    torch.manual_seed(1)
+    layer = Recurrent(cell, 3, 4, 2, bidirectional=True, **options).double().eval()
+    lengths = [6, 3, 1]
+    x = torch.randn(6, 3, 3, dtype=torch.float64)
+    x_padded = x.clone()
+    for b, n in enumerate(lengths):
+        x_padded[n:, b] = 1e3  # garbage in the padding must not leak
+    out, state = layer(x_padded, lengths=torch.tensor(lengths))
+    for b, n in enumerate(lengths):
+        alone, alone_state = layer(x[:n, b : b + 1])
+        torch.testing.assert_close(out[:n, b : b + 1], alone, rtol=1e-12, atol=1e-12)
+        assert torch.all(out[n:, b] == 0)
+        for part, alone_part in zip(state, alone_state, strict=True):
+            torch.testing.assert_close(part[:, b : b + 1], alone_part, rtol=1e-12, atol=1e-12)
+
+
+def test_reverse_padded():
+    x = torch.arange(8.0).view(4, 2, 1)  # (T=4, B=2)
+    r = reverse_padded(x, torch.tensor([4, 2]))
+    assert r[:, 0, 0].tolist() == [6.0, 4.0, 2.0, 0.0]
+    assert r[:, 1, 0].tolist() == [3.0, 1.0, 5.0, 7.0]  # padding stays where it was
+
+
+def test_initial_state_is_used_and_checked():
+    layer = Recurrent("lstm", 3, 4, 2)
+    x = torch.randn(5, 2, 3)
+    h0 = (torch.randn(2, 2, 4), torch.randn(2, 2, 4))
+    out_a, _ = layer(x, state=h0)
+    out_b, _ = layer(x)
+    assert not torch.allclose(out_a, out_b)
+    with pytest.raises(ValueError, match="expected"):
+        layer(x, state=(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
+    with pytest.raises(ValueError, match="state part"):
+        layer(x, state=(torch.zeros(2, 2, 4),))
+
+
+def test_state_continues_a_sequence():
+    """Running two halves with the state carried equals running the whole."""
+    layer = Recurrent("lstm-fgr", 3, 4, 2).double()
+    x = torch.randn(8, 2, 3, dtype=torch.float64)
+    whole, s_whole = layer(x)
+    first, s = layer(x[:5])
+    second, s2 = layer(x[5:], state=s)
+    torch.testing.assert_close(torch.cat([first, second]), whole)
+    for a, b in zip(s2, s_whole, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_input_width_and_lengths():
+    layer = Recurrent("gru", 3, 4)
+    with pytest.raises(ValueError, match="input width 5 does not match input_size=3"):
+        layer(torch.randn(2, 2, 5))
+    with pytest.raises(ValueError, match="3-d"):
+        layer(torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 2\]"):
+        layer(torch.randn(2, 2, 3), lengths=torch.tensor([3, 1]))
+
+
+def test_unknown_cell_lists_valid_ones():
+    with pytest.raises(ValueError, match="Did you mean 'lstm-cifg'.*Valid cells: gru, gru-v1"):
+        Recurrent("lstm-cfg", 3, 4)
+
+
+def test_forget_bias_init():
+    layer = Recurrent("lstm-v", 3, 4, forget_bias=2.5)
+    bias = layer.cells[0].bias
+    assert torch.all(bias[4:8] == 2.5) and torch.all(bias[:4] == 0) and torch.all(bias[8:] == 0)
+    nfg = Recurrent("lstm-nfg", 3, 4, forget_bias=2.5).cells[0].bias
+    assert torch.all(nfg == 0)  # no forget gate: no forget bias
+
+
+def test_dropout_between_layers_only_in_training():
+    layer = Recurrent("gru", 3, 8, 2, dropout=0.5)
+    x = torch.randn(4, 2, 3)
+    layer.eval()
+    a, _ = layer(x)
+    b, _ = layer(x)
+    torch.testing.assert_close(a, b)
+    layer.train()
+    c, _ = layer(x)
+    assert not torch.allclose(a, c)
+
+
+def test_recurrent_dropout_one_mask_per_sequence():
+    """Gal & Ghahramani: the same mask at every step of a sequence, a new one for the next call."""
+    layer = Recurrent("tanh", 3, 8, recurrent_dropout=0.5)
+    masks = []
+    original = layer.cells[0].step
+
+    def spy(x_proj, state, mask):
+        masks.append(mask)
+        return original(x_proj, state, mask)
+
+    layer.cells[0].step = spy
+    layer(torch.randn(5, 4, 3))
+    assert len(masks) == 5 and all(m is masks[0] for m in masks)
+    assert set(masks[0].unique().tolist()) <= {0.0, 2.0}  # inverted dropout, keep = 0.5
+    layer(torch.randn(5, 4, 3))
+    assert not torch.equal(masks[5], masks[0])
+    masks.clear()
+    layer.eval()
+    layer(torch.randn(5, 4, 3))
+    assert all(m is None for m in masks)
+
+
+def test_zoneout_in_evaluation_uses_the_expectation():
+    """Krueger et al.: at test time h_t = p h_{t-1} + (1 - p) h_new."""
+    p = 0.3
+    layer = Recurrent("lstm", 3, 4, zoneout=p).double().eval()
+    plain = Recurrent("lstm", 3, 4).double().eval()
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    out, _ = layer(x)
+    y = c = torch.zeros(2, 4, dtype=torch.float64)
+    expected = []
+    for t in range(6):
+        _, (y_new, c_new) = plain(x[t : t + 1], state=(y[None], c[None]))
+        y = p * y + (1 - p) * y_new[0]
+        c = p * c + (1 - p) * c_new[0]
+        expected.append(y)
+    torch.testing.assert_close(out, torch.stack(expected))
+
+
+def test_zoneout_in_training_keeps_or_updates_each_unit():
+    torch.manual_seed(3)
+    layer = Recurrent("gru", 3, 64, zoneout=0.5).double()
+    x = torch.randn(2, 1, 3, dtype=torch.float64)
+    out, _ = layer(x)
+    # The first step starts from zero: a kept unit is exactly zero.
+    kept = (out[0] == 0).double().mean().item()
+    assert 0.3 < kept < 0.7
