@@ -19,6 +19,8 @@ def tiny_npz(tmp_path):
         return [rng.random((int(rng.integers(4, 12)), 88)) < 0.05 for _ in range(n)]
 
     path = tmp_path / "tiny.npz"
-    save_npz(PianoRolls("tiny", "test", {"train": pieces(6), "valid": pieces(3), "test": pieces(3)}),
-             path)  # fmt: skip
+    save_npz(
+        PianoRolls("tiny", "test", {"train": pieces(6), "valid": pieces(3), "test": pieces(3)}),
+        path,
+    )
     return path

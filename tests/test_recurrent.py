@@ -16,8 +16,18 @@ STATE_PARTS = {"tanh": 1, "gru": 1, "gru-v1": 1, "lstm-fgr": 3}
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_shapes(cell, bidirectional, batch_first):
     T, B, I, H, L = 5, 3, 4, 6, 2
-    layer = Recurrent(cell, I, H, L, bidirectional=bidirectional, batch_first=batch_first,
-                      dropout=0.1, layer_norm=True, recurrent_dropout=0.2, zoneout=0.1)  # fmt: skip
+    layer = Recurrent(
+        cell,
+        I,
+        H,
+        L,
+        bidirectional=bidirectional,
+        batch_first=batch_first,
+        dropout=0.1,
+        layer_norm=True,
+        recurrent_dropout=0.2,
+        zoneout=0.1,
+    )
     D = 2 if bidirectional else 1
     x = torch.randn(B, T, I) if batch_first else torch.randn(T, B, I)
     out, state = layer(x, lengths=torch.tensor([5, 2, 1]))

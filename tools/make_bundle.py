@@ -1,6 +1,6 @@
 """Rebuild the bundled polyphonic data from the shared .mat files.
 
-    python tools/make_bundle.py ../shared/data/polyphonic src/rnnlab/data/bundled
+python tools/make_bundle.py ../shared/data/polyphonic src/rnnlab/data/bundled
 """
 
 import json

@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(title="commands")
 
-    train = sub.add_parser("train", help="train a model into a run directory",
-                           argument_default=argparse.SUPPRESS)  # fmt: skip
+    train = sub.add_parser(
+        "train", help="train a model into a run directory", argument_default=argparse.SUPPRESS
+    )
     _add_config_options(train)
     train.add_argument("--out", type=Path, help="run directory (default: runs/<data>-<cell>-...)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
@@ -92,7 +93,7 @@ _MODEL_HELP = {
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One option per config field: the dataclasses are the single source of truth."""
-    for group, f in _config_fields():
+    for _group, f in _config_fields():
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         help_text = f.metadata.get("help") or _MODEL_HELP.get(f.name, "")
@@ -123,14 +124,16 @@ def _train(args: argparse.Namespace) -> int:
                 f"--resume continues a run with its own config.json; only --epochs may change "
                 f"(got {', '.join('--' + k.replace('_', '-') for k in other)})"
             )
-        result = train_run(args.out, None, resume=True, epochs=given["train"].get("epochs"),
-                           progress=progress)  # fmt: skip
+        result = train_run(
+            args.out, None, resume=True, epochs=given["train"].get("epochs"), progress=progress
+        )
         out = args.out
     else:
         cfg = RunConfig(ModelConfig(**given["model"]), TrainConfig(**given["train"]))
         out = getattr(args, "out", None) or _default_out(cfg)
-        print(f"training {cfg.model.cell} (H={cfg.model.hidden_size}) on {cfg.train.data} "
-              f"into {out}")  # fmt: skip
+        print(
+            f"training {cfg.model.cell} (H={cfg.model.hidden_size}) on {cfg.train.data} into {out}"
+        )
         result = train_run(out, cfg, progress=progress)
     print(
         f"{result['data']} {result['cell']}: test NLL {result['test_nll']:.4f} nats/frame at the "
@@ -143,7 +146,9 @@ def _train(args: argparse.Namespace) -> int:
 def _default_out(cfg: Any) -> Path:
     data = Path(cfg.train.data).stem if "." in cfg.train.data else cfg.train.data
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{data}-{cfg.model.cell}-h{cfg.model.hidden_size}-s{cfg.train.seed}-{stamp}"
+    return (
+        Path("runs") / f"{data}-{cfg.model.cell}-h{cfg.model.hidden_size}-s{cfg.train.seed}-{stamp}"
+    )
 
 
 # --- eval, compare, data --------------------------------------------------------------------------
@@ -154,8 +159,10 @@ def _eval(args: argparse.Namespace) -> int:
     cfg, model, meta = load_run(args.run)
     data = args.data or cfg.train.data
     result = evaluate_nll(model, load_sequences(data)[args.split])
-    print(f"{data} {args.split}: NLL {result.nll:.4f} nats/frame over {result.frames} frames "
-          f"(checkpoint of epoch {meta.get('epoch')})")  # fmt: skip
+    print(
+        f"{data} {args.split}: NLL {result.nll:.4f} nats/frame over {result.frames} frames "
+        f"(checkpoint of epoch {meta.get('epoch')})"
+    )
     return 0
 
 
@@ -186,8 +193,10 @@ def _data_show(args: argparse.Namespace) -> int:
     print("| split | pieces | frames | min len | mean len | max len | notes/frame |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for split, s in rolls.stats().items():
-        print(f"| {split} | {s['pieces']} | {s['frames']} | {s['min_length']} | "
-              f"{s['mean_length']:.1f} | {s['max_length']} | {s['notes_per_frame']:.2f} |")  # fmt: skip
+        print(
+            f"| {split} | {s['pieces']} | {s['frames']} | {s['min_length']} | "
+            f"{s['mean_length']:.1f} | {s['max_length']} | {s['notes_per_frame']:.2f} |"
+        )
     return 0
 
 

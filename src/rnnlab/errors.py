@@ -1,4 +1,4 @@
-"""Errors that rnnlab reports to a user as one clear line (the CLI prints them without a traceback)."""
+"""Errors reported to a user as one clear line (the CLI prints them without a traceback)."""
 
 from __future__ import annotations
 

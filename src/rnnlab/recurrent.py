@@ -8,12 +8,13 @@ loop is the reference every faster backend is tested against.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.cells import CELLS, Cell, CellOptions, State, make_cell
+from rnnlab.cells import CELLS, Cell, CellOptions, GRUCell, State, make_cell
 from rnnlab.errors import ConfigError, unknown_name
 
 # Cells torch.nn can express exactly, and the torch module class of each.
@@ -73,7 +74,7 @@ class Recurrent(nn.Module):
     Returns ``(output, state)``: output (T, B, D*H) (or batch-first) and the final state in the
     same layout as the initial one.
 
-    >>> layer = Recurrent("lstm-cifg", input_size=88, hidden_size=16, num_layers=2, batch_first=True)
+    >>> layer = Recurrent("lstm-cifg", 88, 16, num_layers=2, batch_first=True)
     >>> out, (y, c) = layer(torch.zeros(4, 10, 88), lengths=torch.tensor([10, 7, 3, 1]))
     >>> tuple(out.shape), tuple(y.shape)
     ((4, 10, 16), (2, 4, 16))
@@ -111,8 +112,12 @@ class Recurrent(nn.Module):
         options = CellOptions(layer_norm=layer_norm, forget_bias=forget_bias)
         self.num_directions = 2 if bidirectional else 1
         self.cells = nn.ModuleList(
-            make_cell(cell, input_size if layer == 0 else self.num_directions * hidden_size,
-                      hidden_size, options)
+            make_cell(
+                cell,
+                input_size if layer == 0 else self.num_directions * hidden_size,
+                hidden_size,
+                options,
+            )
             for layer in range(num_layers)
             for _ in range(self.num_directions)
         )
@@ -133,6 +138,11 @@ class Recurrent(nn.Module):
     @property
     def num_layers(self) -> int:
         return self.config.num_layers
+
+    @property
+    def layer_cells(self) -> list[Cell]:
+        """The cells, indexed layer * num_directions + direction."""
+        return [cast(Cell, cell) for cell in self.cells]
 
     @property
     def output_size(self) -> int:
@@ -168,7 +178,7 @@ class Recurrent(nn.Module):
                 inp = layer_input
                 if direction == 1:
                     inp = reverse_padded(layer_input, lengths)
-                out, final = self._run(self.cells[k], inp, states[k], valid)
+                out, final = self._run(self.layer_cells[k], inp, states[k], valid)
                 outputs.append(out if direction == 0 else reverse_padded(out, lengths))
                 finals.append(final)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
@@ -235,8 +245,8 @@ class Recurrent(nn.Module):
     def _initial_states(self, state: State | None, B: int, x: Tensor) -> list[State]:
         """The initial state of each (layer, direction), from the user's or zeros."""
         if state is None:
-            return [cell.initial_state(B, x) for cell in self.cells]
-        widths = self.cells[0].state_widths
+            return [cell.initial_state(B, x) for cell in self.layer_cells]
+        widths = self.layer_cells[0].state_widths
         n = len(self.cells)
         H = self.config.hidden_size
         if isinstance(state, Tensor):
@@ -283,19 +293,19 @@ class Recurrent(nn.Module):
         ref = next(module.parameters())
         layer.to(device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
-            for k, cell in enumerate(layer.cells):
+            for k, cell in enumerate(layer.layer_cells):
                 sfx = _torch_suffix(k, layer.num_directions)
                 cell.weight_ih.copy_(getattr(module, "weight_ih" + sfx))
                 cell.weight_hh.copy_(getattr(module, "weight_hh" + sfx))
                 if not module.bias:
                     cell.bias.zero_()
                     if name == "gru":
-                        cell.bias_hh.zero_()
+                        cast(GRUCell, cell).bias_hh.zero_()
                     continue
                 b_ih, b_hh = getattr(module, "bias_ih" + sfx), getattr(module, "bias_hh" + sfx)
                 if name == "gru":
                     cell.bias.copy_(b_ih)
-                    cell.bias_hh.copy_(b_hh)
+                    cast(GRUCell, cell).bias_hh.copy_(b_hh)
                 else:
                     cell.bias.copy_(b_ih + b_hh)
         return layer
@@ -319,15 +329,19 @@ class Recurrent(nn.Module):
             dropout=cfg.dropout,
             bidirectional=cfg.bidirectional,
         )
-        ref = self.cells[0].weight_ih
+        ref = self.layer_cells[0].weight_ih
         module.to(device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
-            for k, cell in enumerate(self.cells):
+            for k, cell in enumerate(self.layer_cells):
                 sfx = _torch_suffix(k, self.num_directions)
                 getattr(module, "weight_ih" + sfx).copy_(cell.weight_ih)
                 getattr(module, "weight_hh" + sfx).copy_(cell.weight_hh)
                 getattr(module, "bias_ih" + sfx).copy_(cell.bias)
-                b_hh = cell.bias_hh if cfg.cell == "gru" else torch.zeros_like(cell.bias)
+                b_hh = (
+                    cast(GRUCell, cell).bias_hh
+                    if cfg.cell == "gru"
+                    else torch.zeros_like(cell.bias)
+                )
                 getattr(module, "bias_hh" + sfx).copy_(b_hh)
         return module
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def run_summary(run: Path) -> dict[str, Any]:
 
 def compare_table(runs: list[Path]) -> str:
     """A markdown table, one run a row."""
-    columns = [
+    columns: list[tuple[str, str, Callable[[Any], str]]] = [
         ("run", "run", str),
         ("data", "data", str),
         ("cell", "cell", str),
@@ -88,8 +89,14 @@ def plot_curves(runs: list[Path], path: Path) -> None:
         color = f"C{k % 10}"
         label = Path(run).name
         ax.plot(epochs, [r["valid_nll"] for r in history], color=color, label=f"{label} valid")
-        ax.plot(epochs, [r["train_nll"] for r in history], color=color, ls="--", alpha=0.6,
-                label=f"{label} train")  # fmt: skip
+        ax.plot(
+            epochs,
+            [r["train_nll"] for r in history],
+            color=color,
+            ls="--",
+            alpha=0.6,
+            label=f"{label} train",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("NLL per frame (nats)")
     ax.set_title("learning curves")

@@ -67,9 +67,7 @@ class Cell(nn.Module):
     # --- shared helpers -----------------------------------------------------------------------
     def initial_state(self, batch_size: int, like: Tensor) -> State:
         """Zeros of the right widths, on the device and dtype of ``like``."""
-        return tuple(
-            like.new_zeros(batch_size, w * self.hidden_size) for w in self.state_widths
-        )
+        return tuple(like.new_zeros(batch_size, w * self.hidden_size) for w in self.state_widths)
 
     def _uniform_(self, *tensors: Tensor) -> None:
         """torch.nn's initialisation: U(-1/sqrt(H), 1/sqrt(H))."""

@@ -143,7 +143,9 @@ class LSTMCell(Cell):
         c_t = (z_t if i_t is None else z_t * i_t) + (c_prev if f_t is None else c_prev * f_t)
         o_t = self._gate(blocks, peep, "o", c_t)
 
-        c_out = layer_norm(c_t, self.ln_c_weight, self.ln_c_bias) if self.options.layer_norm else c_t
+        c_out = (
+            layer_norm(c_t, self.ln_c_weight, self.ln_c_bias) if self.options.layer_norm else c_t
+        )
         h_c = torch.tanh(c_out) if v.output_activation else c_out
         y_t = h_c if o_t is None else h_c * o_t
         if not v.full_gate_recurrence:

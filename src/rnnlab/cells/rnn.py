@@ -16,7 +16,8 @@ class TanhCell(Cell):
     y_t = tanh(LN(W x_t) + LN(R y_{t-1}) + b).
 
     >>> cell = TanhCell(3, 4, CellOptions())
-    >>> y, = cell.step(cell.project_input(torch.zeros(2, 3)), cell.initial_state(2, torch.zeros(1)), None)
+    >>> state = cell.initial_state(2, torch.zeros(1))
+    >>> (y,) = cell.step(cell.project_input(torch.zeros(2, 3)), state, None)
     >>> tuple(y.shape)
     (2, 4)
     """

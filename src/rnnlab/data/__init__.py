@@ -1,6 +1,6 @@
 """Datasets and batching."""
 
-from rnnlab.data.batching import Batch, make_batches, to_tensors
+from rnnlab.data.batching import Batch, make_batches, split_windows, to_tensors
 from rnnlab.data.polyphonic import (
     BUNDLED,
     NUM_KEYS,
@@ -17,5 +17,6 @@ __all__ = [
     "dataset_names",
     "load_polyphonic",
     "make_batches",
+    "split_windows",
     "to_tensors",
 ]

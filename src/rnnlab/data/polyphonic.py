@@ -6,7 +6,8 @@ mirrored ``.mat`` files; each bundled file is verified against its SHA-256 on lo
 
 Users can load their own copies in three formats (``load_polyphonic(path)``):
 
-- ``.mat``: keys ``traindata``, ``validdata``, ``testdata``, each a 1 x N cell array of (T, 88) arrays;
+- ``.mat``: keys ``traindata``, ``validdata``, ``testdata``, each a 1 x N cell array of (T, 88)
+  arrays;
 - ``.pickle`` / ``.pkl``: Boulanger-Lewandowski's format, a dict ``train`` / ``valid`` / ``test`` of
   lists of pieces, each a list of frames, each a sequence of active MIDI note numbers (21-108).
   Read with an unpickler that refuses every global, so loading never runs code from the file;
@@ -92,10 +93,11 @@ def load_polyphonic(name_or_path: str | Path) -> PianoRolls:
         if not path.is_file():
             raise DataError(f"data file {path} does not exist")
         return loaders[path.suffix.lower()](path)
-    raise unknown_name("dataset", text, list(BUNDLED) + ["<path>.mat", "<path>.pickle", "<path>.npz"])
+    formats = ["<path>.mat", "<path>.pickle", "<path>.npz"]
+    raise unknown_name("dataset", text, list(BUNDLED) + formats)
 
 
-# --- the bundled sets ------------------------------------------------------------------------------
+# --- the bundled sets ---------------------------------------------------------------------------
 _BUNDLE_PACKAGE = "rnnlab.data.bundled"
 
 

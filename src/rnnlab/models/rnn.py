@@ -50,7 +50,8 @@ class ModelConfig:
 
 
 class SequenceLogProb(NamedTuple):
-    """log_prob (B, T): log p(x_t | x_<t), zero on padding; total: its sum; num_frames: real frames."""
+    """log_prob (B, T): log p(x_t | x_<t), zero on padding; total: its sum; num_frames: the
+    number of real frames."""
 
     log_prob: Tensor
     total: Tensor
@@ -87,10 +88,14 @@ class RNNPredictor(nn.Module):
         )
         self.head = BernoulliHead(config.hidden_size, config.frame_size)
 
-    def forward(self, x: Tensor, lengths: Tensor) -> SequenceLogProb:
-        """x (B, T, D) padded frames, lengths (B,)."""
-        B, T, _ = x.shape
-        inputs = torch.cat([x.new_zeros(B, 1, x.shape[-1]), x[:, :-1]], dim=1)  # x_{t-1}
+    def forward(
+        self, x: Tensor, lengths: Tensor, first_input: Tensor | None = None
+    ) -> SequenceLogProb:
+        """x (B, T, D) padded frames, lengths (B,); first_input (B, D) is the frame before x
+        when x is a window cut from a longer piece (zeros, the default, at a piece's start)."""
+        B, T, D = x.shape
+        first = x.new_zeros(B, 1, D) if first_input is None else first_input.view(B, 1, D)
+        inputs = torch.cat([first, x[:, :-1]], dim=1)  # x_{t-1}
         h, _ = self.rnn(inputs, lengths=lengths)  # (B, T, H)
         h = F.dropout(h, self.config.dropout, self.training)
         valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]

@@ -79,12 +79,16 @@ def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 
 def load_model_weights(path: Path, model: nn.Module) -> dict[str, Any]:
     tensors, meta = load_tensors(path)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise RunDirError(
-            f"{path} does not match the model of its config "
-            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if found != expected:
+        differ = sorted(
+            k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k)
         )
+        raise RunDirError(
+            f"{path} does not match the model of its config (differs in {', '.join(differ[:4])})"
+        )
+    model.load_state_dict(tensors)
     return meta
 
 

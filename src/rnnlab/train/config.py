@@ -15,12 +15,21 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 class TrainConfig:
     """How a model is trained. Each field's ``help`` is also its command-line help."""
 
-    data: str = field(default="jsb", metadata={"help": "bundled set name or a .mat/.pickle/.npz path"})
+    data: str = field(
+        default="jsb", metadata={"help": "bundled set name or a .mat/.pickle/.npz path"}
+    )
     optimizer: str = field(default="adam", metadata={"help": "adam, rmsprop (Chung et al.) or sgd"})
     lr: float = field(default=1e-3, metadata={"help": "initial learning rate"})
     momentum: float = field(default=0.0, metadata={"help": "momentum (rmsprop and sgd)"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty"})
     batch_size: int = field(default=16, metadata={"help": "sequences per batch"})
+    window: int = field(
+        default=0,
+        metadata={
+            "help": "train on windows of this many frames, each from a zero state "
+            "(0: whole pieces); evaluation always uses whole pieces"
+        },
+    )
     epochs: int = field(default=200, metadata={"help": "maximum number of epochs"})
     clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: no clipping)"})
     patience: int = field(
@@ -43,7 +52,15 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
-        for key in ("clip", "weight_decay", "momentum", "patience", "lr_patience", "threads"):
+        for key in (
+            "clip",
+            "weight_decay",
+            "momentum",
+            "patience",
+            "lr_patience",
+            "threads",
+            "window",
+        ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")
 

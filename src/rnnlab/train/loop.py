@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 import rnnlab
-from rnnlab.data import Batch, load_polyphonic, make_batches, to_tensors
+from rnnlab.data import Batch, load_polyphonic, make_batches, split_windows, to_tensors
 from rnnlab.errors import ConfigError, DataError, RunDirError, TrainingDiverged
 from rnnlab.models.rnn import RNNPredictor, count_parameters
 from rnnlab.train.checkpoint import (
@@ -58,7 +58,9 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.RMSprop(
+            params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+        )
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
@@ -74,7 +76,7 @@ def train_step(
 ) -> StepStats:
     """Forward, backward, clip, step. Raises ``TrainingDiverged`` before a non-finite update."""
     model.train()
-    out = model(batch.x, batch.lengths)
+    out = model(batch.x, batch.lengths, batch.first_input)
     loss = out.nll_per_frame
     if not torch.isfinite(loss):
         raise TrainingDiverged(f"the training loss became {loss.item()}")
@@ -113,20 +115,34 @@ def train_run(
     set_seed(t.seed)
     data = load_sequences(t.data)
     if data["train"][0].shape[-1] != cfg.model.frame_size:
-        raise DataError(f"{t.data}: frames have {data['train'][0].shape[-1]} units, the model "
-                        f"expects {cfg.model.frame_size}")
+        raise DataError(
+            f"{t.data}: frames have {data['train'][0].shape[-1]} units, the model "
+            f"expects {cfg.model.frame_size}"
+        )
     model = RNNPredictor(cfg.model)
     optimizer = make_optimizer(model, cfg)
     counters: dict[str, Any] = {
-        "epoch": 0, "best_epoch": 0, "best_valid": math.inf, "best_test": None,
-        "bad_epochs": 0, "lr_bad_epochs": 0, "wall_time": 0.0, "history": [],
-    }  # fmt: skip
+        "epoch": 0,
+        "best_epoch": 0,
+        "best_valid": math.inf,
+        "best_test": None,
+        "bad_epochs": 0,
+        "lr_bad_epochs": 0,
+        "wall_time": 0.0,
+        "history": [],
+    }
     if resume and (out / CHECKPOINT).exists():
         counters = load_training_checkpoint(out / CHECKPOINT, model, optimizer)
         log(f"resuming {out} after epoch {counters['epoch']}")
 
-    bar = tqdm(total=t.epochs, initial=counters["epoch"], disable=not progress, unit="epoch",
-               desc=f"{t.data}/{cfg.model.cell}", leave=False)  # fmt: skip
+    bar = tqdm(
+        total=t.epochs,
+        initial=counters["epoch"],
+        disable=not progress,
+        unit="epoch",
+        desc=f"{t.data}/{cfg.model.cell}",
+        leave=False,
+    )
     stopped = "max-epochs"
     try:
         for epoch in range(counters["epoch"] + 1, t.epochs + 1):
@@ -136,8 +152,11 @@ def train_run(
             row = _run_epoch(model, optimizer, data, cfg, epoch, counters, out)
             _save_epoch(out, model, optimizer, counters, row)
             bar.update(1)
-            bar.set_postfix(train=f"{row['train_nll']:.3f}", valid=f"{row['valid_nll']:.3f}",
-                            best=f"{counters['best_valid']:.3f}")  # fmt: skip
+            bar.set_postfix(
+                train=f"{row['train_nll']:.3f}",
+                valid=f"{row['valid_nll']:.3f}",
+                best=f"{counters['best_valid']:.3f}",
+            )
         else:
             if counters["bad_epochs"] >= t.patience > 0:
                 stopped = "early-stopping"
@@ -184,7 +203,15 @@ def _run_epoch(
     # The shuffle of each epoch depends only on (seed, epoch): resuming reproduces it exactly.
     generator = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
     total, frames, norms = 0.0, 0, []
-    for batch in make_batches(data["train"], t.batch_size, shuffle=True, generator=generator):
+    train, first_inputs = data["train"], None
+    if t.window:
+        # Windows give more updates per epoch on long pieces (truncated backpropagation without
+        # carrying the state); each window's first input is the true previous frame.
+        train, first_inputs = split_windows(train, t.window)
+    batches = make_batches(
+        train, t.batch_size, shuffle=True, generator=generator, first_inputs=first_inputs
+    )
+    for batch in batches:
         stats = train_step(model, batch, optimizer, t.clip)
         total += stats.total
         frames += batch.num_frames
@@ -196,8 +223,9 @@ def _run_epoch(
     test = None
     if valid < counters["best_valid"]:
         test = evaluate_nll(model, data["test"]).nll
-        counters.update(best_valid=valid, best_epoch=epoch, best_test=test, bad_epochs=0,
-                        lr_bad_epochs=0)  # fmt: skip
+        counters.update(
+            best_valid=valid, best_epoch=epoch, best_test=test, bad_epochs=0, lr_bad_epochs=0
+        )
         save_model(out / MODEL, model, {"epoch": epoch, "valid_nll": valid, "test_nll": test})
     else:
         counters["bad_epochs"] += 1
@@ -234,7 +262,9 @@ def _save_epoch(
     atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in counters["history"]))
 
 
-def _prepare_run_dir(out: Path, cfg: RunConfig | None, resume: bool, epochs: int | None) -> RunConfig:
+def _prepare_run_dir(
+    out: Path, cfg: RunConfig | None, resume: bool, epochs: int | None
+) -> RunConfig:
     """Create a new run directory, or check and read an existing one for --resume."""
     if resume:
         if not (out / CONFIG).is_file():
@@ -252,7 +282,8 @@ def _prepare_run_dir(out: Path, cfg: RunConfig | None, resume: bool, epochs: int
         raise ConfigError("a new run needs a configuration")
     if out.exists() and any(out.iterdir()):
         raise RunDirError(
-            f"{out} already exists and is not empty; continue it with --resume or choose another --out"
+            f"{out} already exists and is not empty; "
+            "continue it with --resume or choose another --out"
         )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG, cfg.to_dict())
@@ -271,4 +302,3 @@ def load_run(run: Path) -> tuple[RunConfig, RNNPredictor, dict[str, Any]]:
     meta = load_model_weights(run / MODEL, model)
     model.eval()
     return cfg, model, meta
-

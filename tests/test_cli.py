@@ -1,0 +1,113 @@
+"""Smoke tests of every command, on tiny data, and the one-line errors of bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rnnlab.cli import main
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_every_command(tiny_npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, _ = _run(
+        [
+            "train",
+            "--data",
+            tiny_npz,
+            "--cell",
+            "gru-v1",
+            "--hidden-size",
+            "5",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "2",
+            "--out",
+            run,
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 0 and "test NLL" in out
+    code, out, _ = _run(
+        ["train", "--out", run, "--resume", "--epochs", "3", "--no-progress"], capsys
+    )
+    assert code == 0 and json.loads((run / "result.json").read_text())["epochs_run"] == 3
+    code, out, _ = _run(["eval", run, "--split", "valid"], capsys)
+    assert code == 0 and "valid: NLL" in out
+    png = tmp_path / "curves.png"
+    code, out, _ = _run(["compare", run, run, "--plot", png], capsys)
+    assert code == 0 and out.startswith("| run |") and png.stat().st_size > 1000
+    code, out, _ = _run(["data", "list"], capsys)
+    assert code == 0 and "nottingham" in out
+    code, out, _ = _run(["data", "show", "jsb"], capsys)
+    assert code == 0 and "| train | 229 |" in out
+    code, out, _ = _run(["data", "show", tiny_npz], capsys)
+    assert code == 0 and "| valid | 3 |" in out
+    code, out, _ = _run(["cells"], capsys)
+    assert code == 0 and "lstm-fgr" in out.split()
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--cell", "lstm-nf"], "unknown cell 'lstm-nf'. Did you mean 'lstm-nfg'?"),
+        (["train", "--data", "jbs"], "unknown dataset 'jbs'. Did you mean 'jsb'?"),
+        (["train", "--optimizer", "adamw"], "unknown optimizer 'adamw'"),
+        (["train", "--data", "missing.npz"], "missing.npz does not exist"),
+        (["eval", "."], "is not a run directory"),
+        (["compare", "nowhere"], "nowhere is not a run directory"),
+        (["data", "show", "musedta"], "Did you mean 'musedata'"),
+        (["train", "--resume"], "--resume needs --out"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(argv, message, capsys):
+    code, out, err = _run(argv, capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_data_file(tmp_path, capsys):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"not a zip")
+    code, _, err = _run(["train", "--data", bad, "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "broken.npz: not a readable .npz file" in err
+
+
+def test_resume_refuses_other_options(tiny_npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    _run(
+        [
+            "train",
+            "--data",
+            tiny_npz,
+            "--hidden-size",
+            "4",
+            "--epochs",
+            "1",
+            "--out",
+            run,
+            "--no-progress",
+        ],
+        capsys,
+    )
+    code, _, err = _run(["train", "--out", run, "--resume", "--lr", "0.1"], capsys)
+    assert code == 2 and "only --epochs may change (got --lr)" in err
+    code, _, err = _run(["train", "--data", tiny_npz, "--out", run], capsys)
+    assert code == 2 and "already exists" in err
+
+
+def test_console_script_entry_point():
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnlab.cli", "cells"], capture_output=True, text=True, check=True
+    )
+    assert "gru-v1" in result.stdout

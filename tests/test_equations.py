@@ -1,0 +1,190 @@
+"""Every cell against an independent transcription of its equations in DESIGN.md.
+
+The transcription reads the parameters by the documented layout (rows i, f, z, o for the blocks
+a variant has; peepholes i, f, o; weight_gg for FGR; GRU rows r, u, n) and writes each equation
+out as in the papers, one variant at a time, without using the cells' code.
+"""
+
+import pytest
+import torch
+
+from rnnlab import Recurrent
+
+sig, tanh = torch.sigmoid, torch.tanh
+
+LSTM_VARIANTS = [
+    "lstm",
+    "lstm-v",
+    "lstm-nig",
+    "lstm-nfg",
+    "lstm-nog",
+    "lstm-niaf",
+    "lstm-noaf",
+    "lstm-np",
+    "lstm-cifg",
+    "lstm-fgr",
+]
+ROWS = {"lstm-nig": "fzo", "lstm-nfg": "izo", "lstm-cifg": "izo", "lstm-nog": "ifz"}
+PEEPHOLE_ROWS = {
+    "lstm": "",
+    "lstm-np": "",
+    "lstm-nig": "fo",
+    "lstm-nfg": "io",
+    "lstm-cifg": "io",
+    "lstm-nog": "if",
+}
+
+
+def lstm_reference(name, p, x, H):
+    """Greff et al. 2017, section II, with the variant's change written out explicitly."""
+    rows = ROWS.get(name, "ifzo")
+    W = {k: p["weight_ih"][n * H : (n + 1) * H] for n, k in enumerate(rows)}
+    R = {k: p["weight_hh"][n * H : (n + 1) * H] for n, k in enumerate(rows)}
+    b = {k: p["bias"][n * H : (n + 1) * H] for n, k in enumerate(rows)}
+    prow = PEEPHOLE_ROWS.get(name, "ifo")
+    P = {k: p["peephole"][n] for n, k in enumerate(prow)}
+    zero = torch.zeros(H, dtype=x.dtype)
+    T, B, _ = x.shape
+    y = torch.zeros(B, H, dtype=x.dtype)
+    c = torch.zeros(B, H, dtype=x.dtype)
+    a = torch.zeros(B, 3 * H, dtype=x.dtype)  # i, f, o of the previous step (FGR)
+    ys = []
+    for t in range(T):
+        xt = x[t]
+        gg = {"i": 0.0, "f": 0.0, "o": 0.0}
+        if name == "lstm-fgr":
+            full = a @ p["weight_gg"].T
+            gg = {"i": full[:, :H], "f": full[:, H : 2 * H], "o": full[:, 2 * H :]}
+        zbar = xt @ W["z"].T + y @ R["z"].T + b["z"]
+        z = zbar if name == "lstm-niaf" else tanh(zbar)
+        if name == "lstm-nig":
+            i = torch.ones(B, H, dtype=x.dtype)
+        else:
+            i = sig(xt @ W["i"].T + y @ R["i"].T + P.get("i", zero) * c + b["i"] + gg["i"])
+        if name == "lstm-nfg":
+            f = torch.ones(B, H, dtype=x.dtype)
+        elif name == "lstm-cifg":
+            f = 1 - i
+        else:
+            f = sig(xt @ W["f"].T + y @ R["f"].T + P.get("f", zero) * c + b["f"] + gg["f"])
+        c = z * i + c * f
+        if name == "lstm-nog":
+            o = torch.ones(B, H, dtype=x.dtype)
+        else:
+            o = sig(xt @ W["o"].T + y @ R["o"].T + P.get("o", zero) * c + b["o"] + gg["o"])
+        y = (c if name == "lstm-noaf" else tanh(c)) * o
+        a = torch.cat([i, f, o], dim=1)
+        ys.append(y)
+    return torch.stack(ys), y, c
+
+
+def gru_reference(name, p, x, H):
+    """torch's GRU (reset after R_n) and Chung et al. 2014's (reset before R_n)."""
+    Wr, Wu, Wn = p["weight_ih"].split(H)
+    Rr, Ru, Rn = p["weight_hh"].split(H)
+    br, bu, bn = p["bias"].split(H)
+    h = torch.zeros(x.shape[1], H, dtype=x.dtype)
+    hs = []
+    for xt in x:
+        if name == "gru":
+            cr, cu, cn = p["bias_hh"].split(H)
+            r = sig(xt @ Wr.T + br + h @ Rr.T + cr)
+            u = sig(xt @ Wu.T + bu + h @ Ru.T + cu)
+            n = tanh(xt @ Wn.T + bn + r * (h @ Rn.T + cn))
+        else:
+            r = sig(xt @ Wr.T + h @ Rr.T + br)
+            u = sig(xt @ Wu.T + h @ Ru.T + bu)
+            n = tanh(xt @ Wn.T + (r * h) @ Rn.T + bn)
+        h = (1 - u) * n + u * h
+        hs.append(h)
+    return torch.stack(hs), h
+
+
+def _random_params(layer):
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.uniform_(-0.8, 0.8)
+    return {k: v.detach() for k, v in layer.cells[0].named_parameters()}
+
+
+@pytest.mark.parametrize("name", LSTM_VARIANTS)
+def test_lstm_variant_equations(name):
+    H = 5
+    layer = Recurrent(name, 4, H).double()
+    p = _random_params(layer)
+    x = torch.randn(7, 3, 4, dtype=torch.float64)
+    out, state = layer(x)
+    ys, y, c = lstm_reference(name, p, x, H)
+    torch.testing.assert_close(out, ys, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state[0][0], y, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(state[1][0], c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", LSTM_VARIANTS)
+def test_lstm_parameter_layout(name):
+    """Shapes of DESIGN.md's layout: only the blocks a variant has."""
+    H, I = 5, 4
+    params = dict(Recurrent(name, I, H).cells[0].named_parameters())
+    G = len(ROWS.get(name, "ifzo"))
+    assert params["weight_ih"].shape == (G * H, I)
+    assert params["weight_hh"].shape == (G * H, H)
+    assert params["bias"].shape == (G * H,)
+    P = len(PEEPHOLE_ROWS.get(name, "ifo"))
+    assert ("peephole" in params) == (P > 0)
+    if P:
+        assert params["peephole"].shape == (P, H)
+    assert ("weight_gg" in params) == (name == "lstm-fgr")
+    if name == "lstm-fgr":
+        assert params["weight_gg"].shape == (3 * H, 3 * H)
+
+
+@pytest.mark.parametrize("name", ["gru", "gru-v1"])
+def test_gru_equations(name):
+    H = 5
+    layer = Recurrent(name, 4, H).double()
+    p = _random_params(layer)
+    x = torch.randn(6, 2, 4, dtype=torch.float64)
+    out, (h,) = layer(x)
+    hs, h_ref = gru_reference(name, p, x, H)
+    torch.testing.assert_close(out, hs, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h[0], h_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_tanh_equation():
+    layer = Recurrent("tanh", 4, 5).double()
+    p = _random_params(layer)
+    x = torch.randn(6, 2, 4, dtype=torch.float64)
+    y = torch.zeros(2, 5, dtype=torch.float64)
+    ys = []
+    for xt in x:
+        y = tanh(xt @ p["weight_ih"].T + y @ p["weight_hh"].T + p["bias"])
+        ys.append(y)
+    torch.testing.assert_close(layer(x)[0], torch.stack(ys), rtol=1e-12, atol=1e-12)
+
+
+def _ln(v, gain, bias=None, eps=1e-5):
+    mu = v.mean(-1, keepdim=True)
+    var = v.var(-1, unbiased=False, keepdim=True)
+    out = (v - mu) / torch.sqrt(var + eps) * gain
+    return out if bias is None else out + bias
+
+
+def test_layer_norm_lstm_equations():
+    """Ba et al. 2016, sec. 3.1: LN(W x) + LN(R y) + b, and y = o * tanh(LN(c))."""
+    H = 4
+    layer = Recurrent("lstm", 3, H, layer_norm=True).double()
+    p = _random_params(layer)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    y = c = torch.zeros(2, H, dtype=torch.float64)
+    ys = []
+    for xt in x:
+        pre = (
+            _ln(xt @ p["weight_ih"].T, p["ln_ih_weight"])
+            + _ln(y @ p["weight_hh"].T, p["ln_hh_weight"])
+            + p["bias"]
+        )
+        i, f, z, o = pre.split(H, dim=1)
+        c = sig(f) * c + sig(i) * tanh(z)
+        y = sig(o) * tanh(_ln(c, p["ln_c_weight"], p["ln_c_bias"]))
+        ys.append(y)
+    torch.testing.assert_close(layer(x)[0], torch.stack(ys), rtol=1e-10, atol=1e-12)

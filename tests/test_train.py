@@ -1,0 +1,135 @@
+"""Training: checkpoints, exact resume, NaN handling, run directories."""
+
+import json
+
+import pytest
+import torch
+
+from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged
+from rnnlab.models import ModelConfig, RNNPredictor
+from rnnlab.train import RunConfig, TrainConfig, load_run, train_run
+from rnnlab.train.checkpoint import load_model_weights, save_model
+from rnnlab.train.metrics import evaluate_nll
+
+
+def _cfg(data, **train):
+    model = ModelConfig(
+        cell="lstm-cifg", hidden_size=6, dropout=0.2, zoneout=0.1, recurrent_dropout=0.1
+    )
+    return RunConfig(
+        model, TrainConfig(**{"data": str(data), "batch_size": 2, "lr": 0.01, **train})
+    )
+
+
+def test_run_directory_contents(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    result = train_run(out, _cfg(tiny_npz, epochs=3), progress=False, log=lambda s: None)
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "metrics.jsonl",
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "result.json",
+    }
+    assert json.loads((out / "config.json").read_text())["model"]["cell"] == "lstm-cifg"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    saved = json.loads((out / "result.json").read_text())
+    assert saved == result
+    for key in ("best_epoch", "valid_nll", "test_nll", "num_params", "wall_time_s", "versions"):
+        assert key in result
+    assert result["valid_nll"] == min(r["valid_nll"] for r in rows)
+
+
+def test_eval_recomputes_the_reported_metric(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    result = train_run(out, _cfg(tiny_npz, epochs=3), progress=False, log=lambda s: None)
+    cfg, model, meta = load_run(out)
+    from rnnlab.train.loop import load_sequences
+
+    data = load_sequences(cfg.train.data)
+    assert evaluate_nll(model, data["test"]).nll == pytest.approx(result["test_nll"], rel=1e-6)
+    assert meta["epoch"] == result["best_epoch"]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = RNNPredictor(ModelConfig(cell="lstm-fgr", hidden_size=5, layer_norm=True))
+    save_model(tmp_path / "m.safetensors", model, {"epoch": 3})
+    other = RNNPredictor(ModelConfig(cell="lstm-fgr", hidden_size=5, layer_norm=True))
+    meta = load_model_weights(tmp_path / "m.safetensors", other)
+    assert meta == {"epoch": 3}
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), other.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    wrong = RNNPredictor(ModelConfig(cell="gru", hidden_size=5))
+    with pytest.raises(RunDirError, match="does not match"):
+        load_model_weights(tmp_path / "m.safetensors", wrong)
+
+
+def test_resume_continues_exactly(tiny_npz, tmp_path):
+    """4 epochs in one go == 2 epochs, stop, resume to 4: identical metrics and weights."""
+    whole = tmp_path / "whole"
+    train_run(whole, _cfg(tiny_npz, epochs=4, seed=5), progress=False, log=lambda s: None)
+    split = tmp_path / "split"
+    train_run(split, _cfg(tiny_npz, epochs=2, seed=5), progress=False, log=lambda s: None)
+    torch.manual_seed(1234)  # a resumed process starts with another RNG state
+    train_run(split, None, resume=True, epochs=4, progress=False, log=lambda s: None)
+
+    def rows(run):
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    assert rows(split) == rows(whole)
+    _, a, _ = load_run(whole)
+    _, b, _ = load_run(split)
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tiny_npz, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train_run(out, _cfg(tiny_npz, epochs=2), progress=False, log=lambda s: None)
+    before = (out / "checkpoint.safetensors").read_bytes()
+    metrics_before = (out / "metrics.jsonl").read_text()
+
+    real_forward = RNNPredictor.forward
+
+    def poisoned(self, x, lengths, first_input=None):
+        out = real_forward(self, x, lengths, first_input)
+        return out._replace(total=out.total * float("nan"))
+
+    monkeypatch.setattr(RNNPredictor, "forward", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"NaN|nan.*last good checkpoint \(epoch 2\)"):
+        train_run(out, None, resume=True, epochs=4, progress=False, log=lambda s: None)
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+    assert (out / "metrics.jsonl").read_text() == metrics_before
+
+
+def test_run_directory_errors(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    train_run(out, _cfg(tiny_npz, epochs=1), progress=False, log=lambda s: None)
+    with pytest.raises(RunDirError, match="already exists.*--resume"):
+        train_run(out, _cfg(tiny_npz, epochs=1), progress=False)
+    with pytest.raises(RunDirError, match="not a run directory"):
+        train_run(tmp_path / "nothing", None, resume=True, progress=False)
+    with pytest.raises(RunDirError, match="not a run directory"):
+        load_run(tmp_path)
+    with pytest.raises(ConfigError, match="only --epochs may change"):
+        train_run(out, _cfg(tiny_npz, epochs=1, lr=0.5), resume=True, progress=False)
+
+
+def test_window_training_runs(tiny_npz, tmp_path):
+    result = train_run(
+        tmp_path / "w", _cfg(tiny_npz, epochs=2, window=3), progress=False, log=lambda s: None
+    )
+    assert result["epochs_run"] == 2
+
+
+def test_train_config_validation():
+    with pytest.raises(ConfigError, match="Did you mean 'adam'"):
+        TrainConfig(optimizer="adma")
+    with pytest.raises(ConfigError, match="lr must be positive"):
+        TrainConfig(lr=0)
