@@ -25,117 +25,60 @@ from pathlib import Path
 from rnnlab.cli import main as rnnlab_main
 from rnnlab.report import run_summary
 
-SMALL = [
-    "--lr",
-    "0.01",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "300",
-    "--patience",
-    "30",
-    "--lr-patience",
-    "8",
-    "--seed",
-    "0",
-    "--threads",
-    "1",
-]
-# Nottingham's pieces are long (up to 1,793 frames): windows give several times more updates per
-# epoch for the same work, and a cap on epochs keeps a row within a session of this machine.
-NOTTINGHAM_SMALL = [
-    *SMALL[:5],
-    "80",
-    "--patience",
-    "10",
-    "--lr-patience",
-    "4",
-    "--seed",
-    "0",
-    "--threads",
-    "1",
-    "--window",
-    "50",
-]
-LARGE = [
-    "--lr",
-    "0.003",
-    "--batch-size",
-    "16",
-    "--epochs",
-    "200",
-    "--patience",
-    "20",
-    "--lr-patience",
-    "5",
-    "--seed",
-    "0",
-    "--threads",
-    "1",
-]
+
+def options(**opts: object) -> list[str]:
+    """``rnnlab train`` arguments from keyword options (hidden_size=36 -> --hidden-size 36)."""
+    return [a for k, v in opts.items() for a in ("--" + k.replace("_", "-"), str(v))]
+
+
+SMALL = dict(lr=0.01, batch_size=16, epochs=300, patience=30, lr_patience=8, seed=0, threads=1)
+# Nottingham's pieces are long (up to 1,793 frames): 50-frame windows give several times more
+# updates per epoch for the same work.
+NOTTINGHAM_SMALL = SMALL | dict(patience=20, lr_patience=6, window=50)
+LARGE = dict(lr=0.003, batch_size=16, epochs=200, patience=20, lr_patience=5, seed=0, threads=1)
+NOTTINGHAM_LARGE = LARGE | dict(patience=10, lr_patience=3, window=100)
 
 # name -> (group, published figure and source, train arguments)
 ROWS: dict[str, tuple[str, str, list[str]]] = {
     "jsb-lstm-v-36": (
         "chung-jsb",
         "8.67 (Chung 2014, LSTM)",
-        ["--data", "jsb", "--cell", "lstm-v", "--hidden-size", "36", *SMALL],
+        options(data="jsb", cell="lstm-v", hidden_size=36, **SMALL),
     ),
     "jsb-gru-v1-46": (
         "chung-jsb",
         "8.54 (Chung 2014, GRU)",
-        ["--data", "jsb", "--cell", "gru-v1", "--hidden-size", "46", "--dropout", "0.2", *SMALL],
+        options(data="jsb", cell="gru-v1", hidden_size=46, **SMALL),
     ),
     "jsb-tanh-100": (
         "chung-jsb",
         "9.10 (Chung 2014, tanh)",
-        ["--data", "jsb", "--cell", "tanh", "--hidden-size", "100", *SMALL],
+        options(data="jsb", cell="tanh", hidden_size=100, **SMALL),
     ),
     "nottingham-lstm-v-36": (
         "chung-nottingham",
         "3.20 (Chung 2014, LSTM)",
-        ["--data", "nottingham", "--cell", "lstm-v", "--hidden-size", "36", *NOTTINGHAM_SMALL],
+        options(data="nottingham", cell="lstm-v", hidden_size=36, **NOTTINGHAM_SMALL),
     ),
     "nottingham-gru-v1-46": (
         "chung-nottingham",
         "3.23 (Chung 2014, GRU)",
-        ["--data", "nottingham", "--cell", "gru-v1", "--hidden-size", "46", *NOTTINGHAM_SMALL],
+        options(data="nottingham", cell="gru-v1", hidden_size=46, **NOTTINGHAM_SMALL),
     ),
     "nottingham-tanh-100": (
         "chung-nottingham",
         "3.13 (Chung 2014, tanh)",
-        ["--data", "nottingham", "--cell", "tanh", "--hidden-size", "100", *NOTTINGHAM_SMALL],
+        options(data="nottingham", cell="tanh", hidden_size=100, **NOTTINGHAM_SMALL),
     ),
     "jsb-lstm-256-d0.3": (
         "large-jsb",
         "8.43 (Bai 2018, best recurrent: GRU)",
-        ["--data", "jsb", "--cell", "lstm", "--hidden-size", "256", "--dropout", "0.3", *LARGE],
+        options(data="jsb", cell="lstm", hidden_size=256, dropout=0.3, **LARGE),
     ),
     "nottingham-lstm-256-d0.3": (
         "large-nottingham",
         "3.29 (Bai 2018, best recurrent: LSTM)",
-        [
-            "--data",
-            "nottingham",
-            "--cell",
-            "lstm",
-            "--hidden-size",
-            "256",
-            "--dropout",
-            "0.3",
-            *LARGE[:5],
-            "40",
-            "--patience",
-            "8",
-            "--lr-patience",
-            "3",
-            "--seed",
-            "0",
-            "--threads",
-            "1",
-            "--window",
-            "100",
-        ],
+        options(data="nottingham", cell="lstm", hidden_size=256, dropout=0.3, **NOTTINGHAM_LARGE),
     ),
 }
 
@@ -151,7 +94,9 @@ def run_rows(names: list[str], out: Path) -> None:
             continue
         argv = command(name, out)
         if (run / "config.json").is_file():
-            argv = ["train", "--out", str(run), "--resume"]
+            # Resuming is exact, so the row's result is that of its command run in one go.
+            epochs = argv[argv.index("--epochs") + 1]
+            argv = ["train", "--out", str(run), "--resume", "--epochs", epochs]
         print("$ rnnlab " + shlex.join(argv), flush=True)
         code = rnnlab_main(argv + ["--no-progress"])
         if code != 0:
