@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ["src", "tests", "bench", "tools"]
 
 
 def _tool(name):
@@ -20,7 +21,7 @@ def _tool(name):
     return found
 
 
-@pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]])
+@pytest.mark.parametrize("args", [["check", *PYTHON], ["format", "--check", *PYTHON]])
 def test_ruff(args):
     result = subprocess.run([_tool("ruff"), *args], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

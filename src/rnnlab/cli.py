@@ -134,7 +134,11 @@ def _train(args: argparse.Namespace) -> int:
         print(
             f"training {cfg.model.cell} (H={cfg.model.hidden_size}) on {cfg.train.data} into {out}"
         )
-        result = train_run(out, cfg, progress=progress)
+        try:
+            result = train_run(out, cfg, progress=progress)
+        except KeyboardInterrupt:
+            print(f"interrupted; continue with: rnnlab train --out {out} --resume", file=sys.stderr)
+            raise
     print(
         f"{result['data']} {result['cell']}: test NLL {result['test_nll']:.4f} nats/frame at the "
         f"best validation epoch {result['best_epoch']} (valid {result['valid_nll']:.4f}); "
