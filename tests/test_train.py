@@ -121,6 +121,25 @@ def test_run_directory_errors(tiny_npz, tmp_path):
         train_run(out, _cfg(tiny_npz, epochs=1, lr=0.5), resume=True, progress=False)
 
 
+def test_weight_noise_perturbs_the_gradient_but_not_the_weights():
+    """The gradient is taken at noisy weights; the weights themselves get only the update."""
+    from rnnlab.data import make_batches, to_tensors
+    from rnnlab.train.loop import train_step
+
+    torch.manual_seed(0)
+    model = RNNPredictor(ModelConfig(cell="gru", hidden_size=4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = make_batches(to_tensors([torch.rand(5, 88).numpy() < 0.1]), 1, shuffle=False)[0]
+    sgd = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: any change would be noise left behind
+    train_step(model, batch, sgd, clip=0.0, weight_noise=0.5)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    grads_noisy = [p.grad.clone() for p in model.parameters()]
+    train_step(model, batch, sgd, clip=0.0, weight_noise=0.0)
+    grads_clean = [p.grad for p in model.parameters()]
+    assert any(not torch.allclose(a, b) for a, b in zip(grads_noisy, grads_clean, strict=True))
+
+
 def test_window_training_runs(tiny_npz, tmp_path):
     result = train_run(
         tmp_path / "w", _cfg(tiny_npz, epochs=2, window=3), progress=False, log=lambda s: None

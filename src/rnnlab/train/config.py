@@ -31,6 +31,13 @@ class TrainConfig:
         },
     )
     epochs: int = field(default=200, metadata={"help": "maximum number of epochs"})
+    weight_noise: float = field(
+        default=0.0,
+        metadata={
+            "help": "std of Gaussian noise added to every weight matrix at each training "
+            "step (Graves 2011; Chung et al. 2014 used 0.075)"
+        },
+    )
     clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: no clipping)"})
     patience: int = field(
         default=20, metadata={"help": "stop after this many epochs without a better valid NLL"}
@@ -53,6 +60,7 @@ class TrainConfig:
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         for key in (
+            "weight_noise",
             "clip",
             "weight_decay",
             "momentum",

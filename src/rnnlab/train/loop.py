@@ -72,21 +72,54 @@ class StepStats:
 
 
 def train_step(
-    model: RNNPredictor, batch: Batch, optimizer: torch.optim.Optimizer, clip: float
+    model: RNNPredictor,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    clip: float,
+    weight_noise: float = 0.0,
 ) -> StepStats:
-    """Forward, backward, clip, step. Raises ``TrainingDiverged`` before a non-finite update."""
+    """Forward, backward, clip, step. Raises ``TrainingDiverged`` before a non-finite update.
+
+    With ``weight_noise`` the loss and its gradient are taken at weights perturbed by fresh
+    Gaussian noise (Graves 2011); the update is applied to the unperturbed weights.
+    """
     model.train()
-    out = model(batch.x, batch.lengths, batch.first_input)
-    loss = out.nll_per_frame
-    if not torch.isfinite(loss):
-        raise TrainingDiverged(f"the training loss became {loss.item()}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    noise = _perturb_weights(model, weight_noise)
+    try:
+        out = model(batch.x, batch.lengths, batch.first_input)
+        loss = out.nll_per_frame
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the training loss became {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+    finally:
+        _restore_weights(noise)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip > 0 else math.inf)
     if not torch.isfinite(grad_norm):
         raise TrainingDiverged(f"the gradient norm became {grad_norm.item()}")
     optimizer.step()
     return StepStats(loss.item(), float(out.total.detach()), grad_norm.item())
+
+
+def _perturb_weights(model: nn.Module, std: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Add N(0, std^2) noise to every weight matrix (parameters with 2 or more dimensions);
+    returns the unperturbed values."""
+    if std <= 0:
+        return []
+    saved = []
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                saved.append((p, p.clone()))
+                p.add_(torch.randn_like(p), alpha=std)
+    return saved
+
+
+def _restore_weights(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Put back the exact unperturbed values (subtracting the noise would not be exact)."""
+    with torch.no_grad():
+        for p, original in saved:
+            p.copy_(original)
 
 
 def load_sequences(data: str) -> dict[str, list[torch.Tensor]]:
@@ -212,7 +245,7 @@ def _run_epoch(
         train, t.batch_size, shuffle=True, generator=generator, first_inputs=first_inputs
     )
     for batch in batches:
-        stats = train_step(model, batch, optimizer, t.clip)
+        stats = train_step(model, batch, optimizer, t.clip, t.weight_noise)
         total += stats.total
         frames += batch.num_frames
         norms.append(stats.grad_norm)
