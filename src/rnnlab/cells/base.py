@@ -14,6 +14,7 @@ Fast backends (issue 3) implement the same two phases, so they can be tested aga
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ class CellOptions:
     forget_bias: float = 1.0
 
 
-class Cell(nn.Module):
+class Cell(nn.Module, ABC):
     """Base class of every cell: one step from a precomputed input projection and a state.
 
     Subclasses set ``state_widths`` (the width of each state tensor as a multiple of H),
@@ -57,12 +58,15 @@ class Cell(nn.Module):
     # --- the contract -------------------------------------------------------------------------
     def project_input(self, x: Tensor) -> Tensor:
         """(..., I) -> (..., G*H): W x (layer-normalised if asked) plus the input bias."""
-        raise NotImplementedError  # pragma: no cover - every cell overrides it
+        wx = x @ self.weight_ih.t()
+        if self.options.layer_norm:
+            wx = layer_norm(wx, self.ln_ih_weight)
+        return wx + self.bias
 
+    @abstractmethod
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         """One step: x_proj (B, G*H), state tensors (B, w*H); the mask (B, H) multiplies y_{t-1}
         where it enters the recurrent products (variational recurrent dropout)."""
-        raise NotImplementedError  # pragma: no cover
 
     # --- shared helpers -----------------------------------------------------------------------
     def initial_state(self, batch_size: int, like: Tensor) -> State:
@@ -87,13 +91,6 @@ class Cell(nn.Module):
         if self.options.layer_norm:
             self.ln_ih_weight = nn.Parameter(torch.ones(rows * H))
             self.ln_hh_weight = nn.Parameter(torch.ones(rows * H))
-
-    def _project(self, x: Tensor) -> Tensor:
-        """W x (normalised with layer norm) + bias."""
-        wx = x @ self.weight_ih.t()
-        if self.options.layer_norm:
-            wx = layer_norm(wx, self.ln_ih_weight)
-        return wx + self.bias
 
     def _recurrent(self, y: Tensor, weight: Tensor, ln_weight: Tensor | None) -> Tensor:
         """R y, normalised with layer norm when ``ln_weight`` is given."""

@@ -36,9 +36,6 @@ class GRUCell(Cell):
         self._make_input_params(3)
         self.bias_hh = nn.Parameter(torch.zeros(3 * hidden_size))
 
-    def project_input(self, x: Tensor) -> Tensor:
-        return self._project(x)
-
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         h_prev = state[0]
         r_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
@@ -62,9 +59,6 @@ class GRUv1Cell(Cell):
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)
         self._make_input_params(3)
-
-    def project_input(self, x: Tensor) -> Tensor:
-        return self._project(x)
 
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         H = self.hidden_size

@@ -116,9 +116,6 @@ class LSTMCell(Cell):
             self.ln_c_weight = nn.Parameter(torch.ones(H))
             self.ln_c_bias = nn.Parameter(torch.zeros(H))
 
-    def project_input(self, x: Tensor) -> Tensor:
-        return self._project(x)
-
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         v = self.variant
         y_prev, c_prev = state[0], state[1]

@@ -30,9 +30,6 @@ class TanhCell(Cell):
         super().__init__(input_size, hidden_size, options)
         self._make_input_params(1)
 
-    def project_input(self, x: Tensor) -> Tensor:
-        return self._project(x)
-
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         y_prev = state[0]
         r_in = y_prev if recurrent_mask is None else y_prev * recurrent_mask

@@ -106,7 +106,7 @@ def _perturb_weights(model: nn.Module, std: float) -> list[tuple[torch.Tensor, t
     returns the unperturbed values."""
     if std <= 0:
         return []
-    saved = []
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
