@@ -111,3 +111,19 @@ def test_console_script_entry_point():
         [sys.executable, "-m", "rnnlab.cli", "cells"], capture_output=True, text=True, check=True
     )
     assert "gru-v1" in result.stdout
+
+
+def test_damaged_run_directory(tiny_npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    _run(
+        ["train", "--data", tiny_npz, "--hidden-size", "4", "--epochs", "1", "--out", run,
+         "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    (run / "model.safetensors").write_bytes(b"\x00" * 10)
+    code, _, err = _run(["eval", run], capsys)
+    assert code == 2 and "model.safetensors is not a readable safetensors file" in err
+    assert "Traceback" not in err
+    (run / "config.json").write_text("{not json")
+    code, _, err = _run(["eval", run], capsys)
+    assert code == 2 and "config.json is not valid JSON" in err
