@@ -31,7 +31,9 @@ def options(**opts: object) -> list[str]:
     return [a for k, v in opts.items() for a in ("--" + k.replace("_", "-"), str(v))]
 
 
-SMALL = dict(lr=0.01, batch_size=16, epochs=300, patience=30, lr_patience=8, seed=0, threads=1)
+SMALL = dict(
+    dropout=0.0, lr=0.01, batch_size=16, epochs=300, patience=30, lr_patience=8, seed=0, threads=1
+)
 # Nottingham's pieces are long (up to 1,793 frames): 50-frame windows give several times more
 # updates per epoch for the same work.
 NOTTINGHAM_SMALL = SMALL | dict(patience=20, lr_patience=6, window=50)

@@ -28,7 +28,7 @@ class ModelConfig:
     frame_size: int = 88
     hidden_size: int = 200
     num_layers: int = 1
-    dropout: float = 0.0  # on non-recurrent connections: between layers and before the head
+    dropout: float = 0.3  # on non-recurrent connections: between layers and before the head
     layer_norm: bool = False
     forget_bias: float = 1.0
     recurrent_dropout: float = 0.0

@@ -19,7 +19,7 @@ class TrainConfig:
         default="jsb", metadata={"help": "bundled set name or a .mat/.pickle/.npz path"}
     )
     optimizer: str = field(default="adam", metadata={"help": "adam, rmsprop (Chung et al.) or sgd"})
-    lr: float = field(default=1e-3, metadata={"help": "initial learning rate"})
+    lr: float = field(default=3e-3, metadata={"help": "initial learning rate"})
     momentum: float = field(default=0.0, metadata={"help": "momentum (rmsprop and sgd)"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty"})
     batch_size: int = field(default=16, metadata={"help": "sequences per batch"})
