@@ -109,32 +109,48 @@ def run_rows(names: list[str], out: Path) -> None:
 
 
 def report(out: Path) -> list[dict[str, object]]:
+    """Print the markdown table of every row that has started, and write it as JSON."""
     rows = []
-    print("| row | params | best epoch | valid NLL | test NLL | published | wall s | command |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, (group, published, _) in ROWS.items():
+    print(
+        "| row | params | seed | best epoch | epochs | valid NLL | test NLL | published "
+        "| meets it | wall s | status |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, (group, published, args) in ROWS.items():
         run = out / name
         if not (run / "config.json").is_file():
             continue
         s = run_summary(run)
+        target = float(published.split()[0])
+        test = s.get("test_nll")
+        meets = None if test is None else bool(test <= target)
+        seed = args[args.index("--seed") + 1]
         rows.append(
             {
                 "row": name,
                 "group": group,
                 "published": published,
+                "meets_published": meets,
                 **s,
                 "command": "rnnlab " + shlex.join(command(name, out)),
             }
         )
-        test = f"{s['test_nll']:.3f}" if s.get("test_nll") is not None else "-"
-        valid = f"{s['valid_nll']:.3f}" if s.get("valid_nll") is not None else "-"
         print(
-            f"| {name} | {s.get('num_params') or '-'} | {s.get('best_epoch')} | {valid} | "
-            f"{test} | {published} | {s.get('wall_time_s')} | "
-            f"`rnnlab {shlex.join(command(name, out))}` |"
+            f"| {name} | {_fmt(s.get('num_params'), ',')} | {seed} | {s.get('best_epoch')} | "
+            f"{s.get('epochs_run')} | {_fmt(s.get('valid_nll'), '.3f')} | {_fmt(test, '.3f')} | "
+            f"{published} | {'-' if meets is None else 'yes' if meets else 'no'} | "
+            f"{_fmt(s.get('wall_time_s'), '.0f')} | {s.get('status')} |"
         )
+    print()
+    for name in ROWS:
+        if (out / name / "config.json").is_file():
+            print(f"- {name}: `rnnlab {shlex.join(command(name, out))}`")
     (out / "polyphonic.json").write_text(json.dumps(rows, indent=2) + "\n")
     return rows
+
+
+def _fmt(value: object, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":
