@@ -81,25 +81,30 @@ def plot_curves(runs: list[Path], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
+    low, high = float("inf"), float("-inf")
     for k, run in enumerate(runs):
         history = read_history(Path(run))
         if not history:
             raise RunDirError(f"{run} has no finished epoch to plot")
         epochs = [r["epoch"] for r in history]
+        valid = [r["valid_nll"] for r in history]
+        train = [r["train_nll"] for r in history]
         color = f"C{k % 10}"
         label = Path(run).name
-        ax.plot(epochs, [r["valid_nll"] for r in history], color=color, label=f"{label} valid")
-        ax.plot(
-            epochs,
-            [r["train_nll"] for r in history],
-            color=color,
-            ls="--",
-            alpha=0.6,
-            label=f"{label} train",
-        )
+        ax.plot(epochs, valid, color=color, label=f"{label} valid")
+        ax.plot(epochs, train, color=color, ls="--", alpha=0.6, label=f"{label} train")
+        best = min(range(len(valid)), key=valid.__getitem__)
+        ax.plot(epochs[best], valid[best], "o", color=color, ms=5)
+        # The first epochs are far above the rest: scale the axis to what follows them.
+        settled = max(2, len(history) // 20)
+        low = min(low, *valid, *train)
+        high = max(high, *valid[settled:], *train[settled:]) if len(history) > settled else high
+    if low < high:
+        margin = 0.05 * (high - low)
+        ax.set_ylim(low - margin, high + margin)
     ax.set_xlabel("epoch")
     ax.set_ylabel("NLL per frame (nats)")
-    ax.set_title("learning curves")
+    ax.set_title("learning curves (dots: best validation epoch)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
