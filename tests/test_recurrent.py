@@ -99,6 +99,8 @@ def test_bad_input_width_and_lengths():
         layer(torch.randn(2, 2, 5))
     with pytest.raises(ValueError, match="3-d"):
         layer(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="no time steps"):
+        layer(torch.randn(0, 2, 3))
     with pytest.raises(ValueError, match=r"lengths must lie in \[0, 2\]"):
         layer(torch.randn(2, 2, 3), lengths=torch.tensor([3, 1]))
 

@@ -166,6 +166,8 @@ class Recurrent(nn.Module):
         if cfg.batch_first:
             x = x.transpose(0, 1)
         T, B = x.shape[0], x.shape[1]
+        if T == 0:
+            raise ValueError(f"Recurrent got an input with no time steps (shape {tuple(x.shape)})")
         valid = None if lengths is None else self._valid_mask(lengths, T, B, x.device)
         states = self._initial_states(state, B, x)
 

@@ -40,7 +40,8 @@ class TrainConfig:
     )
     clip: float = field(default=1.0, metadata={"help": "max gradient norm (0: no clipping)"})
     patience: int = field(
-        default=20, metadata={"help": "stop after this many epochs without a better valid NLL"}
+        default=20,
+        metadata={"help": "stop after this many epochs without a better valid NLL (0: never)"},
     )
     lr_decay: float = field(default=0.5, metadata={"help": "LR factor on a validation plateau"})
     lr_patience: int = field(
