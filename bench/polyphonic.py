@@ -31,8 +31,18 @@ def options(**opts: object) -> list[str]:
     return [a for k, v in opts.items() for a in ("--" + k.replace("_", "-"), str(v))]
 
 
+# The rows below were measured on the step-by-step backend (the only one when they ran); they
+# name it so that their commands reproduce them exactly.
 SMALL = dict(
-    dropout=0.0, lr=0.01, batch_size=16, epochs=300, patience=30, lr_patience=8, seed=0, threads=1
+    backend="step",
+    dropout=0.0,
+    lr=0.01,
+    batch_size=16,
+    epochs=300,
+    patience=30,
+    lr_patience=8,
+    seed=0,
+    threads=1,
 )
 # Nottingham's pieces are long (up to 1,793 frames): 50-frame windows give several times more
 # updates per epoch for the same work.
@@ -40,7 +50,16 @@ NOTTINGHAM_SMALL = SMALL | dict(patience=20, lr_patience=6, window=50)
 # Chung et al. trained with weight noise (std 0.075): without it the small GRU overfits JSB (train
 # 7.9, valid 8.6) and every small model overfits Nottingham (train 3.5, valid 4.0).
 NOISY = dict(lr=0.003, weight_noise=0.075)
-LARGE = dict(lr=0.003, batch_size=16, epochs=200, patience=20, lr_patience=5, seed=0, threads=1)
+LARGE = dict(
+    backend="step",
+    lr=0.003,
+    batch_size=16,
+    epochs=200,
+    patience=20,
+    lr_patience=5,
+    seed=0,
+    threads=1,
+)
 NOTTINGHAM_LARGE = LARGE | dict(patience=10, lr_patience=3, window=100)
 
 # name -> (group, published figure and source, train arguments)

@@ -88,6 +88,7 @@ _MODEL_HELP = {
     "forget_bias": "initial forget-gate bias (LSTM family)",
     "recurrent_dropout": "variational recurrent dropout (Gal & Ghahramani 2016)",
     "zoneout": "zoneout probability (Krueger et al. 2017)",
+    "backend": "auto (fused where it applies), step (the reference loop) or fused",
 }
 
 

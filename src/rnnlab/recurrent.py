@@ -17,6 +17,10 @@ from torch import Tensor, nn
 from rnnlab.cells import CELLS, Cell, CellOptions, GRUCell, State, make_cell
 from rnnlab.errors import ConfigError, unknown_name
 
+# "auto": the fused backend where it applies, else the step loop; "step": always the step loop
+# (the reference); "fused": the fused backend, or an error where it does not apply.
+BACKENDS = ("auto", "step", "fused")
+
 # Cells torch.nn can express exactly, and the torch module class of each.
 _TORCH_EQUIVALENT = {"lstm": nn.LSTM, "lstm-np": nn.LSTM, "gru": nn.GRU, "tanh": nn.RNN}
 
@@ -36,10 +40,13 @@ class RecurrentConfig:
     forget_bias: float = 1.0
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise unknown_name("cell", self.cell, CELLS)
+        if self.backend not in BACKENDS:
+            raise unknown_name("backend", self.backend, BACKENDS)
         for key in ("input_size", "hidden_size", "num_layers"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -94,6 +101,7 @@ class Recurrent(nn.Module):
         forget_bias: float = 1.0,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.config = RecurrentConfig(
@@ -108,6 +116,7 @@ class Recurrent(nn.Module):
             forget_bias=forget_bias,
             recurrent_dropout=recurrent_dropout,
             zoneout=zoneout,
+            backend=backend,
         )
         options = CellOptions(layer_norm=layer_norm, forget_bias=forget_bias)
         self.num_directions = 2 if bidirectional else 1
@@ -202,6 +211,18 @@ class Recurrent(nn.Module):
             # One mask per sequence, reused at every step (Gal & Ghahramani 2016, sec. 4).
             keep = 1.0 - cfg.recurrent_dropout
             mask = torch.bernoulli(state[0].new_full(state[0].shape, keep)) / keep
+        if cfg.backend != "step" and cfg.zoneout == 0:
+            fused = cell.fused_sequence(
+                x_proj, state, None if valid is None else valid[..., 0], mask
+            )
+            if fused is not None:
+                return fused
+        if cfg.backend == "fused":
+            raise ConfigError(
+                f"the fused backend does not apply to cell {cfg.cell!r} with these options "
+                f"(zoneout={cfg.zoneout}, layer_norm={cfg.layer_norm}, device {x.device.type}, "
+                f"extension: {_fused_status()})"
+            )
         outputs = []
         for t in range(x.shape[0]):
             new = cell.step(x_proj[t], state, mask)
@@ -346,6 +367,12 @@ class Recurrent(nn.Module):
                 )
                 getattr(module, "bias_hh" + sfx).copy_(b_hh)
         return module
+
+
+def _fused_status() -> str:
+    from rnnlab.kernels import cpu
+
+    return cpu.unavailable_reason() or "built"
 
 
 def _torch_suffix(k: int, num_directions: int) -> str:

@@ -68,6 +68,13 @@ class Cell(nn.Module, ABC):
         """One step: x_proj (B, G*H), state tensors (B, w*H); the mask (B, H) multiplies y_{t-1}
         where it enters the recurrent products (variational recurrent dropout)."""
 
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """All steps at once on a fused backend: x_proj (T, B, G*H), valid (T, B) bool.
+        Returns (outputs (T, B, H), final state), or None where no fused backend applies."""
+        return None
+
     # --- shared helpers -----------------------------------------------------------------------
     def initial_state(self, batch_size: int, like: Tensor) -> State:
         """Zeros of the right widths, on the device and dtype of ``like``."""

@@ -150,6 +150,33 @@ class LSTMCell(Cell):
         assert i_t is not None and f_t is not None and o_t is not None  # FGR has every gate
         return (y_t, c_t, torch.cat((i_t, f_t, o_t), dim=-1))
 
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """The fused CPU kernel (rnnlab.kernels.cpu); layer norm is not fused yet."""
+        if self.options.layer_norm or x_proj.device.type != "cpu":
+            return None
+        from rnnlab.kernels import cpu
+
+        if cpu.extension() is None:
+            return None
+        v = self.variant
+        layout = [self.blocks.index(k) if k in self.blocks else -1 for k in "ifzo"]
+        layout += [v.peephole_rows.index(k) if k in v.peephole_rows else -1 for k in "ifo"]
+        flags = [int(v.coupled), int(v.input_activation), int(v.output_activation),
+                 int(v.full_gate_recurrence)]  # fmt: skip
+        return cpu.lstm_sequence(
+            x_proj,
+            self.weight_hh,
+            self.peephole if v.peephole_rows else None,
+            self.weight_gg if v.full_gate_recurrence else None,
+            state,
+            valid,
+            recurrent_mask,
+            layout,
+            flags,
+        )
+
     @staticmethod
     def _gate(
         blocks: dict[str, Tensor], peep: dict[str, Tensor], name: str, c: Tensor

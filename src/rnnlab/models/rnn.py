@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from rnnlab.cells import CELLS
 from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.heads import BernoulliHead
-from rnnlab.recurrent import Recurrent
+from rnnlab.recurrent import BACKENDS, Recurrent
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,13 @@ class ModelConfig:
     forget_bias: float = 1.0
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
+    backend: str = "auto"  # auto, step (the reference loop) or fused; see rnnlab.recurrent
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise unknown_name("cell", self.cell, CELLS)
+        if self.backend not in BACKENDS:
+            raise unknown_name("backend", self.backend, BACKENDS)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -85,6 +88,7 @@ class RNNPredictor(nn.Module):
             forget_bias=config.forget_bias,
             recurrent_dropout=config.recurrent_dropout,
             zoneout=config.zoneout,
+            backend=config.backend,
         )
         self.head = BernoulliHead(config.hidden_size, config.frame_size)
 

@@ -1,0 +1,1 @@
+"""Fast backends behind the cell contract (see docs/architecture.md)."""

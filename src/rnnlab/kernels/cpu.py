@@ -1,0 +1,157 @@
+"""The fused CPU backend: a C++ extension built with torch's cpp_extension on first use.
+
+The extension runs the whole time loop of a layer in C++: one recurrent matrix product per step
+and the gate arithmetic of the step fused into one pass; its backward keeps only the recurrent
+product in the loop and computes the weight gradients after it as single large products. When the
+extension cannot be built (no compiler, say) rnnlab falls back to the step-by-step path with a
+warning; ``RNNLAB_NO_EXTENSION=1`` forces that fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+_SOURCES = [Path(__file__).parent / "csrc" / "lstm.cpp"]
+_state: dict[str, Any] = {"module": None, "error": None}
+
+
+def extension() -> ModuleType | None:
+    """The compiled extension, building it on first use; None where it cannot be built."""
+    if _state["module"] is not None or _state["error"] is not None:
+        return _state["module"]
+    if os.environ.get("RNNLAB_NO_EXTENSION"):
+        _state["error"] = "disabled by RNNLAB_NO_EXTENSION"
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        _state["module"] = load(
+            name="rnnlab_cpu_kernels",
+            sources=[str(s) for s in _SOURCES],
+            extra_cflags=["-O3"],
+            verbose=False,
+        )
+    except Exception as exc:  # a missing compiler or headers: fall back, loudly once
+        _state["error"] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(
+            f"rnnlab: the fused CPU backend could not be built ({str(_state['error'])[:300]}); "
+            "using the step-by-step backend",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return _state["module"]
+
+
+def unavailable_reason() -> str | None:
+    extension()
+    return _state["error"]
+
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty(0)
+
+
+class FusedLSTMFunction(torch.autograd.Function):
+    """Autograd around the fused LSTM-family kernel (forward and hand-written backward)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x_proj: Tensor,
+        weight_hh: Tensor,
+        peephole: Tensor,
+        weight_gg: Tensor,
+        y0: Tensor,
+        c0: Tensor,
+        a0: Tensor,
+        valid: Tensor,
+        rmask: Tensor,
+        layout: list[int],
+        flags: list[int],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        ext = extension()
+        assert ext is not None
+        Y, yT, cT, aT, acts, C = ext.lstm_forward(
+            x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, valid, rmask, layout, flags, True
+        )
+        ctx.save_for_backward(acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask)
+        ctx.layout, ctx.flags = layout, flags
+        return Y, yT, cT, aT
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None, daT: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask = ctx.saved_tensors
+        fgr = bool(ctx.flags[3])
+        ext = extension()
+        assert ext is not None
+        dY = torch.zeros_like(Y) if dY is None else dY
+        dyT = torch.zeros_like(y0) if dyT is None else dyT
+        dcT = torch.zeros_like(c0) if dcT is None else dcT
+        if fgr:
+            daT = torch.zeros_like(a0) if daT is None or daT.numel() == 0 else daT
+        else:
+            daT = _empty(Y)
+        d_xproj, dR, dP, dWgg, dy0, dc0, da0 = ext.lstm_backward(
+            dY, dyT, dcT, daT, acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid,
+            rmask, ctx.layout, ctx.flags,
+        )  # fmt: skip
+        return (
+            d_xproj,
+            dR,
+            dP if peephole.numel() else None,
+            dWgg if fgr else None,
+            dy0,
+            dc0,
+            da0 if fgr else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def lstm_sequence(
+    x_proj: Tensor,
+    weight_hh: Tensor,
+    peephole: Tensor | None,
+    weight_gg: Tensor | None,
+    state: tuple[Tensor, ...],
+    valid: Tensor | None,
+    rmask: Tensor | None,
+    layout: list[int],
+    flags: list[int],
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Run one layer and direction: x_proj (T, B, G*H), state (y0, c0[, a0]); valid (T, B) bool.
+    Returns the outputs (T, B, H) and the final state in the same layout."""
+    e = _empty(x_proj)
+    args = (
+        x_proj,
+        weight_hh,
+        e if peephole is None else peephole,
+        e if weight_gg is None else weight_gg,
+        state[0],
+        state[1],
+        state[2] if len(state) > 2 else e,
+        e if valid is None else valid,
+        e if rmask is None else rmask,
+    )
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in args if isinstance(t, Tensor)
+    )
+    if needs_grad:
+        Y, yT, cT, aT = FusedLSTMFunction.apply(*args, layout, flags)
+    else:  # inference: no activations are saved
+        ext = extension()
+        assert ext is not None
+        Y, yT, cT, aT, _, _ = ext.lstm_forward(*args, layout, flags, False)
+    final = (yT, cT, aT) if len(state) > 2 else (yT, cT)
+    return Y, final

@@ -1,0 +1,129 @@
+"""The fused CPU backend against the step-by-step reference: outputs, states, every gradient."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import rnnlab
+from rnnlab import Recurrent
+from rnnlab.errors import ConfigError
+from rnnlab.kernels import cpu
+
+LSTMS = [n for n in rnnlab.cell_names() if n.startswith("lstm")]
+needs_extension = pytest.mark.skipif(
+    cpu.extension() is None, reason=f"fused CPU extension unavailable: {cpu.unavailable_reason()}"
+)
+
+
+def _pair(cell, I, H, L, bidirectional, dtype, **options):
+    ref = Recurrent(cell, I, H, L, bidirectional=bidirectional, backend="step", **options)
+    fast = Recurrent(cell, I, H, L, bidirectional=bidirectional, backend="fused", **options)
+    ref.to(dtype)
+    fast.to(dtype)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def _outputs_and_grads(layer, x, lengths, weights, seed):
+    torch.manual_seed(seed)  # the same recurrent-dropout masks on both backends
+    x = x.detach().clone().requires_grad_()
+    out, state = layer(x, lengths=lengths)
+    loss = (out * weights).sum() + sum((s * s).sum() for s in state)
+    grads = torch.autograd.grad(loss, [x, *layer.parameters()])
+    return [out, *state, *grads]
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", LSTMS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_matches_step_float64(cell, seed):
+    gen = torch.Generator().manual_seed(seed)
+    T, B, I, H = (int(v) for v in torch.randint(1, 9, (4,), generator=gen))
+    T += 1
+    L = 1 + seed
+    ref, fast = _pair(cell, I, H, L, bool(seed), torch.float64, recurrent_dropout=0.3 * seed)
+    x = torch.randn(T, B, I, dtype=torch.float64, generator=gen)
+    lengths = torch.randint(0, T + 1, (B,), generator=gen) if seed else None
+    weights = torch.randn(T, B, ref.output_size, dtype=torch.float64, generator=gen)
+    for a, b in zip(
+        _outputs_and_grads(ref, x, lengths, weights, seed),
+        _outputs_and_grads(fast, x, lengths, weights, seed),
+        strict=True,
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", ["lstm", "lstm-v", "lstm-fgr"])
+def test_fused_matches_step_float32(cell):
+    ref, fast = _pair(cell, 88, 64, 2, True, torch.float32)
+    x = torch.randn(30, 8, 88)
+    lengths = torch.randint(1, 31, (8,))
+    weights = torch.randn(30, 8, 128)
+    for a, b in zip(
+        _outputs_and_grads(ref, x, lengths, weights, 0),
+        _outputs_and_grads(fast, x, lengths, weights, 0),
+        strict=True,
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", LSTMS)
+def test_gradcheck_through_the_fused_backward(cell):
+    layer = Recurrent(cell, 3, 3, backend="fused").double()
+    names = [n for n, _ in layer.named_parameters()]
+    lengths = torch.tensor([4, 2])
+    h0 = tuple(torch.randn(1, 2, w * 3, dtype=torch.float64, requires_grad=True)
+               for w in layer.layer_cells[0].state_widths)  # fmt: skip
+
+    def f(x, *rest):
+        params = dict(zip(names, rest[len(h0) :], strict=True))
+        out, state = torch.func.functional_call(
+            layer, params, (x,), {"lengths": lengths, "state": rest[: len(h0)]}
+        )
+        return out, *state
+
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+    assert gradcheck(f, (x, *h0, *params), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@needs_extension
+def test_inference_without_gradients_matches():
+    ref, fast = _pair("lstm-v", 5, 7, 1, False, torch.float64)
+    x = torch.randn(6, 3, 5, dtype=torch.float64)
+    with torch.no_grad():
+        out, state = fast(x)
+    torch.testing.assert_close(out, ref(x)[0], rtol=1e-10, atol=1e-12)
+    assert not out.requires_grad
+
+
+def test_forced_fused_refuses_what_it_cannot_do():
+    with pytest.raises(ConfigError, match="fused backend does not apply"):
+        Recurrent("gru", 3, 4, backend="fused")(torch.randn(2, 1, 3))
+    with pytest.raises(ConfigError, match="fused backend does not apply"):
+        Recurrent("lstm", 3, 4, backend="fused", layer_norm=True)(torch.randn(2, 1, 3))
+    with pytest.raises(ConfigError, match="Valid backends"):
+        Recurrent("lstm", 3, 4, backend="cuda")
+
+
+def test_falls_back_to_the_step_loop_without_the_extension():
+    code = (
+        "import torch, rnnlab\n"
+        "a = rnnlab.Recurrent('lstm-v', 3, 4).double()\n"
+        "b = rnnlab.Recurrent('lstm-v', 3, 4, backend='step').double()\n"
+        "b.load_state_dict(a.state_dict())\n"
+        "x = torch.randn(5, 2, 3, dtype=torch.float64)\n"
+        "assert torch.equal(a(x)[0], b(x)[0])\n"
+        "from rnnlab.kernels import cpu\n"
+        "print(cpu.unavailable_reason())\n"
+    )
+    env = dict(os.environ, RNNLAB_NO_EXTENSION="1")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "disabled by RNNLAB_NO_EXTENSION" in result.stdout
