@@ -35,7 +35,9 @@ def extension() -> ModuleType | None:
         _state["module"] = load(
             name="rnnlab_cpu_kernels",
             sources=[str(s) for s in _SOURCES],
-            extra_cflags=["-O3"],
+            # Built where it runs, so -march=native is safe; -ffast-math lets the gate loops
+            # use glibc's vector exp and tanh.
+            extra_cflags=["-O3", "-march=native", "-ffast-math"],
             verbose=False,
         )
     except Exception as exc:  # a missing compiler or headers: fall back, loudly once

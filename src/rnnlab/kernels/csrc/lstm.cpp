@@ -15,13 +15,11 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 namespace {
-
-template <typename T>
-inline T sigm(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
 struct Layout {
   int64_t off_i, off_f, off_z, off_o, p_i, p_f, p_o;
@@ -35,69 +33,141 @@ Layout make_layout(const std::vector<int64_t>& l, const std::vector<int64_t>& f)
 
 inline bool defined(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 
+// Every inner loop below runs over the H units of one batch row with its branches hoisted out,
+// so that the compiler vectorises it (with -ffast-math, exp and tanh go to glibc's vector math).
+// Absent peepholes and absent gate-recurrence terms read a row of zeros.
+
+template <typename scalar_t>
+inline void sigmoid_row(scalar_t* out, const scalar_t* pre, const scalar_t* peep, const scalar_t* c,
+                        const scalar_t* gg, int64_t H) {
+  for (int64_t h = 0; h < H; ++h)
+    out[h] = scalar_t(1) / (scalar_t(1) + std::exp(-(pre[h] + peep[h] * c[h] + gg[h])));
+}
+
+template <typename scalar_t>
+inline void fill_row(scalar_t* out, scalar_t value, int64_t H) {
+  for (int64_t h = 0; h < H; ++h) out[h] = value;
+}
+
 template <typename scalar_t>
 void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scalar_t* pre,
-                  const scalar_t* gg, const scalar_t* P, const uint8_t* valid,
-                  const scalar_t* y_prev, const scalar_t* c_prev, const scalar_t* a_prev,
-                  scalar_t* y_new, scalar_t* c_new, scalar_t* a_new, scalar_t* y_out,
-                  scalar_t* acts, scalar_t* c_save) {
+                  const scalar_t* gg, const scalar_t* P, const scalar_t* zeros,
+                  const uint8_t* valid, const scalar_t* y_prev, const scalar_t* c_prev,
+                  const scalar_t* a_prev, scalar_t* y_new, scalar_t* c_new, scalar_t* a_new,
+                  scalar_t* y_out, scalar_t* acts, scalar_t* c_save) {
+  const scalar_t* p_i = L.p_i >= 0 ? P + L.p_i * H : zeros;
+  const scalar_t* p_f = L.p_f >= 0 ? P + L.p_f * H : zeros;
+  const scalar_t* p_o = L.p_o >= 0 ? P + L.p_o * H : zeros;
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<scalar_t> scratch(acts == nullptr ? 4 * H : 0);
     for (int64_t b = b0; b < b1; ++b) {
       const scalar_t* pr = pre + b * GH;
+      const scalar_t* cp = c_prev + b * H;
+      scalar_t* gates = acts != nullptr ? acts + b * 4 * H : scratch.data();
+      scalar_t *I = gates, *F = gates + H, *Z = gates + 2 * H, *O = gates + 3 * H;
+      const scalar_t* g_i = L.fgr ? gg + b * 3 * H : zeros;
+      const scalar_t* g_f = L.fgr ? gg + b * 3 * H + H : zeros;
+      const scalar_t* g_o = L.fgr ? gg + b * 3 * H + 2 * H : zeros;
+      const scalar_t* pz = pr + L.off_z * H;
+      if (L.g_act) {
+        for (int64_t h = 0; h < H; ++h) Z[h] = std::tanh(pz[h]);
+      } else {
+        for (int64_t h = 0; h < H; ++h) Z[h] = pz[h];
+      }
+      if (L.off_i >= 0) sigmoid_row(I, pr + L.off_i * H, p_i, cp, g_i, H);
+      else fill_row(I, scalar_t(1), H);
+      if (L.coupled) {
+        for (int64_t h = 0; h < H; ++h) F[h] = scalar_t(1) - I[h];
+      } else if (L.off_f >= 0) {
+        sigmoid_row(F, pr + L.off_f * H, p_f, cp, g_f, H);
+      } else {
+        fill_row(F, scalar_t(1), H);
+      }
+      scalar_t* cn = c_new + b * H;
+      for (int64_t h = 0; h < H; ++h) cn[h] = Z[h] * I[h] + cp[h] * F[h];
+      if (L.off_o >= 0) sigmoid_row(O, pr + L.off_o * H, p_o, cn, g_o, H);
+      else fill_row(O, scalar_t(1), H);
+      scalar_t* yn = y_new + b * H;
+      if (L.h_act) {
+        for (int64_t h = 0; h < H; ++h) yn[h] = std::tanh(cn[h]) * O[h];
+      } else {
+        for (int64_t h = 0; h < H; ++h) yn[h] = cn[h] * O[h];
+      }
+      if (c_save != nullptr) std::copy(cn, cn + H, c_save + b * H);
       const bool v = valid == nullptr || valid[b];
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t bh = b * H + h;
-        const scalar_t cp = c_prev[bh];
-        const scalar_t zbar = pr[L.off_z * H + h];
-        const scalar_t z = L.g_act ? std::tanh(zbar) : zbar;
-        scalar_t i = 1, f = 1, o = 1;
-        if (L.off_i >= 0) {
-          scalar_t s = pr[L.off_i * H + h];
-          if (L.p_i >= 0) s += P[L.p_i * H + h] * cp;
-          if (L.fgr) s += gg[b * 3 * H + h];
-          i = sigm(s);
-        }
-        if (L.coupled) {
-          f = scalar_t(1) - i;
-        } else if (L.off_f >= 0) {
-          scalar_t s = pr[L.off_f * H + h];
-          if (L.p_f >= 0) s += P[L.p_f * H + h] * cp;
-          if (L.fgr) s += gg[b * 3 * H + H + h];
-          f = sigm(s);
-        }
-        const scalar_t c = z * i + cp * f;
-        if (L.off_o >= 0) {
-          scalar_t s = pr[L.off_o * H + h];
-          if (L.p_o >= 0) s += P[L.p_o * H + h] * c;
-          if (L.fgr) s += gg[b * 3 * H + 2 * H + h];
-          o = sigm(s);
-        }
-        const scalar_t hc = L.h_act ? std::tanh(c) : c;
-        const scalar_t y = hc * o;
+      if (v) {
+        std::copy(yn, yn + H, y_out + b * H);
+      } else {  // padding: the state carries over and the output is zero
+        std::copy(y_prev + b * H, y_prev + (b + 1) * H, yn);
+        std::copy(cp, cp + H, cn);
+        fill_row(y_out + b * H, scalar_t(0), H);
+      }
+      if (a_new != nullptr) {
+        scalar_t* an = a_new + b * 3 * H;
         if (v) {
-          y_new[bh] = y;
-          c_new[bh] = c;
-          y_out[bh] = y;
+          std::copy(I, I + 2 * H, an);  // i and f are adjacent
+          std::copy(O, O + H, an + 2 * H);
         } else {
-          y_new[bh] = y_prev[bh];
-          c_new[bh] = cp;
-          y_out[bh] = 0;
-        }
-        if (a_new != nullptr) {
-          const int64_t ba = b * 3 * H + h;
-          a_new[ba] = v ? i : a_prev[ba];
-          a_new[ba + H] = v ? f : a_prev[ba + H];
-          a_new[ba + 2 * H] = v ? o : a_prev[ba + 2 * H];
-        }
-        if (acts != nullptr) {
-          scalar_t* ac = acts + b * 4 * H;
-          ac[h] = i;
-          ac[H + h] = f;
-          ac[2 * H + h] = z;
-          ac[3 * H + h] = o;
-          c_save[bh] = c;
+          std::copy(a_prev + b * 3 * H, a_prev + (b + 1) * 3 * H, an);
         }
       }
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scalar_t* acts,
+                   const scalar_t* ct, const scalar_t* cprev, const scalar_t* dYt,
+                   const uint8_t* valid, const scalar_t* dy, const scalar_t* dc,
+                   const scalar_t* da, const scalar_t* P, const scalar_t* zeros, scalar_t* dpre,
+                   scalar_t* dc_prev) {
+  const scalar_t* p_i = L.p_i >= 0 ? P + L.p_i * H : zeros;
+  const scalar_t* p_f = L.p_f >= 0 ? P + L.p_f * H : zeros;
+  const scalar_t* p_o = L.p_o >= 0 ? P + L.p_o * H : zeros;
+  // 0/1 factors instead of branches: absent gates contribute nothing.
+  const scalar_t k_i = L.off_i >= 0, k_f = L.off_f >= 0 && !L.coupled, k_o = L.off_o >= 0;
+  const scalar_t k_c = L.coupled, k_g = L.g_act;
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<scalar_t> buf(5 * H);
+    scalar_t *hc = buf.data(), *dpi = hc + H, *dpf = hc + 2 * H, *dpz = hc + 3 * H,
+             *dpo = hc + 4 * H;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r = b * H;
+      if (valid != nullptr && !valid[b]) {  // padding: the state passes through unchanged
+        std::copy(dc + r, dc + r + H, dc_prev + r);
+        continue;
+      }
+      const scalar_t *I = acts + b * 4 * H, *F = I + H, *Z = I + 2 * H, *O = I + 3 * H;
+      const scalar_t *c = ct + r, *cp = cprev + r;
+      const scalar_t* da_i = L.fgr ? da + b * 3 * H : zeros;
+      const scalar_t* da_f = L.fgr ? da + b * 3 * H + H : zeros;
+      const scalar_t* da_o = L.fgr ? da + b * 3 * H + 2 * H : zeros;
+      if (L.h_act) {
+        for (int64_t h = 0; h < H; ++h) hc[h] = std::tanh(c[h]);
+      } else {
+        for (int64_t h = 0; h < H; ++h) hc[h] = c[h];
+      }
+      const scalar_t k_h = L.h_act;
+      for (int64_t h = 0; h < H; ++h) {
+        const scalar_t gy = dy[r + h] + dYt[r + h];
+        const scalar_t go = gy * hc[h] + da_o[h];
+        const scalar_t d_o = k_o * go * O[h] * (1 - O[h]);
+        const scalar_t gc = dc[r + h] + gy * O[h] * (1 - k_h * hc[h] * hc[h]) + d_o * p_o[h];
+        const scalar_t gf = gc * cp[h] + da_f[h];
+        const scalar_t gi = gc * Z[h] + da_i[h] - k_c * gf;  // CIFG: f = 1 - i
+        const scalar_t d_i = k_i * gi * I[h] * (1 - I[h]);
+        const scalar_t d_f = k_f * gf * F[h] * (1 - F[h]);
+        dpz[h] = gc * I[h] * (1 - k_g * Z[h] * Z[h]);
+        dpi[h] = d_i;
+        dpf[h] = d_f;
+        dpo[h] = d_o;
+        dc_prev[r + h] = gc * F[h] + d_i * p_i[h] + d_f * p_f[h];
+      }
+      scalar_t* dp = dpre + b * GH;
+      if (L.off_i >= 0) std::copy(dpi, dpi + H, dp + L.off_i * H);
+      if (L.off_f >= 0) std::copy(dpf, dpf + H, dp + L.off_f * H);
+      std::copy(dpz, dpz + H, dp + L.off_z * H);
+      if (L.off_o >= 0) std::copy(dpo, dpo + H, dp + L.off_o * H);
     }
   });
 }
@@ -128,6 +198,7 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   }
   const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
   const auto P = defined(peephole) ? peephole.contiguous() : at::Tensor();
+  const auto zeros = at::zeros({H}, x_proj.options());
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "lstm_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       const auto y_in = has_mask ? y * rmask : y;
@@ -136,7 +207,7 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
       if (L.fgr) gg = at::mm(a, Wgg_t);
       forward_step<scalar_t>(
           L, B, H, GH, pre.data_ptr<scalar_t>(), L.fgr ? gg.data_ptr<scalar_t>() : nullptr,
-          P.defined() ? P.data_ptr<scalar_t>() : nullptr,
+          P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
           has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr, y.data_ptr<scalar_t>(),
           c.data_ptr<scalar_t>(), L.fgr ? a.data_ptr<scalar_t>() : nullptr,
           y_next.data_ptr<scalar_t>(), c_next.data_ptr<scalar_t>(),
@@ -175,59 +246,17 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   at::Tensor da;
   if (L.fgr) da = daT.contiguous().clone();
   auto dc_prev = at::empty_like(dc);
+  const auto zeros = at::zeros({H}, dY.options());
 
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "lstm_backward", [&] {
-    const scalar_t* Pp = P.defined() ? P.data_ptr<scalar_t>() : nullptr;
     for (int64_t t = T - 1; t >= 0; --t) {
-      const scalar_t* ac = acts[t].data_ptr<scalar_t>();
-      const scalar_t* ct = C[t].data_ptr<scalar_t>();
-      const scalar_t* cprev = (t > 0 ? C[t - 1] : c0).data_ptr<scalar_t>();
-      const scalar_t* dYt = dY[t].data_ptr<scalar_t>();
-      const uint8_t* vt = has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr;
-      scalar_t* dpre = dPre[t].data_ptr<scalar_t>();
-      const scalar_t* dyp = dy.data_ptr<scalar_t>();
-      const scalar_t* dcp = dc.data_ptr<scalar_t>();
-      const scalar_t* dap = L.fgr ? da.data_ptr<scalar_t>() : nullptr;
-      scalar_t* dcn = dc_prev.data_ptr<scalar_t>();
-      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          if (vt != nullptr && !vt[b]) {  // padding: the state passes through unchanged
-            for (int64_t h = 0; h < H; ++h) dcn[b * H + h] = dcp[b * H + h];
-            continue;
-          }
-          const scalar_t* a = ac + b * 4 * H;
-          scalar_t* dp = dpre + b * GH;
-          for (int64_t h = 0; h < H; ++h) {
-            const int64_t bh = b * H + h;
-            const scalar_t i = a[h], f = a[H + h], z = a[2 * H + h], o = a[3 * H + h];
-            const scalar_t c = ct[bh], cp = cprev[bh];
-            const scalar_t hc = L.h_act ? std::tanh(c) : c;
-            const scalar_t gy = dyp[bh] + dYt[bh];
-            scalar_t go = gy * hc;
-            if (L.fgr) go += dap[b * 3 * H + 2 * H + h];
-            const scalar_t dpo = L.off_o >= 0 ? go * o * (1 - o) : scalar_t(0);
-            scalar_t gc = dcp[bh] + gy * o * (L.h_act ? 1 - hc * hc : scalar_t(1));
-            if (L.p_o >= 0) gc += dpo * Pp[L.p_o * H + h];
-            scalar_t gi = gc * z, gf = gc * cp;
-            if (L.fgr) {
-              gi += dap[b * 3 * H + h];
-              gf += dap[b * 3 * H + H + h];
-            }
-            if (L.coupled) gi -= gf;  // f = 1 - i
-            const scalar_t dpi = L.off_i >= 0 ? gi * i * (1 - i) : scalar_t(0);
-            const scalar_t dpf = (L.off_f >= 0 && !L.coupled) ? gf * f * (1 - f) : scalar_t(0);
-            const scalar_t dpz = gc * i * (L.g_act ? 1 - z * z : scalar_t(1));
-            scalar_t dcprev = gc * f;
-            if (L.p_i >= 0) dcprev += dpi * Pp[L.p_i * H + h];
-            if (L.p_f >= 0) dcprev += dpf * Pp[L.p_f * H + h];
-            dcn[bh] = dcprev;
-            if (L.off_i >= 0) dp[L.off_i * H + h] = dpi;
-            if (L.off_f >= 0) dp[L.off_f * H + h] = dpf;
-            dp[L.off_z * H + h] = dpz;
-            if (L.off_o >= 0) dp[L.off_o * H + h] = dpo;
-          }
-        }
-      });
+      backward_step<scalar_t>(
+          L, B, H, GH, acts[t].data_ptr<scalar_t>(), C[t].data_ptr<scalar_t>(),
+          (t > 0 ? C[t - 1] : c0).data_ptr<scalar_t>(), dY[t].data_ptr<scalar_t>(),
+          has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr, dy.data_ptr<scalar_t>(),
+          dc.data_ptr<scalar_t>(), L.fgr ? da.data_ptr<scalar_t>() : nullptr,
+          P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
+          dPre[t].data_ptr<scalar_t>(), dc_prev.data_ptr<scalar_t>());
       // Only the recurrent products stay in the loop.
       auto dy_prev = at::mm(dPre[t], weight_hh);
       if (has_mask) dy_prev.mul_(rmask);
