@@ -58,10 +58,9 @@ class Cell(nn.Module, ABC):
     # --- the contract -------------------------------------------------------------------------
     def project_input(self, x: Tensor) -> Tensor:
         """(..., I) -> (..., G*H): W x (layer-normalised if asked) plus the input bias."""
-        wx = x @ self.weight_ih.t()
-        if self.options.layer_norm:
-            wx = layer_norm(wx, self.ln_ih_weight)
-        return wx + self.bias
+        if not self.options.layer_norm:
+            return F.linear(x, self.weight_ih, self.bias)  # one addmm, bias included
+        return layer_norm(x @ self.weight_ih.t(), self.ln_ih_weight) + self.bias
 
     @abstractmethod
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:

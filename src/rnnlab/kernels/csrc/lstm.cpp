@@ -200,11 +200,14 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   const auto P = defined(peephole) ? peephole.contiguous() : at::Tensor();
   const auto zeros = at::zeros({H}, x_proj.options());
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "lstm_forward", [&] {
+    // Buffers reused at every step: no allocation inside the loop.
+    auto pre = at::empty({B, GH}, x_proj.options());
+    auto y_in = has_mask ? at::empty_like(y) : at::Tensor();
+    auto gg = L.fgr ? at::empty({B, 3 * H}, x_proj.options()) : at::Tensor();
     for (int64_t t = 0; t < T; ++t) {
-      const auto y_in = has_mask ? y * rmask : y;
-      const auto pre = at::addmm(x_proj[t], y_in, R_t);
-      at::Tensor gg;
-      if (L.fgr) gg = at::mm(a, Wgg_t);
+      if (has_mask) at::mul_out(y_in, y, rmask);
+      at::addmm_out(pre, x_proj[t], has_mask ? y_in : y, R_t);
+      if (L.fgr) at::mm_out(gg, a, Wgg_t);
       forward_step<scalar_t>(
           L, B, H, GH, pre.data_ptr<scalar_t>(), L.fgr ? gg.data_ptr<scalar_t>() : nullptr,
           P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
@@ -246,6 +249,12 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   at::Tensor da;
   if (L.fgr) da = daT.contiguous().clone();
   auto dc_prev = at::empty_like(dc);
+  auto dy_prev = at::empty_like(dy);
+  at::Tensor da_prev, d_ifo;
+  if (L.fgr) {
+    da_prev = at::empty_like(da);
+    d_ifo = at::empty({B, 3 * H}, dY.options());
+  }
   const auto zeros = at::zeros({H}, dY.options());
 
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "lstm_backward", [&] {
@@ -258,21 +267,28 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
           P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
           dPre[t].data_ptr<scalar_t>(), dc_prev.data_ptr<scalar_t>());
       // Only the recurrent products stay in the loop.
-      auto dy_prev = at::mm(dPre[t], weight_hh);
+      at::mm_out(dy_prev, dPre[t], weight_hh);
       if (has_mask) dy_prev.mul_(rmask);
-      at::Tensor da_prev;
       if (L.fgr) {  // FGR has all four blocks i, f, z, o: take the rows of i, f and o
-        const auto d_ifo = at::cat({dPre[t].narrow(1, 0, 2 * H), dPre[t].narrow(1, 3 * H, H)}, 1);
-        da_prev = at::mm(d_ifo, weight_gg);
+        d_ifo.narrow(1, 0, 2 * H).copy_(dPre[t].narrow(1, 0, 2 * H));
+        d_ifo.narrow(1, 2 * H, H).copy_(dPre[t].narrow(1, 3 * H, H));
+        at::mm_out(da_prev, d_ifo, weight_gg);
       }
-      if (has_valid) {
-        const auto pad = (valid_u8[t] == 0).unsqueeze(1);
-        dy_prev = at::where(pad, dy, dy_prev);
-        if (L.fgr) da_prev = at::where(pad, da, da_prev);
+      if (has_valid) {  // padded rows pass their gradient through unchanged
+        const uint8_t* vt = valid_u8[t].data_ptr<uint8_t>();
+        scalar_t* dyp = dy_prev.data_ptr<scalar_t>();
+        const scalar_t* dyc = dy.data_ptr<scalar_t>();
+        scalar_t* dap = L.fgr ? da_prev.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* dac = L.fgr ? da.data_ptr<scalar_t>() : nullptr;
+        for (int64_t b = 0; b < B; ++b) {
+          if (vt[b]) continue;
+          std::copy(dyc + b * H, dyc + (b + 1) * H, dyp + b * H);
+          if (L.fgr) std::copy(dac + b * 3 * H, dac + (b + 1) * 3 * H, dap + b * 3 * H);
+        }
       }
-      dy = dy_prev;
+      std::swap(dy, dy_prev);
       std::swap(dc, dc_prev);
-      if (L.fgr) da = da_prev;
+      if (L.fgr) std::swap(da, da_prev);
     }
   });
 
