@@ -14,6 +14,7 @@ from rnnlab.errors import ConfigError
 from rnnlab.kernels import cpu
 
 LSTMS = [n for n in rnnlab.cell_names() if n.startswith("lstm")]
+FUSED = rnnlab.cell_names()  # every cell has a fused CPU kernel
 needs_extension = pytest.mark.skipif(
     cpu.extension() is None, reason=f"fused CPU extension unavailable: {cpu.unavailable_reason()}"
 )
@@ -38,7 +39,7 @@ def _outputs_and_grads(layer, x, lengths, weights, seed):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", LSTMS)
+@pytest.mark.parametrize("cell", FUSED)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fused_matches_step_float64(cell, seed):
     gen = torch.Generator().manual_seed(seed)
@@ -58,7 +59,7 @@ def test_fused_matches_step_float64(cell, seed):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", ["lstm", "lstm-v", "lstm-fgr"])
+@pytest.mark.parametrize("cell", ["lstm", "lstm-v", "lstm-fgr", "gru", "gru-v1", "tanh"])
 def test_fused_matches_step_float32(cell):
     ref, fast = _pair(cell, 88, 64, 2, True, torch.float32)
     x = torch.randn(30, 8, 88)
@@ -73,7 +74,7 @@ def test_fused_matches_step_float32(cell):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", LSTMS)
+@pytest.mark.parametrize("cell", FUSED)
 def test_gradcheck_through_the_fused_backward(cell):
     layer = Recurrent(cell, 3, 3, backend="fused").double()
     names = [n for n, _ in layer.named_parameters()]
@@ -105,7 +106,7 @@ def test_inference_without_gradients_matches():
 
 def test_forced_fused_refuses_what_it_cannot_do():
     with pytest.raises(ConfigError, match="fused backend does not apply"):
-        Recurrent("gru", 3, 4, backend="fused")(torch.randn(2, 1, 3))
+        Recurrent("gru", 3, 4, backend="fused", zoneout=0.1)(torch.randn(2, 1, 3))
     with pytest.raises(ConfigError, match="fused backend does not apply"):
         Recurrent("lstm", 3, 4, backend="fused", layer_norm=True)(torch.randn(2, 1, 3))
     with pytest.raises(ConfigError, match="Valid backends"):

@@ -74,6 +74,14 @@ class Cell(nn.Module, ABC):
         Returns (outputs (T, B, H), final state), or None where no fused backend applies."""
         return None
 
+    def _fused_available(self, x_proj: Tensor) -> bool:
+        """The fused CPU kernels cover every cell on the CPU, layer norm excepted."""
+        if self.options.layer_norm or x_proj.device.type != "cpu":
+            return False
+        from rnnlab.kernels import cpu
+
+        return cpu.extension() is not None
+
     # --- shared helpers -----------------------------------------------------------------------
     def initial_state(self, batch_size: int, like: Tensor) -> State:
         """Zeros of the right widths, on the device and dtype of ``like``."""

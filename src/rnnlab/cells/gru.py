@@ -48,6 +48,17 @@ class GRUCell(Cell):
         n_t = torch.tanh(x_n + r_t * h_n)
         return (n_t + u_t * (h_prev - n_t),)  # = (1 - u) n + u h_prev
 
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        if not self._fused_available(x_proj):
+            return None
+        from rnnlab.kernels import cpu
+
+        return cpu.gru_sequence(
+            x_proj, self.weight_hh, self.bias_hh, state[0], valid, recurrent_mask, v1=False
+        )
+
 
 class GRUv1Cell(Cell):
     """Chung et al. 2014's GRU: the reset gate multiplies h_{t-1} before R_n."""
@@ -77,3 +88,12 @@ class GRUv1Cell(Cell):
             h_n = layer_norm(h_n, self.ln_hh_weight[2 * H :])
         n_t = torch.tanh(x_n + h_n)
         return (n_t + u_t * (h_prev - n_t),)
+
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        if not self._fused_available(x_proj):
+            return None
+        from rnnlab.kernels import cpu
+
+        return cpu.gru_sequence(x_proj, self.weight_hh, None, state[0], valid, recurrent_mask, True)

@@ -154,12 +154,10 @@ class LSTMCell(Cell):
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
     ) -> tuple[Tensor, State] | None:
         """The fused CPU kernel (rnnlab.kernels.cpu); layer norm is not fused yet."""
-        if self.options.layer_norm or x_proj.device.type != "cpu":
+        if not self._fused_available(x_proj):
             return None
         from rnnlab.kernels import cpu
 
-        if cpu.extension() is None:
-            return None
         v = self.variant
         layout = [self.blocks.index(k) if k in self.blocks else -1 for k in "ifzo"]
         layout += [v.peephole_rows.index(k) if k in v.peephole_rows else -1 for k in "ifo"]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_SOURCES = [Path(__file__).parent / "csrc" / "lstm.cpp"]
+_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("module.cpp", "lstm.cpp", "gru.cpp")]
 _state: dict[str, Any] = {"module": None, "error": None}
 
 
@@ -157,3 +157,109 @@ def lstm_sequence(
         Y, yT, cT, aT, _, _ = ext.lstm_forward(*args, layout, flags, False)
     final = (yT, cT, aT) if len(state) > 2 else (yT, cT)
     return Y, final
+
+
+def _inputs(x_proj: Tensor, valid: Tensor | None, rmask: Tensor | None) -> tuple[Tensor, Tensor]:
+    e = _empty(x_proj)
+    return (e if valid is None else valid), (e if rmask is None else rmask)
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+class FusedGRUFunction(torch.autograd.Function):
+    """Autograd around the fused GRU kernels (torch's form, or Chung et al.'s with ``v1``)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x_proj: Tensor,
+        weight_hh: Tensor,
+        bias_hh: Tensor,
+        h0: Tensor,
+        valid: Tensor,
+        rmask: Tensor,
+        v1: bool,
+    ) -> tuple[Tensor, Tensor]:
+        ext = extension()
+        assert ext is not None
+        Y, hT, acts = ext.gru_forward(x_proj, weight_hh, bias_hh, h0, valid, rmask, v1, True)
+        ctx.save_for_backward(acts, Y, h0, weight_hh, valid, rmask)
+        ctx.v1 = v1
+        return Y, hT
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dY: Tensor | None, dhT: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        acts, Y, h0, weight_hh, valid, rmask = ctx.saved_tensors
+        ext = extension()
+        assert ext is not None
+        dY = torch.zeros_like(Y) if dY is None else dY
+        dhT = torch.zeros_like(h0) if dhT is None else dhT
+        dX, dR, dbias_hh, dh0 = ext.gru_backward(
+            dY, dhT, acts, Y, h0, weight_hh, valid, rmask, ctx.v1
+        )
+        return dX, dR, None if ctx.v1 else dbias_hh, dh0, None, None, None
+
+
+def gru_sequence(
+    x_proj: Tensor,
+    weight_hh: Tensor,
+    bias_hh: Tensor | None,
+    h0: Tensor,
+    valid: Tensor | None,
+    rmask: Tensor | None,
+    v1: bool,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One layer and direction of a GRU: x_proj (T, B, 3H) -> outputs (T, B, H), (h_T,)."""
+    valid_t, rmask_t = _inputs(x_proj, valid, rmask)
+    b_hh = _empty(x_proj) if bias_hh is None else bias_hh
+    if _needs_grad(x_proj, weight_hh, b_hh, h0):
+        Y, hT = FusedGRUFunction.apply(x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, v1)
+    else:
+        ext = extension()
+        assert ext is not None
+        Y, hT, _ = ext.gru_forward(x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, v1, False)
+    return Y, (hT,)
+
+
+class FusedTanhFunction(torch.autograd.Function):
+    """Autograd around the fused tanh-RNN kernel."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x_proj: Tensor, weight_hh: Tensor, h0: Tensor, valid: Tensor, rmask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        ext = extension()
+        assert ext is not None
+        Y, hT = ext.tanh_forward(x_proj, weight_hh, h0, valid, rmask)
+        ctx.save_for_backward(Y, h0, weight_hh, valid, rmask)
+        return Y, hT
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dY: Tensor | None, dhT: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        Y, h0, weight_hh, valid, rmask = ctx.saved_tensors
+        ext = extension()
+        assert ext is not None
+        dY = torch.zeros_like(Y) if dY is None else dY
+        dhT = torch.zeros_like(h0) if dhT is None else dhT
+        dX, dR, dh0 = ext.tanh_backward(dY, dhT, Y, h0, weight_hh, valid, rmask)
+        return dX, dR, dh0, None, None
+
+
+def tanh_sequence(
+    x_proj: Tensor, weight_hh: Tensor, h0: Tensor, valid: Tensor | None, rmask: Tensor | None
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One layer and direction of the tanh RNN: x_proj (T, B, H) -> outputs, (h_T,)."""
+    valid_t, rmask_t = _inputs(x_proj, valid, rmask)
+    if _needs_grad(x_proj, weight_hh, h0):
+        Y, hT = FusedTanhFunction.apply(x_proj, weight_hh, h0, valid_t, rmask_t)
+    else:
+        ext = extension()
+        assert ext is not None
+        Y, hT = ext.tanh_forward(x_proj, weight_hh, h0, valid_t, rmask_t)
+    return Y, (hT,)

@@ -322,8 +322,3 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   }
   return {dPre, dR, dP, dWgg, dy, dc, da};
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lstm_forward", &lstm_forward, "fused LSTM-family forward (CPU)");
-  m.def("lstm_backward", &lstm_backward, "fused LSTM-family backward (CPU)");
-}

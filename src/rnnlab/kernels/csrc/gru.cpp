@@ -1,0 +1,274 @@
+// Fused CPU kernels for the GRUs (torch's form and Chung et al.'s v1) and the tanh RNN.
+//
+// Same scheme as lstm.cpp: x_proj = W x + b for all steps comes from the caller; only the
+// recurrent products stay in the time loops; the weight gradients are single products after them.
+// Rows of weight_hh are r, u, n. h_t = n_t + u_t (h_{t-1} - n_t) = (1 - u_t) n_t + u_t h_{t-1}.
+// valid (T, B) uint8 must mark a prefix of each column; rmask (B, H) multiplies h_{t-1} where it
+// enters the recurrent products.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+inline bool defined(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
+
+template <typename scalar_t>
+inline scalar_t sigm(scalar_t x) { return scalar_t(1) / (scalar_t(1) + std::exp(-x)); }
+
+// Padded rows keep the previous state and output zero.
+template <typename scalar_t>
+void carry_padded(const uint8_t* valid, int64_t B, int64_t H, const scalar_t* prev,
+                  scalar_t* next, scalar_t* out) {
+  if (valid == nullptr) return;
+  for (int64_t b = 0; b < B; ++b) {
+    if (valid[b]) continue;
+    std::copy(prev + b * H, prev + (b + 1) * H, next + b * H);
+    std::fill(out + b * H, out + (b + 1) * H, scalar_t(0));
+  }
+}
+
+// Padded rows pass the incoming gradient through.
+template <typename scalar_t>
+void pass_padded(const uint8_t* valid, int64_t B, int64_t H, const scalar_t* incoming,
+                 scalar_t* outgoing) {
+  if (valid == nullptr) return;
+  for (int64_t b = 0; b < B; ++b)
+    if (!valid[b]) std::copy(incoming + b * H, incoming + (b + 1) * H, outgoing + b * H);
+}
+
+at::Tensor previous_states(const at::Tensor& h0, const at::Tensor& Y, const at::Tensor& rmask) {
+  auto prev = at::cat({h0.unsqueeze(0), Y.narrow(0, 0, Y.size(0) - 1)}, 0);  // (T, B, H)
+  return defined(rmask) ? prev * rmask : prev;
+}
+
+}  // namespace
+
+// acts (T, B, 4H): r, u, n and the recurrent candidate term (R_n h + b'_n for torch's form,
+// R_n (r * h) for v1).
+std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor bias_hh,
+                                    at::Tensor h0, at::Tensor valid, at::Tensor rmask, bool v1,
+                                    bool save) {
+  x_proj = x_proj.contiguous();
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), H = weight_hh.size(1);
+  const bool has_mask = defined(rmask), has_valid = defined(valid);
+  const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
+  auto Y = at::empty({T, B, H}, x_proj.options());
+  auto acts = at::empty({save ? T : 1, B, 4 * H}, x_proj.options());
+  auto h = h0.contiguous().clone(), h_next = at::empty_like(h);
+  auto h_in = has_mask ? at::empty_like(h) : at::Tensor();
+  const auto R_ru_t = weight_hh.narrow(0, 0, 2 * H).t(), R_n_t = weight_hh.narrow(0, 2 * H, H).t();
+  const auto R_t = weight_hh.t();
+  auto rh = at::empty({B, v1 ? 2 * H : 3 * H}, x_proj.options());
+  auto rhn = at::empty({B, H}, x_proj.options()), r_h = at::empty({B, H}, x_proj.options());
+  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "gru_forward", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      if (has_mask) at::mul_out(h_in, h, rmask);
+      const auto& hin = has_mask ? h_in : h;
+      if (v1) at::mm_out(rh, hin, R_ru_t);
+      else at::addmm_out(rh, bias_hh, hin, R_t);
+      const scalar_t* xp = x_proj[t].data_ptr<scalar_t>();
+      const scalar_t* rp = rh.data_ptr<scalar_t>();
+      const scalar_t* hp = h.data_ptr<scalar_t>();
+      const scalar_t* hip = hin.data_ptr<scalar_t>();
+      scalar_t* ac = acts[save ? t : 0].data_ptr<scalar_t>();
+      const int64_t RW = rh.size(1);
+      // r and u (and, for v1, r * h, the input of the second product).
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const scalar_t *x = xp + b * 3 * H, *g = rp + b * RW;
+          scalar_t *r = ac + b * 4 * H, *u = r + H;
+          for (int64_t k = 0; k < H; ++k) r[k] = sigm(x[k] + g[k]);
+          for (int64_t k = 0; k < H; ++k) u[k] = sigm(x[H + k] + g[H + k]);
+          if (v1) {
+            scalar_t* rhb = r_h.data_ptr<scalar_t>() + b * H;
+            for (int64_t k = 0; k < H; ++k) rhb[k] = r[k] * hip[b * H + k];
+          }
+        }
+      });
+      if (v1) at::mm_out(rhn, r_h, R_n_t);
+      const scalar_t* np = v1 ? rhn.data_ptr<scalar_t>() : nullptr;
+      scalar_t* hn = h_next.data_ptr<scalar_t>();
+      scalar_t* yt = Y[t].data_ptr<scalar_t>();
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const scalar_t* x = xp + b * 3 * H + 2 * H;
+          scalar_t *r = ac + b * 4 * H, *u = r + H, *n = r + 2 * H, *cand = r + 3 * H;
+          const scalar_t* c = v1 ? np + b * H : rp + b * RW + 2 * H;
+          for (int64_t k = 0; k < H; ++k) cand[k] = c[k];
+          if (v1) {
+            for (int64_t k = 0; k < H; ++k) n[k] = std::tanh(x[k] + cand[k]);
+          } else {
+            for (int64_t k = 0; k < H; ++k) n[k] = std::tanh(x[k] + r[k] * cand[k]);
+          }
+          const scalar_t* hb = hp + b * H;
+          for (int64_t k = 0; k < H; ++k) hn[b * H + k] = n[k] + u[k] * (hb[k] - n[k]);
+          std::copy(hn + b * H, hn + (b + 1) * H, yt + b * H);
+        }
+      });
+      carry_padded(has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr, B, H, hp, hn, yt);
+      std::swap(h, h_next);
+    }
+  });
+  if (!save) acts = at::empty({0}, x_proj.options());
+  return {Y, h, acts};
+}
+
+std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor acts, at::Tensor Y,
+                                     at::Tensor h0, at::Tensor weight_hh, at::Tensor valid,
+                                     at::Tensor rmask, bool v1) {
+  dY = dY.contiguous();
+  h0 = h0.contiguous();
+  const int64_t T = dY.size(0), B = dY.size(1), H = dY.size(2);
+  const bool has_mask = defined(rmask), has_valid = defined(valid);
+  const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
+  const auto hprev_all = previous_states(h0, Y, at::Tensor());  // unmasked h_{t-1}
+  auto dX = at::zeros({T, B, 3 * H}, dY.options());  // gradient of x_proj
+  auto dRh = at::zeros({T, B, 3 * H}, dY.options());  // gradient of the recurrent terms
+  auto dh = dhT.contiguous().clone(), dh_next = at::empty_like(dh);
+  auto direct = at::empty_like(dh), d_rh = at::empty_like(dh);
+  auto rmask_c = has_mask ? rmask.contiguous() : at::Tensor();
+  const auto R_ru = weight_hh.narrow(0, 0, 2 * H), R_n = weight_hh.narrow(0, 2 * H, H);
+  AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "gru_backward", [&] {
+    const scalar_t* mp = has_mask ? rmask_c.data_ptr<scalar_t>() : nullptr;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const uint8_t* vt = has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr;
+      const scalar_t* ac = acts[t].data_ptr<scalar_t>();
+      const scalar_t* hp = hprev_all[t].data_ptr<scalar_t>();
+      const scalar_t* dYt = dY[t].data_ptr<scalar_t>();
+      const scalar_t* dhp = dh.data_ptr<scalar_t>();
+      scalar_t* dx = dX[t].data_ptr<scalar_t>();
+      scalar_t* drh = dRh[t].data_ptr<scalar_t>();
+      scalar_t* dir = direct.data_ptr<scalar_t>();
+      // Phase 1: through h_t = n + u (h_prev - n) and n = tanh(.).
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          if (vt != nullptr && !vt[b]) continue;
+          const scalar_t *r = ac + b * 4 * H, *u = r + H, *n = r + 2 * H, *cand = r + 3 * H;
+          scalar_t *dxr = dx + b * 3 * H, *dxu = dxr + H, *dxn = dxr + 2 * H;
+          scalar_t *drr = drh + b * 3 * H, *dru = drr + H, *drn = drr + 2 * H;
+          for (int64_t k = 0; k < H; ++k) {
+            const scalar_t gh = dhp[b * H + k] + dYt[b * H + k];
+            const scalar_t dnp = gh * (1 - u[k]) * (1 - n[k] * n[k]);
+            const scalar_t du = gh * (hp[b * H + k] - n[k]);
+            dir[b * H + k] = gh * u[k];
+            dxn[k] = dnp;
+            dxu[k] = dru[k] = du * u[k] * (1 - u[k]);
+            if (v1) {
+              drn[k] = dnp;
+            } else {  // n = tanh(x_n + r * cand)
+              drn[k] = dnp * r[k];
+              dxr[k] = drr[k] = dnp * cand[k] * r[k] * (1 - r[k]);
+            }
+          }
+        }
+      });
+      if (v1) {  // Phase 2: back through R_n (r * h_in) to r and h_in.
+        at::mm_out(d_rh, dRh[t].narrow(1, 2 * H, H), R_n);
+        const scalar_t* dg = d_rh.data_ptr<scalar_t>();
+        at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            if (vt != nullptr && !vt[b]) continue;
+            const scalar_t* r = ac + b * 4 * H;
+            scalar_t *dxr = dx + b * 3 * H, *drr = drh + b * 3 * H;
+            for (int64_t k = 0; k < H; ++k) {
+              const scalar_t m = mp != nullptr ? mp[b * H + k] : scalar_t(1);
+              const scalar_t hin = hp[b * H + k] * m;
+              dxr[k] = drr[k] = dg[b * H + k] * hin * r[k] * (1 - r[k]);
+              dir[b * H + k] += dg[b * H + k] * r[k] * m;
+            }
+          }
+        });
+      }
+      // The recurrent product back to h_{t-1}, plus the direct path.
+      if (v1) at::mm_out(dh_next, dRh[t].narrow(1, 0, 2 * H), R_ru);
+      else at::mm_out(dh_next, dRh[t], weight_hh);
+      if (has_mask) dh_next.mul_(rmask_c);
+      dh_next.add_(direct);
+      pass_padded(vt, B, H, dhp, dh_next.data_ptr<scalar_t>());
+      std::swap(dh, dh_next);
+    }
+  });
+  // Weight gradients as single products over all steps.
+  const auto hin_all = defined(rmask) ? hprev_all * rmask : hprev_all;
+  at::Tensor dR, dbias_hh;
+  if (v1) {
+    const auto r = acts.narrow(2, 0, H);
+    dR = at::cat({at::mm(dRh.narrow(2, 0, 2 * H).reshape({T * B, 2 * H}).t(),
+                         hin_all.reshape({T * B, H})),
+                  at::mm(dRh.narrow(2, 2 * H, H).reshape({T * B, H}).t(),
+                         (r * hin_all).reshape({T * B, H}))},
+                 0);
+    dbias_hh = at::empty({0}, dY.options());
+  } else {
+    dR = at::mm(dRh.reshape({T * B, 3 * H}).t(), hin_all.reshape({T * B, H}));
+    dbias_hh = dRh.sum({0, 1});
+  }
+  return {dX, dR, dbias_hh, dh};
+}
+
+std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor h0,
+                                     at::Tensor valid, at::Tensor rmask) {
+  x_proj = x_proj.contiguous();
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), H = weight_hh.size(1);
+  const bool has_mask = defined(rmask), has_valid = defined(valid);
+  const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
+  auto Y = at::empty({T, B, H}, x_proj.options());
+  auto h = h0.contiguous().clone(), h_next = at::empty_like(h);
+  auto h_in = has_mask ? at::empty_like(h) : at::Tensor();
+  const auto R_t = weight_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "tanh_forward", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      if (has_mask) at::mul_out(h_in, h, rmask);
+      at::addmm_out(h_next, x_proj[t], has_mask ? h_in : h, R_t);
+      scalar_t* hn = h_next.data_ptr<scalar_t>();
+      const int64_t n = B * H;
+      at::parallel_for(0, n, 4096, [&](int64_t k0, int64_t k1) {
+        for (int64_t k = k0; k < k1; ++k) hn[k] = std::tanh(hn[k]);
+      });
+      scalar_t* yt = Y[t].data_ptr<scalar_t>();
+      std::copy(hn, hn + n, yt);
+      carry_padded(has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr, B, H,
+                   h.data_ptr<scalar_t>(), hn, yt);
+      std::swap(h, h_next);
+    }
+  });
+  return {Y, h};
+}
+
+std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor Y, at::Tensor h0,
+                                      at::Tensor weight_hh, at::Tensor valid, at::Tensor rmask) {
+  dY = dY.contiguous();
+  const int64_t T = dY.size(0), B = dY.size(1), H = dY.size(2);
+  const bool has_mask = defined(rmask), has_valid = defined(valid);
+  const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
+  auto dPre = at::zeros({T, B, H}, dY.options());
+  auto dh = dhT.contiguous().clone(), dh_next = at::empty_like(dh);
+  AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "tanh_backward", [&] {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const uint8_t* vt = has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr;
+      const scalar_t* y = Y[t].data_ptr<scalar_t>();
+      const scalar_t* dYt = dY[t].data_ptr<scalar_t>();
+      const scalar_t* dhp = dh.data_ptr<scalar_t>();
+      scalar_t* dp = dPre[t].data_ptr<scalar_t>();
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          if (vt != nullptr && !vt[b]) continue;
+          for (int64_t k = b * H; k < (b + 1) * H; ++k)
+            dp[k] = (dhp[k] + dYt[k]) * (1 - y[k] * y[k]);
+        }
+      });
+      at::mm_out(dh_next, dPre[t], weight_hh);
+      if (has_mask) dh_next.mul_(rmask);
+      pass_padded(vt, B, H, dhp, dh_next.data_ptr<scalar_t>());
+      std::swap(dh, dh_next);
+    }
+  });
+  const auto hin_all = previous_states(h0, Y, rmask);
+  auto dR = at::mm(dPre.reshape({T * B, H}).t(), hin_all.reshape({T * B, H}));
+  return {dPre, dR, dh};
+}

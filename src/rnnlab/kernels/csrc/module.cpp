@@ -1,0 +1,28 @@
+// The Python bindings of rnnlab's fused CPU kernels.
+#include <torch/extension.h>
+
+#include <vector>
+
+std::vector<at::Tensor> lstm_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                     at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                     std::vector<int64_t>, std::vector<int64_t>, bool);
+std::vector<at::Tensor> lstm_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      std::vector<int64_t>, std::vector<int64_t>);
+std::vector<at::Tensor> gru_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                    at::Tensor, bool, bool);
+std::vector<at::Tensor> gru_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                     at::Tensor, at::Tensor, at::Tensor, bool);
+std::vector<at::Tensor> tanh_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor);
+std::vector<at::Tensor> tanh_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      at::Tensor, at::Tensor);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("lstm_forward", &lstm_forward, "fused LSTM-family forward (CPU)");
+  m.def("lstm_backward", &lstm_backward, "fused LSTM-family backward (CPU)");
+  m.def("gru_forward", &gru_forward, "fused GRU forward, torch form or Chung's v1 (CPU)");
+  m.def("gru_backward", &gru_backward, "fused GRU backward (CPU)");
+  m.def("tanh_forward", &tanh_forward, "fused tanh RNN forward (CPU)");
+  m.def("tanh_backward", &tanh_backward, "fused tanh RNN backward (CPU)");
+}
