@@ -132,7 +132,7 @@ def test_dropout_between_layers_only_in_training():
 
 def test_recurrent_dropout_one_mask_per_sequence():
     """Gal & Ghahramani: the same mask at every step of a sequence, a new one for the next call."""
-    layer = Recurrent("tanh", 3, 8, recurrent_dropout=0.5)
+    layer = Recurrent("tanh", 3, 8, recurrent_dropout=0.5, backend="step")
     masks = []
     original = layer.cells[0].step
 
