@@ -128,3 +128,17 @@ def test_falls_back_to_the_step_loop_without_the_extension():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "disabled by RNNLAB_NO_EXTENSION" in result.stdout
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", ["lstm-v", "gru", "gru-v1", "tanh"])
+def test_nan_propagates_through_the_fused_kernels(cell):
+    """Built with -ffast-math, the kernels must still carry a NaN through, or training could not
+    stop on it (rnnlab.train checks the loss for NaN)."""
+    layer = Recurrent(cell, 3, 4, backend="fused")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    with torch.no_grad():
+        x[2, 0, 1] = float("nan")
+    out, _ = layer(x)
+    assert torch.isnan(out[2:, 0]).all() and not torch.isnan(out[:, 1]).any()
+    out.nan_to_num().sum().backward()
