@@ -142,3 +142,18 @@ def test_nan_propagates_through_the_fused_kernels(cell):
     out, _ = layer(x)
     assert torch.isnan(out[2:, 0]).all() and not torch.isnan(out[:, 1]).any()
     out.nan_to_num().sum().backward()
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", ["lstm-v", "lstm-noaf", "gru", "gru-v1", "tanh"])
+def test_saturated_gates_stay_finite(cell):
+    """Huge pre-activations (a long piece drives an LSTM's cell state far out) must saturate the
+    gates as the step loop does, never turn into NaN."""
+    ref, fast = _pair(cell, 3, 4, 1, False, torch.float32)
+    x = torch.randn(30, 2, 3) * 1e4
+    a, sa = ref(x)
+    b, sb = fast(x)
+    assert torch.isfinite(b).all() and torch.isfinite(sb[0]).all()
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    b.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in fast.parameters())

@@ -9,6 +9,8 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "safe_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -16,9 +18,6 @@
 namespace {
 
 inline bool defined(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
-
-template <typename scalar_t>
-inline scalar_t sigm(scalar_t x) { return scalar_t(1) / (scalar_t(1) + std::exp(-x)); }
 
 // Padded rows keep the previous state and output zero.
 template <typename scalar_t>
@@ -82,8 +81,8 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
         for (int64_t b = b0; b < b1; ++b) {
           const scalar_t *x = xp + b * 3 * H, *g = rp + b * RW;
           scalar_t *r = ac + b * 4 * H, *u = r + H;
-          for (int64_t k = 0; k < H; ++k) r[k] = sigm(x[k] + g[k]);
-          for (int64_t k = 0; k < H; ++k) u[k] = sigm(x[H + k] + g[H + k]);
+          for (int64_t k = 0; k < H; ++k) r[k] = rnnlab::sigmoid(x[k] + g[k]);
+          for (int64_t k = 0; k < H; ++k) u[k] = rnnlab::sigmoid(x[H + k] + g[H + k]);
           if (v1) {
             scalar_t* rhb = r_h.data_ptr<scalar_t>() + b * H;
             for (int64_t k = 0; k < H; ++k) rhb[k] = r[k] * hip[b * H + k];
@@ -101,9 +100,9 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
           const scalar_t* c = v1 ? np + b * H : rp + b * RW + 2 * H;
           for (int64_t k = 0; k < H; ++k) cand[k] = c[k];
           if (v1) {
-            for (int64_t k = 0; k < H; ++k) n[k] = std::tanh(x[k] + cand[k]);
+            for (int64_t k = 0; k < H; ++k) n[k] = rnnlab::tanh(x[k] + cand[k]);
           } else {
-            for (int64_t k = 0; k < H; ++k) n[k] = std::tanh(x[k] + r[k] * cand[k]);
+            for (int64_t k = 0; k < H; ++k) n[k] = rnnlab::tanh(x[k] + r[k] * cand[k]);
           }
           const scalar_t* hb = hp + b * H;
           for (int64_t k = 0; k < H; ++k) hn[b * H + k] = n[k] + u[k] * (hb[k] - n[k]);
@@ -228,7 +227,7 @@ std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at
       scalar_t* hn = h_next.data_ptr<scalar_t>();
       const int64_t n = B * H;
       at::parallel_for(0, n, 4096, [&](int64_t k0, int64_t k1) {
-        for (int64_t k = k0; k < k1; ++k) hn[k] = std::tanh(hn[k]);
+        for (int64_t k = k0; k < k1; ++k) hn[k] = rnnlab::tanh(hn[k]);
       });
       scalar_t* yt = Y[t].data_ptr<scalar_t>();
       std::copy(hn, hn + n, yt);

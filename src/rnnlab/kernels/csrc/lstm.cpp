@@ -15,6 +15,8 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "safe_math.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -40,8 +42,7 @@ inline bool defined(const at::Tensor& t) { return t.defined() && t.numel() > 0; 
 template <typename scalar_t>
 inline void sigmoid_row(scalar_t* out, const scalar_t* pre, const scalar_t* peep, const scalar_t* c,
                         const scalar_t* gg, int64_t H) {
-  for (int64_t h = 0; h < H; ++h)
-    out[h] = scalar_t(1) / (scalar_t(1) + std::exp(-(pre[h] + peep[h] * c[h] + gg[h])));
+  for (int64_t h = 0; h < H; ++h) out[h] = rnnlab::sigmoid(pre[h] + peep[h] * c[h] + gg[h]);
 }
 
 template <typename scalar_t>
@@ -70,7 +71,7 @@ void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scala
       const scalar_t* g_o = L.fgr ? gg + b * 3 * H + 2 * H : zeros;
       const scalar_t* pz = pr + L.off_z * H;
       if (L.g_act) {
-        for (int64_t h = 0; h < H; ++h) Z[h] = std::tanh(pz[h]);
+        for (int64_t h = 0; h < H; ++h) Z[h] = rnnlab::tanh(pz[h]);
       } else {
         for (int64_t h = 0; h < H; ++h) Z[h] = pz[h];
       }
@@ -89,7 +90,7 @@ void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scala
       else fill_row(O, scalar_t(1), H);
       scalar_t* yn = y_new + b * H;
       if (L.h_act) {
-        for (int64_t h = 0; h < H; ++h) yn[h] = std::tanh(cn[h]) * O[h];
+        for (int64_t h = 0; h < H; ++h) yn[h] = rnnlab::tanh(cn[h]) * O[h];
       } else {
         for (int64_t h = 0; h < H; ++h) yn[h] = cn[h] * O[h];
       }
@@ -143,7 +144,7 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
       const scalar_t* da_f = L.fgr ? da + b * 3 * H + H : zeros;
       const scalar_t* da_o = L.fgr ? da + b * 3 * H + 2 * H : zeros;
       if (L.h_act) {
-        for (int64_t h = 0; h < H; ++h) hc[h] = std::tanh(c[h]);
+        for (int64_t h = 0; h < H; ++h) hc[h] = rnnlab::tanh(c[h]);
       } else {
         for (int64_t h = 0; h < H; ++h) hc[h] = c[h];
       }
