@@ -188,3 +188,45 @@ def test_layer_norm_lstm_equations():
         y = sig(o) * tanh(_ln(c, p["ln_c_weight"], p["ln_c_bias"]))
         ys.append(y)
     torch.testing.assert_close(layer(x)[0], torch.stack(ys), rtol=1e-10, atol=1e-12)
+
+
+def _g(x):
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+@pytest.mark.parametrize("backend", ["step", "fused"])
+def test_scan_cell_equations(name, backend):
+    """Feng et al. 2024, sec. 3: minGRU and minLSTM written out with f / (f + i) directly."""
+    H = 5
+    layer = Recurrent(name, 4, H, backend=backend).double()
+    p = _random_params(layer)
+    x = torch.randn(9, 3, 4, dtype=torch.float64)
+    h0 = torch.randn(1, 3, H, dtype=torch.float64)
+    h = h0[0]
+    hs = []
+    for xt in x:
+        k = xt @ p["weight_ih"].T + p["bias"]
+        if name == "mingru":
+            kz, kh = k.split(H, dim=1)
+            z = sig(kz)
+            h = (1 - z) * h + z * _g(kh)
+        else:
+            kf, ki, kh = k.split(H, dim=1)
+            f, i = sig(kf), sig(ki)
+            h = f / (f + i) * h + i / (f + i) * _g(kh)
+        hs.append(h)
+    out, (hT,) = layer(x, state=(h0,))
+    torch.testing.assert_close(out, torch.stack(hs), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hT[0], h, rtol=1e-10, atol=1e-12)
+
+
+def test_scan_gradient_with_zero_state_and_empty_sequence():
+    """The log-space scan keeps finite gradients for h_0 = 0 and for a sequence of length 0."""
+    layer = Recurrent("mingru", 3, 4, backend="fused").double()
+    h0 = torch.zeros(1, 2, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    out, (hT,) = layer(x, lengths=torch.tensor([5, 0]), state=(h0,))
+    (out.sum() + hT.sum()).backward()
+    assert torch.isfinite(h0.grad).all() and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(h0.grad[0, 1], torch.ones(4, dtype=torch.float64))  # passes through

@@ -8,7 +8,8 @@ from rnnlab import Recurrent
 from rnnlab.recurrent import reverse_padded
 
 CELLS = rnnlab.cell_names()
-STATE_PARTS = {"tanh": 1, "gru": 1, "gru-v1": 1, "lstm-fgr": 3}
+STATE_PARTS = {"tanh": 1, "gru": 1, "gru-v1": 1, "lstm-fgr": 3, "mingru": 1, "minlstm": 1}
+SCAN = {"mingru", "minlstm"}
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -16,6 +17,7 @@ STATE_PARTS = {"tanh": 1, "gru": 1, "gru-v1": 1, "lstm-fgr": 3}
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_shapes(cell, bidirectional, batch_first):
     T, B, I, H, L = 5, 3, 4, 6, 2
+    rdrop = 0.2 if cell not in SCAN else 0.0  # scan cells have no recurrent weights
     layer = Recurrent(
         cell,
         I,
@@ -25,7 +27,7 @@ def test_shapes(cell, bidirectional, batch_first):
         batch_first=batch_first,
         dropout=0.1,
         layer_norm=True,
-        recurrent_dropout=0.2,
+        recurrent_dropout=rdrop,
         zoneout=0.1,
     )
     D = 2 if bidirectional else 1
@@ -108,6 +110,11 @@ def test_bad_input_width_and_lengths():
 def test_unknown_cell_lists_valid_ones():
     with pytest.raises(ValueError, match="Did you mean 'lstm-cifg'.*Valid cells: gru, gru-v1"):
         Recurrent("lstm-cfg", 3, 4)
+
+
+def test_scan_cells_refuse_recurrent_dropout():
+    with pytest.raises(ValueError, match="no recurrent weights"):
+        Recurrent("mingru", 3, 4, recurrent_dropout=0.1)
 
 
 def test_forget_bias_init():

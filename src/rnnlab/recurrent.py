@@ -119,6 +119,10 @@ class Recurrent(nn.Module):
             backend=backend,
         )
         options = CellOptions(layer_norm=layer_norm, forget_bias=forget_bias)
+        if recurrent_dropout > 0 and not CELLS[cell](1, 1, options).recurrent_weights:
+            raise ConfigError(
+                f"cell {cell!r} has no recurrent weights, so recurrent_dropout does not apply"
+            )
         self.num_directions = 2 if bidirectional else 1
         self.cells = nn.ModuleList(
             make_cell(

@@ -9,6 +9,7 @@ from rnnlab.cells.base import Cell, CellOptions, State
 from rnnlab.cells.gru import GRUCell, GRUv1Cell
 from rnnlab.cells.lstm import VARIANTS, LSTMCell, LSTMVariant
 from rnnlab.cells.rnn import TanhCell
+from rnnlab.cells.scan import MinGRUCell, MinLSTMCell
 from rnnlab.errors import unknown_name
 
 CellFactory = Callable[[int, int, CellOptions], Cell]
@@ -18,6 +19,8 @@ CELLS: dict[str, CellFactory] = {
     "gru": GRUCell,
     "gru-v1": GRUv1Cell,
     **{name: partial(LSTMCell, variant=variant) for name, variant in VARIANTS.items()},
+    "mingru": MinGRUCell,
+    "minlstm": MinLSTMCell,
 }
 
 
@@ -41,6 +44,8 @@ __all__ = [
     "GRUv1Cell",
     "LSTMCell",
     "LSTMVariant",
+    "MinGRUCell",
+    "MinLSTMCell",
     "State",
     "TanhCell",
     "cell_names",

@@ -48,6 +48,7 @@ class Cell(nn.Module, ABC):
     state_widths: tuple[int, ...] = (1,)
     zoneout_parts: int = 1
     gate_rows: int = 1
+    recurrent_weights: bool = True  # False for the parallel-scan cells (no R, no recurrent dropout)
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__()
