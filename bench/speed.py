@@ -121,6 +121,19 @@ def rss_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def sweep_lengths(
+    cells: list[str], lengths: list[int], B: int, I: int, H: int, repeats: int
+) -> None:
+    """Forward+backward time against the sequence length T: where the parallel-scan cells
+    (whose steps all run at once) overtake the sequential ones."""
+    print(f"forward+backward ms at B={B}, I={I}, H={H}, {torch.get_num_threads()} threads")
+    print("| T | " + " | ".join(cells) + " |")
+    print("|" + " --- |" * (len(cells) + 1))
+    for T in lengths:
+        times = [measure_time(c, (B, T, I, H), "auto", repeats)["fwd_bwd_ms"] for c in cells]
+        print(f"| {T} | " + " | ".join(f"{t:.1f}" for t in times) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -131,7 +144,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--out", type=Path, default=Path("bench/out/speed.json"))
+    parser.add_argument(
+        "--sweep-t",
+        default=None,
+        help="T1,T2,...: time forward+backward against T at B=32, I=88, H=256 instead",
+    )
     args = parser.parse_args()
+    if args.sweep_t:
+        cells = (
+            ["mingru", "minlstm", "gru", "lstm"] if args.cells == "all" else args.cells.split(",")
+        )
+        lengths = [int(t) for t in args.sweep_t.split(",")]
+        sweep_lengths(cells, lengths, 32, 88, 256, args.repeats)
+        return
     cells = rnnlab.cell_names() if args.cells == "all" else args.cells.split(",")
     shapes = SHAPES if args.shapes is None else [
         tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")
