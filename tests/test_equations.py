@@ -230,3 +230,19 @@ def test_scan_gradient_with_zero_state_and_empty_sequence():
     (out.sum() + hT.sum()).backward()
     assert torch.isfinite(h0.grad).all() and torch.isfinite(x.grad).all()
     torch.testing.assert_close(h0.grad[0, 1], torch.ones(4, dtype=torch.float64))  # passes through
+
+
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_log_space_scan_matches_the_step_loop(name):
+    """The parallel scan (the path for accelerators) equals the recurrence, padding included."""
+    layer = Recurrent(name, 4, 5, backend="step").double()
+    cell = layer.layer_cells[0]
+    x = torch.randn(8, 3, 4, dtype=torch.float64)
+    lengths = torch.tensor([8, 5, 0])
+    h0 = torch.randn(1, 3, 5, dtype=torch.float64)
+    out, (hT,) = layer(x, lengths=lengths, state=(h0,))
+    valid = torch.arange(8)[:, None] < lengths[None, :]
+    log_a, log_b = cell.log_coefficients(cell.project_input(x))
+    scan_out, (scan_h,) = cell.log_space_scan(log_a, log_b, h0[0], valid)
+    torch.testing.assert_close(scan_out, out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(scan_h, hT[0], rtol=1e-10, atol=1e-12)

@@ -78,6 +78,25 @@ class ScanCell(Cell):
             return None
         h0 = state[0]
         log_a, log_b = self.log_coefficients(x_proj)  # (T, B, H) each
+        if x_proj.device.type == "cpu":
+            from rnnlab.kernels import cpu
+
+            if cpu.extension() is not None:
+                # On a CPU the exact sequential recurrence beats the log-space scan.
+                a, b = torch.exp(log_a), torch.exp(log_b)
+                if valid is not None:
+                    v = valid.unsqueeze(-1)
+                    a, b = torch.where(v, a, 1.0), torch.where(v, b, 0.0)
+                h, h_last = cpu.linear_scan(a, b, h0)
+                out = h if valid is None else torch.where(valid.unsqueeze(-1), h, 0.0)
+                return out, (h_last,)
+        return self.log_space_scan(log_a, log_b, h0, valid)
+
+    @staticmethod
+    def log_space_scan(
+        log_a: Tensor, log_b: Tensor, h0: Tensor, valid: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """The parallel scan in log space (for accelerators, and where no extension is built)."""
         if valid is not None:  # padded steps: a = 1, b = 0, so the state carries over
             v = valid.unsqueeze(-1)
             log_a = torch.where(v, log_a, 0.0)

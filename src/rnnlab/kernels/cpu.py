@@ -18,7 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("module.cpp", "lstm.cpp", "gru.cpp")]
+_SOURCES = [
+    Path(__file__).parent / "csrc" / name
+    for name in ("module.cpp", "lstm.cpp", "gru.cpp", "scan.cpp")
+]
 _state: dict[str, Any] = {"module": None, "error": None}
 
 
@@ -263,3 +266,38 @@ def tanh_sequence(
         assert ext is not None
         Y, hT = ext.tanh_forward(x_proj, weight_hh, h0, valid_t, rmask_t)
     return Y, (hT,)
+
+
+class LinearScanFunction(torch.autograd.Function):
+    """h_t = a_t h_{t-1} + b_t over the first dimension, with its hand-written backward."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        ext = extension()
+        assert ext is not None
+        H, hT = ext.linear_scan_forward(a, b, h0)
+        ctx.save_for_backward(a, H, h0)
+        return H, hT
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dH: Tensor | None, dhT: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        a, H, h0 = ctx.saved_tensors
+        ext = extension()
+        assert ext is not None
+        dH = torch.zeros_like(H) if dH is None else dH
+        dhT = torch.zeros_like(h0) if dhT is None else dhT
+        da, db, dh0 = ext.linear_scan_backward(dH, dhT, a, H, h0)
+        return da, db, dh0
+
+
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+    """All h_t of h_t = a_t h_{t-1} + b_t: a, b (T, ...), h0 (...). Returns (h (T, ...), h_T)."""
+    if _needs_grad(a, b, h0):
+        H, hT = LinearScanFunction.apply(a, b, h0)
+        return H, hT
+    ext = extension()
+    assert ext is not None
+    H, hT = ext.linear_scan_forward(a, b, h0)
+    return H, hT

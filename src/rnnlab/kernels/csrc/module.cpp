@@ -17,6 +17,9 @@ std::vector<at::Tensor> gru_backward(at::Tensor, at::Tensor, at::Tensor, at::Ten
 std::vector<at::Tensor> tanh_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor);
 std::vector<at::Tensor> tanh_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor);
+std::vector<at::Tensor> linear_scan_forward(at::Tensor, at::Tensor, at::Tensor);
+std::vector<at::Tensor> linear_scan_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                             at::Tensor);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_forward", &lstm_forward, "fused LSTM-family forward (CPU)");
@@ -25,4 +28,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gru_backward, "fused GRU backward (CPU)");
   m.def("tanh_forward", &tanh_forward, "fused tanh RNN forward (CPU)");
   m.def("tanh_backward", &tanh_backward, "fused tanh RNN backward (CPU)");
+  m.def("linear_scan_forward", &linear_scan_forward, "h_t = a_t h_{t-1} + b_t (CPU)");
+  m.def("linear_scan_backward", &linear_scan_backward, "its backward (CPU)");
 }
