@@ -28,6 +28,8 @@ sum, so any initial state works.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,9 +65,9 @@ class ScanCell(Cell):
         if options.layer_norm:
             self.ln_ih_weight = nn.Parameter(torch.ones(rows))
 
+    @abstractmethod
     def log_coefficients(self, x_proj: Tensor) -> tuple[Tensor, Tensor]:
         """log a_t and log b_t from the input projection."""
-        raise NotImplementedError  # pragma: no cover - each scan cell defines it
 
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         log_a, log_b = self.log_coefficients(x_proj)
