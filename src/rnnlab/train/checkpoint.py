@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from rnnlab.errors import RunDirError
@@ -63,10 +63,8 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if not path.is_file():
         raise RunDirError(f"{path} is missing")
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one read: tensors and metadata
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
             raw = (f.metadata() or {}).get("rnnlab", "{}")
     except (SafetensorError, OSError) as exc:
         raise RunDirError(f"{path} is not a readable safetensors file ({exc})") from None

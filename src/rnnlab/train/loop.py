@@ -147,6 +147,10 @@ def train_run(
         torch.set_num_threads(t.threads)
     set_seed(t.seed)
     data = load_sequences(t.data)
+    if t.window:
+        # Windows give more updates per epoch on long pieces (truncated backpropagation without
+        # carrying the state); each window's first input is the true previous frame. Cut once.
+        data["train"], data["train_first_inputs"] = split_windows(data["train"], t.window)
     if data["train"][0].shape[-1] != cfg.model.frame_size:
         raise DataError(
             f"{t.data}: frames have {data['train'][0].shape[-1]} units, the model "
@@ -236,13 +240,12 @@ def _run_epoch(
     # The shuffle of each epoch depends only on (seed, epoch): resuming reproduces it exactly.
     generator = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
     total, frames, norms = 0.0, 0, []
-    train, first_inputs = data["train"], None
-    if t.window:
-        # Windows give more updates per epoch on long pieces (truncated backpropagation without
-        # carrying the state); each window's first input is the true previous frame.
-        train, first_inputs = split_windows(train, t.window)
     batches = make_batches(
-        train, t.batch_size, shuffle=True, generator=generator, first_inputs=first_inputs
+        data["train"],
+        t.batch_size,
+        shuffle=True,
+        generator=generator,
+        first_inputs=data.get("train_first_inputs"),
     )
     for batch in batches:
         stats = train_step(model, batch, optimizer, t.clip, t.weight_noise)
