@@ -60,18 +60,24 @@ def test_fused_matches_step_float64(cell, seed):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", ["lstm", "lstm-v", "lstm-fgr", "gru", "gru-v1", "tanh"])
+@pytest.mark.parametrize("cell", FUSED)
 def test_fused_matches_step_float32(cell):
-    ref, fast = _pair(cell, 88, 64, 2, True, torch.float32)
-    x = torch.randn(30, 8, 88)
-    lengths = torch.randint(1, 31, (8,))
-    weights = torch.randn(30, 8, 128)
+    """float32 at random sizes (seeded per cell), random lengths, two bidirectional layers."""
+    gen = torch.Generator().manual_seed(FUSED.index(cell))
+    T, B = (int(v) for v in torch.randint(5, 40, (2,), generator=gen))
+    I, H = (int(v) for v in torch.randint(8, 96, (2,), generator=gen))
+    ref, fast = _pair(cell, I, H, 2, True, torch.float32)
+    x = torch.randn(T, B, I, generator=gen)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)
+    weights = torch.randn(T, B, 2 * H, generator=gen)
     for a, b in zip(
         _outputs_and_grads(ref, x, lengths, weights, 0),
         _outputs_and_grads(fast, x, lengths, weights, 0),
         strict=True,
     ):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        # Summation order differs: errors scale with the size of the values (large for NFG,
+        # whose cell state is not bounded), so atol is relative to the largest of them.
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
 
 
 @needs_extension

@@ -54,6 +54,11 @@ def test_every_command(tiny_npz, tmp_path, capsys):
     assert code == 0 and "| valid | 3 |" in out
     code, out, _ = _run(["cells"], capsys)
     assert code == 0 and "lstm-fgr" in out.split()
+    bench = tmp_path / "speed.json"
+    argv = ["bench", "speed", "--cells", "tanh", "--shapes", "2,3,4,5", "--repeats", "1"]
+    code, out, _ = _run([*argv, "--no-memory", "--out", bench], capsys)
+    assert code == 0 and "| 2,3,4,5 | tanh |" in out
+    assert json.loads(bench.read_text())["rows"][0]["cell"] == "tanh"
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,12 @@ _EXIT_ERROR, _EXIT_INTERRUPTED = 2, 130
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # `rnnlab bench speed ...` hands every option after it to the benchmark's own parser.
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "handler", None) is _bench_speed:
+        args.options = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not hasattr(args, "handler"):
         parser.print_help()
         return _EXIT_ERROR
@@ -67,7 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     cells = sub.add_parser("cells", help="list the registered cells")
     cells.set_defaults(handler=lambda args: print("\n".join(_cell_names())))
+
+    bench = sub.add_parser("bench", help="benchmarks (they measure; they assert nothing)")
+    bench_sub = bench.add_subparsers(title="benchmarks")
+    speed = bench_sub.add_parser(
+        "speed", help="every cell against torch.nn: time, memory, matmul floor", add_help=False
+    )
+    speed.set_defaults(handler=_bench_speed, options=[])
     return parser
+
+
+def _bench_speed(args: argparse.Namespace) -> None:
+    from rnnlab.benchmarks.speed import main as speed_main
+
+    speed_main(args.options, prog="rnnlab bench speed")
 
 
 # --- train ---------------------------------------------------------------------------------------

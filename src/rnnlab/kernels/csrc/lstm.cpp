@@ -136,6 +136,7 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
       const int64_t r = b * H;
       if (valid != nullptr && !valid[b]) {  // padding: the state passes through unchanged
         std::copy(dc + r, dc + r + H, dc_prev + r);
+        fill_row(dpre + b * GH, scalar_t(0), GH);
         continue;
       }
       const scalar_t *I = acts + b * 4 * H, *F = I + H, *Z = I + 2 * H, *O = I + 3 * H;
@@ -245,7 +246,8 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   const bool has_mask = defined(rmask), has_valid = defined(valid);
   const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
   const auto P = defined(peephole) ? peephole.contiguous() : at::Tensor();
-  auto dPre = at::zeros({T, B, GH}, dY.options());
+  // Every row of dPre is written by backward_step (padded rows with zeros): no fill needed.
+  auto dPre = at::empty({T, B, GH}, dY.options());
   auto dy = dyT.contiguous().clone(), dc = dcT.contiguous().clone();
   at::Tensor da;
   if (L.fgr) da = daT.contiguous().clone();

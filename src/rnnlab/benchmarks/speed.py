@@ -1,0 +1,211 @@
+"""Speed benchmark: every cell against torch's own recurrent modules, measured in the same run.
+
+For each cell and shape (B, T, I, H): forward and forward+backward wall times (median of repeats,
+after warm-up), peak memory of a forward+backward, the ratio of each to the torch module of the
+family (nn.LSTM for the LSTM family, nn.GRU for the GRUs, nn.RNN for tanh), and the time of the
+matrix products alone that a forward+backward of that cell needs (the floor). Prints a markdown
+table and writes JSON. It measures; it asserts nothing.
+
+    rnnlab bench speed                          # every cell, the three standard shapes
+    rnnlab bench speed --cells lstm,lstm-v --shapes 32,100,88,256
+    python bench/speed.py ...                   # the same, from a checkout
+
+Peak memory is the growth of the peak resident set size of a fresh process that runs one
+forward+backward after a warm-up step, so every measurement runs in a subprocess of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import rnnlab
+from rnnlab import Recurrent
+
+SHAPES = [(32, 100, 88, 256), (64, 500, 128, 512), (1, 1000, 88, 128)]
+TORCH_OF = {"gru": nn.GRU, "gru-v1": nn.GRU, "tanh": nn.RNN}  # the LSTM family: nn.LSTM
+
+
+def torch_module(cell: str) -> type[nn.Module]:
+    return TORCH_OF.get(cell, nn.LSTM)
+
+
+def build(name: str, I: int, H: int, backend: str) -> nn.Module:
+    if name.startswith("torch:"):
+        return {"torch:lstm": nn.LSTM, "torch:gru": nn.GRU, "torch:rnn": nn.RNN}[name](I, H)
+    return Recurrent(name, I, H, backend=backend)
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up (and the extension build, the first time)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def measure_time(name: str, shape: tuple[int, ...], backend: str, repeats: int) -> dict:
+    B, T, I, H = shape
+    torch.manual_seed(0)
+    module = build(name, I, H, backend)
+    x = torch.randn(T, B, I)
+
+    def forward():
+        with torch.no_grad():
+            module(x)
+
+    def forward_backward():
+        out, _ = module(x)
+        out.sum().backward()
+
+    return {"forward_ms": timed(forward, repeats), "fwd_bwd_ms": timed(forward_backward, repeats)}
+
+
+def matmul_floor(cell: str, shape: tuple[int, ...], repeats: int) -> float:
+    """The matrix products of a forward+backward: the input projection, T recurrent products
+    forward and T backward, and the weight and input gradients as single products."""
+    B, T, I, H = shape
+    layer = Recurrent(cell, I, H).layer_cells[0]
+    GH = layer.weight_ih.shape[0]
+    x = torch.randn(T * B, I)
+    W, R = torch.randn(GH, I), torch.randn(GH, H)
+    y, d = torch.randn(B, H), torch.randn(B, GH)
+    dpre, ys = torch.randn(T * B, GH), torch.randn(T * B, H)
+
+    def products():
+        x @ W.t()
+        for _ in range(T):
+            torch.mm(y, R.t())
+            torch.mm(d, R)
+        dpre.t() @ ys
+        dpre.t() @ x
+        dpre @ W
+
+    return timed(products, repeats)
+
+
+def measure_memory(name: str, shape: tuple[int, ...], backend: str) -> float:
+    """Peak resident-set growth (MiB) of one forward+backward, in a fresh process: the peak is
+    reset just before the step (Linux: /proc/self/clear_refs) and read after it (VmHWM)."""
+    code = (
+        "import sys, torch\n"
+        "from rnnlab.benchmarks.speed import build, rss_kib\n"
+        f"B, T, I, H = {tuple(shape)}\n"
+        f"m = build({name!r}, I, H, {backend!r})\n"
+        "x = torch.randn(T, B, I)\n"
+        "m(torch.randn(2, B, I))[0].sum().backward()\n"  # warm-up: libraries, extension
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "base = rss_kib('VmRSS')\n"
+        "m(x)[0].sum().backward()\n"
+        "print(rss_kib('VmHWM') - base)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def sweep_lengths(
+    cells: list[str], lengths: list[int], B: int, I: int, H: int, repeats: int
+) -> None:
+    """Forward+backward time against the sequence length T: where the parallel-scan cells
+    (whose steps all run at once) overtake the sequential ones."""
+    print(f"forward+backward ms at B={B}, I={I}, H={H}, {torch.get_num_threads()} threads")
+    print("| T | " + " | ".join(cells) + " |")
+    print("|" + " --- |" * (len(cells) + 1))
+    for T in lengths:
+        times = [measure_time(c, (B, T, I, H), "auto", repeats)["fwd_bwd_ms"] for c in cells]
+        print(f"| {T} | " + " | ".join(f"{t:.1f}" for t in times) + " |", flush=True)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--cells", default="all", help="comma-separated cells (default: all)")
+    parser.add_argument("--shapes", default=None, help="B,T,I,H[;B,T,I,H...]")
+    parser.add_argument("--backend", default="auto", help="auto, step or fused")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/speed.json"))
+    parser.add_argument(
+        "--sweep-t",
+        default=None,
+        help="T1,T2,...: time forward+backward against T at B=32, I=88, H=256 instead",
+    )
+    args = parser.parse_args(argv)
+    if args.sweep_t:
+        cells = (
+            ["mingru", "minlstm", "gru", "lstm"] if args.cells == "all" else args.cells.split(",")
+        )
+        lengths = [int(t) for t in args.sweep_t.split(",")]
+        sweep_lengths(cells, lengths, 32, 88, 256, args.repeats)
+        return
+    cells = rnnlab.cell_names() if args.cells == "all" else args.cells.split(",")
+    shapes = SHAPES if args.shapes is None else [
+        tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")
+    ]  # fmt: skip
+    rows = []
+    for shape in shapes:
+        baselines = {}
+        for ref in ("torch:lstm", "torch:gru", "torch:rnn"):
+            baselines[ref] = measure_time(ref, shape, args.backend, args.repeats)
+            if not args.no_memory:
+                baselines[ref]["peak_mib"] = measure_memory(ref, shape, args.backend)
+        for cell in cells:
+            ref_name = {nn.LSTM: "torch:lstm", nn.GRU: "torch:gru", nn.RNN: "torch:rnn"}[
+                torch_module(cell)
+            ]
+            ref = baselines[ref_name]
+            row = {"cell": cell, "shape": shape, "backend": args.backend, "reference": ref_name}
+            row |= measure_time(cell, shape, args.backend, args.repeats)
+            row["matmul_ms"] = matmul_floor(cell, shape, args.repeats)
+            row["ref_forward_ms"] = ref["forward_ms"]
+            row["ref_fwd_bwd_ms"] = ref["fwd_bwd_ms"]
+            row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / ref["fwd_bwd_ms"]
+            row["forward_ratio"] = row["forward_ms"] / ref["forward_ms"]
+            row["vs_matmul"] = row["fwd_bwd_ms"] / row["matmul_ms"]
+            if not args.no_memory:
+                row["peak_mib"] = measure_memory(cell, shape, args.backend)
+                row["ref_peak_mib"] = ref["peak_mib"]
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    machine = platform.processor() or platform.machine()
+    print(
+        f"rnnlab {rnnlab.__version__}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {machine}, backend {args.backend}"
+    )
+    print(
+        "| shape (B,T,I,H) | cell | fwd ms | fwd ratio | fwd+bwd ms | ratio | vs matmul | "
+        "matmul ms | peak MiB | ref peak MiB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(
+            f"| {','.join(map(str, r['shape']))} | {r['cell']} | {r['forward_ms']:.1f} | "
+            f"{r['forward_ratio']:.2f} | {r['fwd_bwd_ms']:.1f} | {r['fwd_bwd_ratio']:.2f} | "
+            f"{r['vs_matmul']:.2f} | {r['matmul_ms']:.1f} | "
+            f"{r.get('peak_mib', float('nan')):.0f} | {r.get('ref_peak_mib', float('nan')):.0f} |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rows": rows, "threads": torch.get_num_threads()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
