@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(title="data commands")
     data_sub.add_parser("list", help="the bundled datasets").set_defaults(handler=_data_list)
     show = data_sub.add_parser("show", help="pieces, frames, lengths and note density per split")
-    show.add_argument("name", help="a bundled set name or a .mat/.pickle/.npz path")
+    show.add_argument("name", help="a bundled set, a .mat/.pickle/.npz path or a long-lag task")
+    show.add_argument("--seq-len", type=int, default=0, help="tasks: the sequence length")
+    show.add_argument("--delay", type=int, default=0, help="recall task: the lag")
     show.set_defaults(handler=_data_show)
 
     cells = sub.add_parser("cells", help="list the registered cells")
@@ -107,6 +109,7 @@ _MODEL_HELP = {
     "recurrent_dropout": "variational recurrent dropout (Gal & Ghahramani 2016)",
     "zoneout": "zoneout probability (Krueger et al. 2017)",
     "backend": "auto (fused where it applies), step (the reference loop) or fused",
+    "chrono": "chrono initialisation with this T_max (Tallec & Ollivier 2018; 0: off)",
 }
 
 
@@ -125,9 +128,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from rnnlab.data.tasks import is_task
     from rnnlab.models.rnn import ModelConfig
     from rnnlab.train.config import RunConfig, TrainConfig
     from rnnlab.train.loop import train_run
+    from rnnlab.train.tasks import resolve_task_config, with_task_defaults
 
     given = {group: {} for group in ("model", "train")}  # type: dict[str, dict[str, Any]]
     for group, f in _config_fields():
@@ -148,7 +153,13 @@ def _train(args: argparse.Namespace) -> int:
         )
         out = args.out
     else:
-        cfg = RunConfig(ModelConfig(**given["model"]), TrainConfig(**given["train"]))
+        train_cfg = TrainConfig(**given["train"])
+        if is_task(train_cfg.data):
+            model_cfg = resolve_task_config(given["model"], train_cfg)
+            train_cfg = with_task_defaults(train_cfg)
+        else:
+            model_cfg = ModelConfig(**given["model"])
+        cfg = RunConfig(model_cfg, train_cfg)
         out = getattr(args, "out", None) or _default_out(cfg)
         print(
             f"training {cfg.model.cell} (H={cfg.model.hidden_size}) on {cfg.train.data} into {out}"
@@ -158,12 +169,33 @@ def _train(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print(f"interrupted; continue with: rnnlab train --out {out} --resume", file=sys.stderr)
             raise
+    if "task" in result:
+        print(_task_summary(result, out))
+        return 0
     print(
         f"{result['data']} {result['cell']}: test NLL {result['test_nll']:.4f} nats/frame at the "
         f"best validation epoch {result['best_epoch']} (valid {result['valid_nll']:.4f}); "
         f"{result['num_params']:,} parameters, {result['wall_time_s']:.0f} s; run: {out}"
     )
     return 0
+
+
+def _task_summary(result: dict[str, Any], out: Any) -> str:
+    """The model's test figures beside the trivial predictor's, and the solved flag."""
+    trivial = result["trivial"]
+    metric = next(k for k in trivial if k not in ("loss", "predictor"))
+    loss = "n/a" if trivial["loss"] is None else f"{trivial['loss']:.4g}"
+    test_loss = result["test_loss"]
+    test_loss = "n/a" if test_loss is None else f"{test_loss:.4g}"
+    return (
+        f"{result['data']} (T={result['task'].get('seq_len')}) {result['cell']}: test loss "
+        f"{test_loss}, {metric} {result.get('test_' + metric)}, wrong "
+        f"{result.get('test_wrong')}/{result.get('test_count')}; trivial predictor "
+        f"({trivial['predictor']}): loss {loss}, {metric} {trivial[metric]:.4g}; "
+        f"solved: {'yes' if result['solved'] else 'no'} ({result['stopped']}, epoch "
+        f"{result['best_epoch']}); {result['num_params']:,} parameters, "
+        f"{result['wall_time_s']:.0f} s; run: {out}"
+    )
 
 
 def _default_out(cfg: Any) -> Path:
@@ -176,11 +208,25 @@ def _default_out(cfg: Any) -> Path:
 
 # --- eval, compare, data --------------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
+    from rnnlab.data.tasks import is_task
     from rnnlab.train.loop import load_run, load_sequences
     from rnnlab.train.metrics import evaluate_nll
 
     cfg, model, meta = load_run(args.run)
     data = args.data or cfg.train.data
+    if cfg.train.data != data and (is_task(data) or is_task(cfg.train.data)):
+        raise ConfigError(f"a run on {cfg.train.data!r} cannot be evaluated on {data!r}")
+    if is_task(data):
+        from rnnlab.train.tasks import TaskProblem
+
+        if args.split == "train":
+            raise ConfigError("long-lag tasks draw fresh training sequences; use valid or test")
+        problem = TaskProblem(cfg)
+        problem.model = model
+        summary = problem.evaluate(args.split)
+        figures = ", ".join(f"{k} {v}" for k, v in summary.items())
+        print(f"{data} {args.split}: {figures} (checkpoint of epoch {meta.get('epoch')})")
+        return 0
     result = evaluate_nll(model, load_sequences(data)[args.split])
     print(
         f"{data} {args.split}: NLL {result.nll:.4f} nats/frame over {result.frames} frames "
@@ -201,16 +247,22 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _data_list(args: argparse.Namespace) -> int:
     from rnnlab.data import BUNDLED
+    from rnnlab.data.tasks import TASKS
 
     print("| name | dataset |\n| --- | --- |")
     for name, info in BUNDLED.items():
         print(f"| {name} | {info.title} |")
+    for name, task in TASKS.items():
+        print(f"| {name} | long-lag task: {task.reference} |")
     return 0
 
 
 def _data_show(args: argparse.Namespace) -> int:
     from rnnlab.data import load_polyphonic
+    from rnnlab.data.tasks import is_task
 
+    if is_task(args.name):
+        return _task_show(args)
     rolls = load_polyphonic(args.name)
     print(f"{rolls.name} ({rolls.source})")
     print("| split | pieces | frames | min len | mean len | max len | notes/frame |")
@@ -220,6 +272,32 @@ def _data_show(args: argparse.Namespace) -> int:
             f"| {split} | {s['pieces']} | {s['frames']} | {s['min_length']} | "
             f"{s['mean_length']:.1f} | {s['max_length']} | {s['notes_per_frame']:.2f} |"
         )
+    return 0
+
+
+def _task_show(args: argparse.Namespace) -> int:
+    import torch
+
+    from rnnlab.data.tasks import make_task
+
+    task = make_task(args.name, args.seq_len, args.delay)
+    base = task.baseline()
+    print(f"{task.name}: {task.reference}")
+    print(" ".join((type(task).__doc__ or "").split()))
+    print("| property | value |\n| --- | --- |")
+    data = task.generate(3, torch.Generator().manual_seed(0))
+    rows = {
+        **task.describe(),
+        "input size": task.input_size,
+        "output size": task.output_size,
+        "example lengths": data.lengths.tolist(),
+        "metric": task.metric_name,
+        "trivial predictor": base.how,
+        "trivial loss": "n/a" if base.loss is None else f"{base.loss:.6g}",
+        f"trivial {task.metric_name}": f"{base.metric:.6g}",
+    }
+    for key, value in rows.items():
+        print(f"| {key} | {value} |")
     return 0
 
 

@@ -28,3 +28,49 @@ class BernoulliHead(nn.Module):
     def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One frame per state: (..., H) -> (..., D) in {0, 1}."""
         return torch.bernoulli(torch.sigmoid(self.proj(h)), generator=generator)
+
+    def logits(self, h: Tensor) -> Tensor:
+        """(..., H) -> (..., D): the logit of each unit."""
+        return self.proj(h)
+
+
+class CategoricalHead(nn.Module):
+    """A softmax over K classes: ``logits(h)`` (..., K), ``log_prob(target, h)`` (...) for integer
+    targets (the class-at-the-last-step and class-at-every-step heads of the long-lag tasks).
+
+    >>> head = CategoricalHead(16, 4)
+    >>> tuple(head.log_prob(torch.zeros(3, dtype=torch.long), torch.zeros(3, 16)).shape)
+    (3,)
+    """
+
+    def __init__(self, hidden_size: int, num_classes: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, num_classes)
+
+    def logits(self, h: Tensor) -> Tensor:
+        return self.proj(h)
+
+    def log_prob(self, target: Tensor, h: Tensor) -> Tensor:
+        return -F.cross_entropy(self.logits(h).movedim(-1, 1), target, reduction="none")
+
+
+class RegressionHead(nn.Module):
+    """A real value per state (the regression head of the adding and multiplication problems):
+    (..., H) -> (...), trained with the squared error."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, 1)
+
+    def logits(self, h: Tensor) -> Tensor:
+        return self.proj(h)[..., 0]
+
+
+def last_step(h: Tensor, lengths: Tensor) -> Tensor:
+    """The state at each sequence's last real step: (B, T, H), (B,) -> (B, H).
+
+    >>> last_step(torch.arange(6.0).view(1, 3, 2).repeat(2, 1, 1), torch.tensor([3, 1])).tolist()
+    [[4.0, 5.0], [0.0, 1.0]]
+    """
+    index = (lengths.to(h.device) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
+    return h.gather(1, index)[:, 0]

@@ -41,6 +41,7 @@ class RecurrentConfig:
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
     backend: str = "auto"
+    chrono: int = 0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -55,6 +56,8 @@ class RecurrentConfig:
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {value!r}")
+        if self.chrono != 0 and self.chrono < 3:
+            raise ConfigError(f"chrono (T_max) must be 0 (off) or at least 3, got {self.chrono}")
 
 
 class Recurrent(nn.Module):
@@ -66,7 +69,9 @@ class Recurrent(nn.Module):
     (initial forget-gate bias of the LSTM family), ``recurrent_dropout`` (Gal & Ghahramani 2016:
     one mask per sequence and layer, on y_{t-1} where it enters the recurrent products) and
     ``zoneout`` (Krueger et al. 2017: each unit of y, and of c for LSTMs, keeps its previous value
-    with this probability in training, and the expectation is used in evaluation).
+    with this probability in training, and the expectation is used in evaluation); ``chrono``
+    (T_max > 2: chrono initialisation of the gate biases, Tallec & Ollivier 2018, for the LSTM
+    family and both GRUs; 0: off).
 
     ``forward(x, lengths=None, state=None)``:
 
@@ -102,6 +107,7 @@ class Recurrent(nn.Module):
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
         backend: str = "auto",
+        chrono: int = 0,
     ) -> None:
         super().__init__()
         self.config = RecurrentConfig(
@@ -117,6 +123,7 @@ class Recurrent(nn.Module):
             recurrent_dropout=recurrent_dropout,
             zoneout=zoneout,
             backend=backend,
+            chrono=chrono,
         )
         options = CellOptions(layer_norm=layer_norm, forget_bias=forget_bias)
         if recurrent_dropout > 0 and not CELLS[cell](1, 1, options).recurrent_weights:
@@ -134,6 +141,9 @@ class Recurrent(nn.Module):
             for layer in range(num_layers)
             for _ in range(self.num_directions)
         )
+        if chrono:
+            for c in self.layer_cells:
+                c.chrono_(chrono)
 
     @classmethod
     def from_config(cls, config: RecurrentConfig) -> Recurrent:

@@ -29,7 +29,8 @@ def run_summary(run: Path) -> dict[str, Any]:
         row["status"] = row.get("stopped", "done")
         return row | {"run": str(run)}
     history = read_history(run)
-    best = min(history, key=lambda r: r["valid_nll"]) if history else {}
+    key = _score_key(history)
+    best = min(history, key=lambda r: r[key]) if history else {}
     return {
         "run": str(run),
         "data": config["train"]["data"],
@@ -40,10 +41,17 @@ def run_summary(run: Path) -> dict[str, Any]:
         "best_epoch": best.get("epoch"),
         "valid_nll": best.get("valid_nll"),
         "test_nll": best.get("test_nll"),
+        "valid_loss": best.get("valid_loss"),
+        "test_loss": best.get("test_loss"),
         "epochs_run": len(history),
         "wall_time_s": round(sum(r["seconds"] for r in history), 1),
         "status": "running" if history else "not started",
     }
+
+
+def _score_key(history: list[dict[str, Any]]) -> str:
+    """The validation number that selects epochs: NLL for music, the task's loss for tasks."""
+    return "valid_loss" if history and "valid_loss" in history[0] else "valid_nll"
 
 
 def compare_table(runs: list[Path]) -> str:
@@ -58,16 +66,23 @@ def compare_table(runs: list[Path]) -> str:
         ("best epoch", "best_epoch", str),
         ("valid NLL", "valid_nll", lambda v: f"{v:.3f}"),
         ("test NLL", "test_nll", lambda v: f"{v:.3f}"),
+        ("valid loss (task)", "valid_loss", lambda v: f"{v:.4g}"),
+        ("test loss (task)", "test_loss", lambda v: f"{v:.4g}"),
         ("epochs", "epochs_run", str),
         ("wall s", "wall_time_s", lambda v: f"{v:.0f}"),
         ("status", "status", str),
+    ]
+    rows = [run_summary(Path(run)) for run in runs]
+    # The NLL columns are for music, the loss columns for tasks: show those some run has.
+    optional = {"valid_nll", "test_nll", "valid_loss", "test_loss"}
+    columns = [
+        c for c in columns if c[1] not in optional or any(r.get(c[1]) is not None for r in rows)
     ]
     lines = [
         "| " + " | ".join(c[0] for c in columns) + " |",
         "|" + "|".join(" --- " for _ in columns) + "|",
     ]
-    for run in runs:
-        row = run_summary(Path(run))
+    for row in rows:
         cells = [fmt(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -87,8 +102,9 @@ def plot_curves(runs: list[Path], path: Path) -> None:
         if not history:
             raise RunDirError(f"{run} has no finished epoch to plot")
         epochs = [r["epoch"] for r in history]
-        valid = [r["valid_nll"] for r in history]
-        train = [r["train_nll"] for r in history]
+        key = _score_key(history)
+        valid = [r[key] for r in history]
+        train = [r["train" + key[len("valid") :]] for r in history]
         color = f"C{k % 10}"
         label = Path(run).name
         ax.plot(epochs, valid, color=color, label=f"{label} valid")
@@ -103,7 +119,7 @@ def plot_curves(runs: list[Path], path: Path) -> None:
         margin = 0.05 * (high - low)
         ax.set_ylim(low - margin, high + margin)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("NLL per frame (nats)")
+    ax.set_ylabel("NLL per frame (nats), or the task's loss")
     ax.set_title("learning curves (dots: best validation epoch)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

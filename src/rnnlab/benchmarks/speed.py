@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -161,9 +162,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     shapes = SHAPES if args.shapes is None else [
         tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")
     ]  # fmt: skip
-    rows = []
+    rows: list[dict[str, Any]] = []
     for shape in shapes:
-        baselines = {}
+        baselines: dict[str, dict[str, float]] = {}
         for ref in ("torch:lstm", "torch:gru", "torch:rnn"):
             baselines[ref] = measure_time(ref, shape, args.backend, args.repeats)
             if not args.no_memory:
@@ -172,18 +173,23 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             ref_name = {nn.LSTM: "torch:lstm", nn.GRU: "torch:gru", nn.RNN: "torch:rnn"}[
                 torch_module(cell)
             ]
-            ref = baselines[ref_name]
-            row = {"cell": cell, "shape": shape, "backend": args.backend, "reference": ref_name}
+            base = baselines[ref_name]
+            row: dict[str, Any] = {
+                "cell": cell,
+                "shape": shape,
+                "backend": args.backend,
+                "reference": ref_name,
+            }
             row |= measure_time(cell, shape, args.backend, args.repeats)
             row["matmul_ms"] = matmul_floor(cell, shape, args.repeats)
-            row["ref_forward_ms"] = ref["forward_ms"]
-            row["ref_fwd_bwd_ms"] = ref["fwd_bwd_ms"]
-            row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / ref["fwd_bwd_ms"]
-            row["forward_ratio"] = row["forward_ms"] / ref["forward_ms"]
+            row["ref_forward_ms"] = base["forward_ms"]
+            row["ref_fwd_bwd_ms"] = base["fwd_bwd_ms"]
+            row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / base["fwd_bwd_ms"]
+            row["forward_ratio"] = row["forward_ms"] / base["forward_ms"]
             row["vs_matmul"] = row["fwd_bwd_ms"] / row["matmul_ms"]
             if not args.no_memory:
                 row["peak_mib"] = measure_memory(cell, shape, args.backend)
-                row["ref_peak_mib"] = ref["peak_mib"]
+                row["ref_peak_mib"] = base["peak_mib"]
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     machine = platform.processor() or platform.machine()

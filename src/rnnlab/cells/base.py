@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.errors import ConfigError
+
 State = tuple[Tensor, ...]
 
 
@@ -62,6 +64,19 @@ class Cell(nn.Module, ABC):
         if not self.options.layer_norm:
             return F.linear(x, self.weight_ih, self.bias)  # one addmm, bias included
         return layer_norm(x @ self.weight_ih.t(), self.ln_ih_weight) + self.bias
+
+    def chrono_(self, t_max: int) -> None:
+        """Chrono initialisation (Tallec & Ollivier 2018): gate biases that make each unit keep its
+        state for a time drawn from [1, t_max - 1]. Cells with a keep or forget gate override it."""
+        raise ConfigError(
+            f"chrono initialisation needs a forget or update gate; {type(self).__name__} has none "
+            "(it applies to the LSTM family and both GRUs)"
+        )
+
+    def _chrono_bias(self, t_max: int) -> Tensor:
+        """log(u), u ~ U[1, t_max - 1], one per unit: sigma(log u) = 1 - 1/(u + 1)."""
+        u = 1 + (t_max - 2) * torch.rand(self.hidden_size)
+        return u.log()
 
     @abstractmethod
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:

@@ -36,6 +36,15 @@ class GRUCell(Cell):
         self._make_input_params(3)
         self.bias_hh = nn.Parameter(torch.zeros(3 * hidden_size))
 
+    def chrono_(self, t_max: int) -> None:
+        """h = (1 - u) n + u h_prev: u keeps the state, so b_u = log(u) (Tallec & Ollivier)."""
+        H = self.hidden_size
+        with torch.no_grad():
+            self.bias[H : 2 * H] = self._chrono_bias(t_max)
+            bias_hh = getattr(self, "bias_hh", None)  # gru-v1 has none
+            if bias_hh is not None:
+                bias_hh[H : 2 * H] = 0.0
+
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         h_prev = state[0]
         r_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
@@ -70,6 +79,15 @@ class GRUv1Cell(Cell):
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)
         self._make_input_params(3)
+
+    def chrono_(self, t_max: int) -> None:
+        """h = (1 - u) n + u h_prev: u keeps the state, so b_u = log(u) (Tallec & Ollivier)."""
+        H = self.hidden_size
+        with torch.no_grad():
+            self.bias[H : 2 * H] = self._chrono_bias(t_max)
+            bias_hh = getattr(self, "bias_hh", None)  # gru-v1 has none
+            if bias_hh is not None:
+                bias_hh[H : 2 * H] = 0.0
 
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         H = self.hidden_size

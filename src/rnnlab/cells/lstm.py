@@ -116,6 +116,20 @@ class LSTMCell(Cell):
             self.ln_c_weight = nn.Parameter(torch.ones(H))
             self.ln_c_bias = nn.Parameter(torch.zeros(H))
 
+    def chrono_(self, t_max: int) -> None:
+        """b_f = log(u) and b_i = -b_f; without a forget gate (NFG, and CIFG whose f = 1 - i)
+        the input gate alone takes b_i = -log(u)."""
+        H, b = self.hidden_size, self._chrono_bias(t_max)
+        with torch.no_grad():
+            if "f" in self.blocks:
+                k = self.blocks.index("f")
+                self.bias[k * H : (k + 1) * H] = b
+            elif "i" not in self.blocks:
+                super().chrono_(t_max)
+            if "i" in self.blocks:
+                k = self.blocks.index("i")
+                self.bias[k * H : (k + 1) * H] = -b
+
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         v = self.variant
         y_prev, c_prev = state[0], state[1]

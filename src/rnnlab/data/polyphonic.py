@@ -93,8 +93,10 @@ def load_polyphonic(name_or_path: str | Path) -> PianoRolls:
         if not path.is_file():
             raise DataError(f"data file {path} does not exist")
         return loaders[path.suffix.lower()](path)
+    from rnnlab.data.tasks import task_names  # the other datasets `rnnlab train` knows
+
     formats = ["<path>.mat", "<path>.pickle", "<path>.npz"]
-    raise unknown_name("dataset", text, list(BUNDLED) + formats)
+    raise unknown_name("dataset", text, list(BUNDLED) + task_names() + formats)
 
 
 # --- the bundled sets ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
     zoneout: float = 0.0
     backend: str = "auto"  # auto, step (the reference loop) or fused; see rnnlab.recurrent
+    chrono: int = 0  # chrono initialisation's T_max (Tallec & Ollivier 2018); 0: off
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -89,6 +90,7 @@ class RNNPredictor(nn.Module):
             recurrent_dropout=config.recurrent_dropout,
             zoneout=config.zoneout,
             backend=config.backend,
+            chrono=config.chrono,
         )
         self.head = BernoulliHead(config.hidden_size, config.frame_size)
 

@@ -16,7 +16,11 @@ class TrainConfig:
     """How a model is trained. Each field's ``help`` is also its command-line help."""
 
     data: str = field(
-        default="jsb", metadata={"help": "bundled set name or a .mat/.pickle/.npz path"}
+        default="jsb",
+        metadata={
+            "help": "bundled music set, a .mat/.pickle/.npz path, or a long-lag task "
+            "(`rnnlab data list`)"
+        },
     )
     optimizer: str = field(default="adam", metadata={"help": "adam, rmsprop (Chung et al.) or sgd"})
     lr: float = field(default=3e-3, metadata={"help": "initial learning rate"})
@@ -48,13 +52,25 @@ class TrainConfig:
         default=5, metadata={"help": "epochs without improvement before the LR decays"}
     )
     min_lr: float = field(default=1e-5, metadata={"help": "the LR never decays below this"})
+    seq_len: int = field(
+        default=0,
+        metadata={"help": "long-lag tasks: the sequence length T (0: the task's default)"},
+    )
+    delay: int = field(default=0, metadata={"help": "recall task: the lag k (0: 10)"})
+    train_size: int = field(
+        default=0,
+        metadata={"help": "long-lag tasks: fresh training sequences per epoch (0: 100 batches)"},
+    )
+    test_size: int = field(
+        default=2560, metadata={"help": "long-lag tasks: test sequences (Hochreiter's 2560)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of every random choice"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
-        positive = ("lr", "batch_size", "epochs")
+        positive = ("lr", "batch_size", "epochs", "test_size")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
@@ -69,6 +85,9 @@ class TrainConfig:
             "lr_patience",
             "threads",
             "window",
+            "seq_len",
+            "delay",
+            "train_size",
         ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -78,16 +78,31 @@ def train_step(
     clip: float,
     weight_noise: float = 0.0,
 ) -> StepStats:
-    """Forward, backward, clip, step. Raises ``TrainingDiverged`` before a non-finite update.
+    """Forward, backward, clip, step on a batch of music. Raises ``TrainingDiverged`` before a
+    non-finite update. With ``weight_noise`` the loss and its gradient are taken at weights
+    perturbed by fresh Gaussian noise (Graves 2011); the update is applied to the unperturbed
+    weights."""
 
-    With ``weight_noise`` the loss and its gradient are taken at weights perturbed by fresh
-    Gaussian noise (Graves 2011); the update is applied to the unperturbed weights.
-    """
+    def loss() -> tuple[torch.Tensor, float]:
+        out = model(batch.x, batch.lengths, batch.first_input)
+        return out.nll_per_frame, float(out.total.detach())
+
+    return optimise(model, loss, optimizer, clip, weight_noise)
+
+
+def optimise(
+    model: nn.Module,
+    loss_fn: Callable[[], tuple[torch.Tensor, float]],
+    optimizer: torch.optim.Optimizer,
+    clip: float,
+    weight_noise: float = 0.0,
+) -> StepStats:
+    """One update of any model: ``loss_fn()`` returns the loss to minimise and a number to report
+    (summed over the batch). Weight noise, clipping and the divergence checks as ``train_step``."""
     model.train()
     noise = _perturb_weights(model, weight_noise)
     try:
-        out = model(batch.x, batch.lengths, batch.first_input)
-        loss = out.nll_per_frame
+        loss, total = loss_fn()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"the training loss became {loss.item()}")
         optimizer.zero_grad(set_to_none=True)
@@ -98,7 +113,7 @@ def train_step(
     if not torch.isfinite(grad_norm):
         raise TrainingDiverged(f"the gradient norm became {grad_norm.item()}")
     optimizer.step()
-    return StepStats(loss.item(), float(out.total.detach()), grad_norm.item())
+    return StepStats(loss.item(), total, grad_norm.item())
 
 
 def _perturb_weights(model: nn.Module, std: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -127,6 +142,78 @@ def load_sequences(data: str) -> dict[str, list[torch.Tensor]]:
     return {split: to_tensors(pieces) for split, pieces in rolls.splits.items()}
 
 
+class Problem:
+    """What a run trains: its model, its training batches and its evaluation. ``score`` names the
+    number that selects the best epoch (lower is better): ``nll`` for music, ``loss`` for tasks."""
+
+    score = "nll"
+    model: nn.Module
+
+    def train_batches(self, epoch: int) -> Iterable[Any]:
+        raise NotImplementedError
+
+    def batch_loss(self, batch: Any) -> tuple[torch.Tensor, float, float]:
+        """(loss to minimise, the score summed over the batch, how many terms it sums)."""
+        raise NotImplementedError
+
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """At least ``{"score": ...}``; anything else is reported beside it."""
+        raise NotImplementedError
+
+    def result(self, valid: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
+        """The problem's own fields of result.json, from the best epoch's evaluations."""
+        return {f"valid_{self.score}": valid["score"], f"test_{self.score}": test["score"]}
+
+
+class MusicProblem(Problem):
+    """Next-frame prediction on polyphonic music: NLL per frame."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        t = cfg.train
+        self.cfg = cfg
+        self.data = load_sequences(t.data)
+        self.first_inputs: list[torch.Tensor] | None = None
+        if t.window:
+            # Windows give more updates per epoch on long pieces (truncated backpropagation
+            # without carrying the state); each window's first input is the true previous frame.
+            self.data["train"], self.first_inputs = split_windows(self.data["train"], t.window)
+        if self.data["train"][0].shape[-1] != cfg.model.frame_size:
+            raise DataError(
+                f"{t.data}: frames have {self.data['train'][0].shape[-1]} units, the model "
+                f"expects {cfg.model.frame_size}"
+            )
+        self.model = RNNPredictor(cfg.model)
+
+    def train_batches(self, epoch: int) -> Iterable[Batch]:
+        t = self.cfg.train
+        # The shuffle of each epoch depends only on (seed, epoch): resuming reproduces it exactly.
+        generator = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
+        return make_batches(
+            self.data["train"],
+            t.batch_size,
+            shuffle=True,
+            generator=generator,
+            first_inputs=self.first_inputs,
+        )
+
+    def batch_loss(self, batch: Batch) -> tuple[torch.Tensor, float, float]:
+        out = self.model(batch.x, batch.lengths, batch.first_input)
+        return out.nll_per_frame, -float(out.total.detach()), batch.num_frames
+
+    def evaluate(self, split: str) -> dict[str, Any]:
+        return {"score": evaluate_nll(self.model, self.data[split]).nll}  # type: ignore[arg-type]
+
+
+def make_problem(cfg: RunConfig) -> Problem:
+    from rnnlab.data.tasks import is_task
+
+    if is_task(cfg.train.data):
+        from rnnlab.train.tasks import TaskProblem
+
+        return TaskProblem(cfg)
+    return MusicProblem(cfg)
+
+
 def train_run(
     out: Path,
     cfg: RunConfig | None,
@@ -146,23 +233,16 @@ def train_run(
     if t.threads:
         torch.set_num_threads(t.threads)
     set_seed(t.seed)
-    data = load_sequences(t.data)
-    if t.window:
-        # Windows give more updates per epoch on long pieces (truncated backpropagation without
-        # carrying the state); each window's first input is the true previous frame. Cut once.
-        data["train"], data["train_first_inputs"] = split_windows(data["train"], t.window)
-    if data["train"][0].shape[-1] != cfg.model.frame_size:
-        raise DataError(
-            f"{t.data}: frames have {data['train'][0].shape[-1]} units, the model "
-            f"expects {cfg.model.frame_size}"
-        )
-    model = RNNPredictor(cfg.model)
+    problem = make_problem(cfg)
+    model = problem.model
     optimizer = make_optimizer(model, cfg)
     counters: dict[str, Any] = {
         "epoch": 0,
         "best_epoch": 0,
         "best_valid": math.inf,
         "best_test": None,
+        "best_valid_eval": None,
+        "best_test_eval": None,
         "bad_epochs": 0,
         "lr_bad_epochs": 0,
         "wall_time": 0.0,
@@ -186,14 +266,18 @@ def train_run(
             if counters["bad_epochs"] >= t.patience > 0:
                 stopped = "early-stopping"
                 break
-            row = _run_epoch(model, optimizer, data, cfg, epoch, counters, out)
+            row = _run_epoch(problem, optimizer, cfg, epoch, counters, out)
             _save_epoch(out, model, optimizer, counters, row)
             bar.update(1)
+            key = problem.score
             bar.set_postfix(
-                train=f"{row['train_nll']:.3f}",
-                valid=f"{row['valid_nll']:.3f}",
-                best=f"{counters['best_valid']:.3f}",
+                train=f"{row['train_' + key]:.4g}",
+                valid=f"{row['valid_' + key]:.4g}",
+                best=f"{counters['best_valid']:.4g}",
             )
+            if row.get("valid_solved"):
+                stopped = "solved"
+                break
         else:
             if counters["bad_epochs"] >= t.patience > 0:
                 stopped = "early-stopping"
@@ -215,8 +299,10 @@ def train_run(
         "epochs_run": counters["epoch"],
         "stopped": stopped,
         "best_epoch": counters["best_epoch"],
-        "valid_nll": counters["best_valid"],
-        "test_nll": counters["best_test"],
+        **problem.result(
+            counters["best_valid_eval"] or {"score": None},
+            counters["best_test_eval"] or {"score": None},
+        ),
         "wall_time_s": round(counters["wall_time"], 1),
         "threads": torch.get_num_threads(),
         "versions": {"rnnlab": rnnlab.__version__, "torch": torch.__version__},
@@ -226,9 +312,8 @@ def train_run(
 
 
 def _run_epoch(
-    model: RNNPredictor,
+    problem: Problem,
     optimizer: torch.optim.Optimizer,
-    data: dict[str, list[torch.Tensor]],
     cfg: RunConfig,
     epoch: int,
     counters: dict[str, Any],
@@ -236,33 +321,35 @@ def _run_epoch(
 ) -> dict[str, Any]:
     """Train one epoch, validate, keep the best model, adjust the LR; updates ``counters``."""
     t = cfg.train
+    model = problem.model
     start = time.perf_counter()
-    # The shuffle of each epoch depends only on (seed, epoch): resuming reproduces it exactly.
-    generator = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
-    total, frames, norms = 0.0, 0, []
-    batches = make_batches(
-        data["train"],
-        t.batch_size,
-        shuffle=True,
-        generator=generator,
-        first_inputs=data.get("train_first_inputs"),
-    )
-    for batch in batches:
-        stats = train_step(model, batch, optimizer, t.clip, t.weight_noise)
+    total, terms, norms = 0.0, 0.0, []
+    for batch in problem.train_batches(epoch):
+        box: list[float] = []
+        stats = optimise(model, _batch_loss(problem, batch, box), optimizer, t.clip, t.weight_noise)
         total += stats.total
-        frames += batch.num_frames
+        terms += box[0]
         norms.append(stats.grad_norm)
-    valid = evaluate_nll(model, data["valid"]).nll
+    valid_eval = problem.evaluate("valid")
+    valid = valid_eval["score"]
     if not math.isfinite(valid):
-        raise TrainingDiverged(f"the validation NLL became {valid}")
+        raise TrainingDiverged(f"the validation {problem.score} became {valid}")
     lr = optimizer.param_groups[0]["lr"]
-    test = None
+    test_eval = None
     if valid < counters["best_valid"]:
-        test = evaluate_nll(model, data["test"]).nll
+        test_eval = problem.evaluate("test")
         counters.update(
-            best_valid=valid, best_epoch=epoch, best_test=test, bad_epochs=0, lr_bad_epochs=0
+            best_valid=valid,
+            best_epoch=epoch,
+            best_test=test_eval["score"],
+            best_valid_eval=valid_eval,
+            best_test_eval=test_eval,
+            bad_epochs=0,
+            lr_bad_epochs=0,
         )
-        save_model(out / MODEL, model, {"epoch": epoch, "valid_nll": valid, "test_nll": test})
+        meta = {"epoch": epoch, f"valid_{problem.score}": valid}
+        meta[f"test_{problem.score}"] = test_eval["score"]
+        save_model(out / MODEL, model, meta)
     else:
         counters["bad_epochs"] += 1
         counters["lr_bad_epochs"] += 1
@@ -273,15 +360,31 @@ def _run_epoch(
     seconds = time.perf_counter() - start
     counters["wall_time"] += seconds
     counters["epoch"] = epoch
-    return {
+    key = problem.score
+    row: dict[str, Any] = {
         "epoch": epoch,
-        "train_nll": -total / frames,
-        "valid_nll": valid,
-        "test_nll": test,
-        "lr": lr,
-        "grad_norm": sum(norms) / len(norms),
-        "seconds": round(seconds, 3),
+        f"train_{key}": total / terms,
+        f"valid_{key}": valid,
+        f"test_{key}": None if test_eval is None else test_eval["score"],
     }
+    row |= {f"valid_{k}": v for k, v in valid_eval.items() if k != "score"}
+    if test_eval is not None:
+        row |= {f"test_{k}": v for k, v in test_eval.items() if k != "score"}
+    row |= {"lr": lr, "grad_norm": sum(norms) / len(norms), "seconds": round(seconds, 3)}
+    return row
+
+
+def _batch_loss(
+    problem: Problem, batch: Any, terms_out: list[float]
+) -> Callable[[], tuple[torch.Tensor, float]]:
+    """The closure ``optimise`` calls; it leaves the number of terms of the batch in terms_out."""
+
+    def loss() -> tuple[torch.Tensor, float]:
+        value, summed, terms = problem.batch_loss(batch)
+        terms_out.append(terms)
+        return value, summed
+
+    return loss
 
 
 def _save_epoch(
@@ -326,13 +429,23 @@ def _prepare_run_dir(
     return cfg
 
 
-def load_run(run: Path) -> tuple[RunConfig, RNNPredictor, dict[str, Any]]:
-    """The config and best-validation model of a run directory (for eval, sample, compare)."""
+def load_run(run: Path) -> tuple[RunConfig, Any, dict[str, Any]]:
+    """The config and best-validation model of a run directory (for eval, sample, compare): an
+    RNNPredictor for music, a TaskModel for a long-lag task."""
+    from rnnlab.data.tasks import is_task
+
     run = Path(run)
     if not run.is_dir() or not (run / CONFIG).is_file():
         raise RunDirError(f"{run} is not a run directory (no {CONFIG})")
     cfg = RunConfig.from_dict(read_json(run / CONFIG))
-    model = RNNPredictor(cfg.model)
+    model: nn.Module
+    if is_task(cfg.train.data):
+        from rnnlab.models.task import TaskModel
+        from rnnlab.train.tasks import task_of
+
+        model = TaskModel(cfg.model, task_of(cfg.train))
+    else:
+        model = RNNPredictor(cfg.model)
     if not (run / MODEL).is_file():
         raise RunDirError(f"{run} has no {MODEL} yet (no epoch has finished)")
     meta = load_model_weights(run / MODEL, model)

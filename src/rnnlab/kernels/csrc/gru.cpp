@@ -126,8 +126,9 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
   const bool has_mask = defined(rmask), has_valid = defined(valid);
   const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
   const auto hprev_all = previous_states(h0, Y, at::Tensor());  // unmasked h_{t-1}
-  auto dX = at::zeros({T, B, 3 * H}, dY.options());  // gradient of x_proj
-  auto dRh = at::zeros({T, B, 3 * H}, dY.options());  // gradient of the recurrent terms
+  // Every row of dX and dRh is written below (padded rows with zeros): no fill needed.
+  auto dX = at::empty({T, B, 3 * H}, dY.options());  // gradient of x_proj
+  auto dRh = at::empty({T, B, 3 * H}, dY.options());  // gradient of the recurrent terms
   auto dh = dhT.contiguous().clone(), dh_next = at::empty_like(dh);
   auto direct = at::empty_like(dh), d_rh = at::empty_like(dh);
   auto rmask_c = has_mask ? rmask.contiguous() : at::Tensor();
@@ -146,7 +147,11 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
       // Phase 1: through h_t = n + u (h_prev - n) and n = tanh(.).
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
-          if (vt != nullptr && !vt[b]) continue;
+          if (vt != nullptr && !vt[b]) {  // padding: no gradient reaches x_proj or R
+            std::fill(dx + b * 3 * H, dx + (b + 1) * 3 * H, scalar_t(0));
+            std::fill(drh + b * 3 * H, drh + (b + 1) * 3 * H, scalar_t(0));
+            continue;
+          }
           const scalar_t *r = ac + b * 4 * H, *u = r + H, *n = r + 2 * H, *cand = r + 3 * H;
           scalar_t *dxr = dx + b * 3 * H, *dxu = dxr + H, *dxn = dxr + 2 * H;
           scalar_t *drr = drh + b * 3 * H, *dru = drr + H, *drn = drr + 2 * H;
@@ -245,7 +250,7 @@ std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor 
   const int64_t T = dY.size(0), B = dY.size(1), H = dY.size(2);
   const bool has_mask = defined(rmask), has_valid = defined(valid);
   const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
-  auto dPre = at::zeros({T, B, H}, dY.options());
+  auto dPre = at::empty({T, B, H}, dY.options());  // every row written below
   auto dh = dhT.contiguous().clone(), dh_next = at::empty_like(dh);
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "tanh_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -256,7 +261,10 @@ std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor 
       scalar_t* dp = dPre[t].data_ptr<scalar_t>();
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
-          if (vt != nullptr && !vt[b]) continue;
+          if (vt != nullptr && !vt[b]) {
+            std::fill(dp + b * H, dp + (b + 1) * H, scalar_t(0));
+            continue;
+          }
           for (int64_t k = b * H; k < (b + 1) * H; ++k)
             dp[k] = (dhp[k] + dYt[k]) * (1 - y[k] * y[k]);
         }
