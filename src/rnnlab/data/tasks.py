@@ -308,8 +308,8 @@ class DelayedRecall(Task):
 class HochreiterAdding(Task):
     """Exp. 4. Pairs (value uniform in [-1, 1], marker). One of the first ten pairs is marked 1
     (its value X1), then one of the first T/2 - 1 still unmarked pairs (X2); the first and last
-    pairs are marked -1 unless marked 1 (in the rare case that the first pair is marked 1, its value is
-    set to 0). Lengths uniform in
+    pairs are marked -1 unless marked 1 (in the rare case that the first pair is marked 1, its
+    value is set to 0). Lengths uniform in
     [T, T + T/10]. Target 0.5 + (X1 + X2)/4 at the end; a sequence is right when its absolute error
     is below 0.04. Solved (their stopping rule, on the test set): MSE below 0.01 and at most 0.2%
     of the 2560 test sequences wrong (Table 7 reports 0 to 1 wrong)."""
@@ -381,7 +381,8 @@ class HochreiterAdding(Task):
 
 class HochreiterMultiplication(HochreiterAdding):
     """Exp. 5: as Exp. 4 with values uniform in [0, 1] and the target X1 * X2 (if the first pair is
-    marked, its value is set to 1). Right when the absolute error is below 0.04; solved as Exp. 4."""
+    marked, its value is set to 1). Right when the absolute error is below 0.04; solved as
+    Exp. 4."""
 
     name, reference = "hs-multiplication", "Hochreiter & Schmidhuber 1997, Exp. 5 (Table 8)"
     low, high = 0.0, 1.0

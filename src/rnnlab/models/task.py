@@ -18,6 +18,7 @@ class TaskModel(nn.Module):
     """``forward(x, lengths)`` returns what the task's loss takes: (B,) values for regression,
     (B, K) logits for a class at the end, (B, T, K) logits for targets at every step.
 
+    >>> import torch
     >>> from rnnlab.data.tasks import make_task
     >>> task = make_task("copy", seq_len=5)
     >>> model = TaskModel(ModelConfig(cell="gru", hidden_size=8, dropout=0.0), task)
