@@ -99,6 +99,9 @@ def _config_fields() -> list[tuple[str, Any]]:
 
 
 _MODEL_HELP = {
+    "model": "rnn, or rnn-nade (an RNN with a NADE output)",
+    "output": "the distribution of a frame: bernoulli or nade",
+    "nade_size": "hidden units of the NADE output",
     "cell": "recurrent cell (see `rnnlab cells`)",
     "frame_size": "units per frame (88 piano keys)",
     "hidden_size": "units per layer",

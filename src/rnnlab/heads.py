@@ -74,3 +74,52 @@ def last_step(h: Tensor, lengths: Tensor) -> Tensor:
     """
     index = (lengths.to(h.device) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
     return h.gather(1, index)[:, 0]
+
+
+class NADEHead(nn.Module):
+    """A NADE over the D units of a frame whose biases are set by the recurrent state (the
+    RNN-NADE of Boulanger-Lewandowski et al. 2012):
+
+        b_v = U_v h + b_v0,   b_h = U_h h + b_h0,
+        a_i = b_h + W[:, :i] x_{<i},   p(x_i = 1 | x_{<i}) = sigma(b_v[i] + V[i] . sigma(a_i)),
+
+    with W (K, D) and V (D, K) shared over time. ``log_prob`` is exact and vectorised over the
+    batch, time and the D units (an exclusive cumulative sum gives every a_i at once);
+    ``sample`` draws the units in order.
+
+    >>> head = NADEHead(16, 88, 20)
+    >>> tuple(head.log_prob(torch.zeros(2, 5, 88), torch.zeros(2, 5, 16)).shape)
+    (2, 5)
+    """
+
+    def __init__(self, hidden_size: int, frame_size: int, nade_size: int) -> None:
+        super().__init__()
+        self.frame_size, self.nade_size = frame_size, nade_size
+        self.to_bv = nn.Linear(hidden_size, frame_size)  # U_v and b_v0
+        self.to_bh = nn.Linear(hidden_size, nade_size)  # U_h and b_h0
+        self.W = nn.Parameter(torch.empty(nade_size, frame_size))
+        self.V = nn.Parameter(torch.empty(frame_size, nade_size))
+        nn.init.uniform_(self.W, -1 / frame_size**0.5, 1 / frame_size**0.5)
+        nn.init.uniform_(self.V, -1 / nade_size**0.5, 1 / nade_size**0.5)
+
+    def logits(self, x: Tensor, h: Tensor) -> Tensor:
+        """The logit of p(x_i = 1 | x_<i, h) for every unit i: (..., D), (..., H) -> (..., D)."""
+        contrib = x.unsqueeze(-1) * self.W.t()  # (..., D, K): x_j W[:, j]
+        before = contrib.cumsum(-2) - contrib  # exclusive: sum over j < i
+        hidden = torch.sigmoid(self.to_bh(h).unsqueeze(-2) + before)  # (..., D, K)
+        return self.to_bv(h) + (hidden * self.V).sum(-1)
+
+    def log_prob(self, x: Tensor, h: Tensor) -> Tensor:
+        """log p(x | h), exact: (..., D), (..., H) -> (...)."""
+        logits = self.logits(x, h)
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+    def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Ancestral sampling, unit by unit: (..., H) -> (..., D) in {0, 1}."""
+        b_v, a = self.to_bv(h), self.to_bh(h)
+        x = torch.zeros(*h.shape[:-1], self.frame_size, device=h.device, dtype=h.dtype)
+        for i in range(self.frame_size):
+            p = torch.sigmoid(b_v[..., i] + (torch.sigmoid(a) * self.V[i]).sum(-1))
+            x[..., i] = torch.bernoulli(p, generator=generator)
+            a = a + x[..., i : i + 1] * self.W[:, i]
+        return x

@@ -16,14 +16,25 @@ from torch import Tensor, nn
 
 from rnnlab.cells import CELLS
 from rnnlab.errors import ConfigError, unknown_name
-from rnnlab.heads import BernoulliHead
+from rnnlab.heads import BernoulliHead, NADEHead
 from rnnlab.recurrent import BACKENDS, Recurrent
+
+MODELS = ("rnn", "rnn-nade")
+OUTPUTS = ("bernoulli", "nade")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The predictor's architecture (resolved into every run's config.json)."""
+    """The predictor's architecture (resolved into every run's config.json).
 
+    ``model``: ``rnn`` (a deterministic next-frame predictor), ``rnn-nade`` (the same with a NADE
+    output, Boulanger-Lewandowski et al. 2012; stored as model ``rnn``, output ``nade``).
+    ``output``: the distribution of a frame.
+    """
+
+    model: str = "rnn"
+    output: str = "bernoulli"
+    nade_size: int = 150  # the NADE's hidden units
     cell: str = "gru"
     frame_size: int = 88
     hidden_size: int = 200
@@ -37,6 +48,15 @@ class ModelConfig:
     chrono: int = 0  # chrono initialisation's T_max (Tallec & Ollivier 2018); 0: off
 
     def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise unknown_name("model", self.model, MODELS)
+        if self.output not in OUTPUTS:
+            raise unknown_name("output", self.output, OUTPUTS)
+        if self.model == "rnn-nade":  # shorthand, stored resolved
+            object.__setattr__(self, "model", "rnn")
+            object.__setattr__(self, "output", "nade")
+        if self.nade_size < 1:
+            raise ConfigError(f"nade_size must be positive, got {self.nade_size}")
         if self.cell not in CELLS:
             raise unknown_name("cell", self.cell, CELLS)
         if self.backend not in BACKENDS:
@@ -67,7 +87,8 @@ class SequenceLogProb(NamedTuple):
 
 
 class RNNPredictor(nn.Module):
-    """Recurrent stack over the previous frame, factorised Bernoulli head over the next.
+    """Recurrent stack over the previous frame, an output distribution (factorised Bernoulli or
+    NADE) over the next.
 
     >>> model = RNNPredictor(ModelConfig(cell="lstm", hidden_size=8))
     >>> out = model(torch.zeros(2, 5, 88), torch.tensor([5, 3]))
@@ -92,7 +113,7 @@ class RNNPredictor(nn.Module):
             backend=config.backend,
             chrono=config.chrono,
         )
-        self.head = BernoulliHead(config.hidden_size, config.frame_size)
+        self.head = make_head(config)
 
     def forward(
         self, x: Tensor, lengths: Tensor, first_input: Tensor | None = None
@@ -115,7 +136,7 @@ class RNNPredictor(nn.Module):
         """Ancestral sampling: (B, num_frames, D) in {0, 1}."""
         was_training = self.training
         self.eval()
-        device = self.head.proj.weight.device
+        device = next(self.head.parameters()).device
         frame = torch.zeros(batch_size, 1, self.config.frame_size, device=device)
         state = None
         frames = []
@@ -125,6 +146,13 @@ class RNNPredictor(nn.Module):
             frames.append(frame)
         self.train(was_training)
         return torch.cat(frames, dim=1)
+
+
+def make_head(config: ModelConfig) -> BernoulliHead | NADEHead:
+    """The output distribution of a frame given a state, as the config names it."""
+    if config.output == "nade":
+        return NADEHead(config.hidden_size, config.frame_size, config.nade_size)
+    return BernoulliHead(config.hidden_size, config.frame_size)
 
 
 def count_parameters(model: nn.Module) -> int:
