@@ -72,6 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--delay", type=int, default=0, help="recall task: the lag")
     show.set_defaults(handler=_data_show)
 
+    imp = data_sub.add_parser("import-midi", help="a dataset from a folder of MIDI files")
+    imp.add_argument("directory", type=Path, help="searched recursively for .mid/.midi files")
+    imp.add_argument("--name", required=True, help="the dataset's name, for --data NAME")
+    imp.add_argument("--frames-per-beat", type=int, default=2, help="quantisation (default: 2)")
+    imp.add_argument("--transpose", action="store_true", help="move each piece to C major/minor")
+    imp.add_argument("--splits", default="0.8,0.1,0.1", help="train,valid,test fractions")
+    imp.add_argument("--seed", type=int, default=0, help="seed of the split")
+    imp.add_argument("--out-dir", type=Path, default=None, help="default: $RNNLAB_DATA or cache")
+    imp.set_defaults(handler=_import_midi)
+
+    smp = sub.add_parser("sample", help="sample a piece from a run: MIDI and/or a piano-roll PNG")
+    smp.add_argument("run", type=Path)
+    smp.add_argument("--out", type=Path, default=None, help="write a MIDI file here")
+    smp.add_argument("--png", type=Path, default=None, help="draw the piano roll here")
+    smp.add_argument("--frames", type=int, default=200)
+    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--frames-per-beat", type=int, default=2, help="for the MIDI file's timing")
+    smp.add_argument("--bpm", type=float, default=100.0)
+    smp.set_defaults(handler=_sample)
+
     cells = sub.add_parser("cells", help="list the registered cells")
     cells.set_defaults(handler=lambda args: print("\n".join(_cell_names())))
 
@@ -275,6 +295,59 @@ def _data_show(args: argparse.Namespace) -> int:
             f"| {split} | {s['pieces']} | {s['frames']} | {s['min_length']} | "
             f"{s['mean_length']:.1f} | {s['max_length']} | {s['notes_per_frame']:.2f} |"
         )
+    return 0
+
+
+def _import_midi(args: argparse.Namespace) -> int:
+    from rnnlab.data.midi import import_midi_dir, user_data_dir
+    from rnnlab.data.polyphonic import BUNDLED, save_npz
+
+    if args.name in BUNDLED or "/" in args.name or not args.name:
+        raise ConfigError(f"--name {args.name!r}: choose a plain name other than a bundled set's")
+    try:
+        fractions = [float(v) for v in args.splits.split(",")]
+    except ValueError:
+        fractions = []
+    if len(fractions) != 3:
+        raise ConfigError(f"--splits takes three fractions like 0.8,0.1,0.1, got {args.splits!r}")
+    splits = (fractions[0], fractions[1], fractions[2])
+    rolls, skipped = import_midi_dir(
+        args.directory, args.name, args.frames_per_beat, args.transpose, splits, args.seed
+    )
+    for line in skipped:
+        print(f"rnnlab: warning: {line}", file=sys.stderr)
+    out_dir = args.out_dir or user_data_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{args.name}.npz"
+    save_npz(rolls, path)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in rolls.splits.items())
+    print(f"{args.name}: {sizes} pieces ({len(skipped)} skipped) -> {path}")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from rnnlab.data.midi import plot_roll, write_midi
+    from rnnlab.data.tasks import is_task
+    from rnnlab.train.loop import load_run
+
+    if args.out is None and args.png is None:
+        raise ConfigError("sample needs --out piece.mid, --png roll.png, or both")
+    if args.frames < 1:
+        raise ConfigError(f"--frames must be positive, got {args.frames}")
+    cfg, model, meta = load_run(args.run)
+    if is_task(cfg.train.data):
+        raise ConfigError(f"{args.run} is a {cfg.train.data!r} task run; sampling is for music")
+    generator = torch.Generator().manual_seed(args.seed)
+    roll = model.sample(args.frames, batch_size=1, generator=generator)[0].numpy().astype(bool)
+    if args.out is not None:
+        write_midi(roll, args.out, args.frames_per_beat, args.bpm)
+        print(f"MIDI: {args.out} ({args.frames} frames, {roll.sum(1).mean():.1f} notes a frame)")
+    if args.png is not None:
+        title = f"{cfg.model.cell} on {cfg.train.data}, epoch {meta.get('epoch')}, seed {args.seed}"
+        plot_roll(roll, args.png, title)
+        print(f"piano roll: {args.png}")
     return 0
 
 

@@ -82,8 +82,9 @@ def dataset_names() -> list[str]:
 
 
 def load_polyphonic(name_or_path: str | Path) -> PianoRolls:
-    """A bundled set by name (``jsb``, ``nottingham``, ``musedata``, ``piano-midi``), or a user's
-    ``.mat`` / ``.pickle`` / ``.npz`` file by path."""
+    """A bundled set by name (``jsb``, ``nottingham``, ``musedata``, ``piano-midi``), a user's
+    ``.mat`` / ``.pickle`` / ``.npz`` file by path, or the name of a set made by ``rnnlab data
+    import-midi`` (in $RNNLAB_DATA, else ~/.cache/rnnlab/data)."""
     text = str(name_or_path)
     if text in BUNDLED:
         return _load_bundled(text)
@@ -93,7 +94,12 @@ def load_polyphonic(name_or_path: str | Path) -> PianoRolls:
         if not path.is_file():
             raise DataError(f"data file {path} does not exist")
         return loaders[path.suffix.lower()](path)
+    from rnnlab.data.midi import user_data_dir  # sets made by `rnnlab data import-midi`
     from rnnlab.data.tasks import task_names  # the other datasets `rnnlab train` knows
+
+    imported = user_data_dir() / f"{text}.npz"
+    if "/" not in text and imported.is_file():
+        return load_npz(imported)
 
     formats = ["<path>.mat", "<path>.pickle", "<path>.npz"]
     raise unknown_name("dataset", text, list(BUNDLED) + task_names() + formats)
