@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +119,11 @@ def _config_fields() -> list[tuple[str, Any]]:
 
 
 _MODEL_HELP = {
-    "model": "rnn, or rnn-nade (an RNN with a NADE output)",
-    "output": "the distribution of a frame: bernoulli or nade",
+    "model": "rnn, rnn-nade (an RNN with a NADE output) or vrnn (Chung et al. 2015)",
+    "output": "the distribution of a frame: bernoulli, nade, gaussian or gmm",
+    "mixtures": "components of the gmm output",
+    "z_size": "VRNN: latent units per step",
+    "feature_size": "VRNN: units of its feature, prior, encoder and decoder nets (0: hidden)",
     "nade_size": "hidden units of the NADE output",
     "cell": "recurrent cell (see `rnnlab cells`)",
     "frame_size": "units per frame (88 piano keys)",
@@ -195,6 +198,17 @@ def _train(args: argparse.Namespace) -> int:
     if "task" in result:
         print(_task_summary(result, out))
         return 0
+    if "test_neg_elbo" in result:
+        iw = result.get("test_iw_nll")
+        iw_text = "n/a" if iw is None else f"{iw:.4f} (k={result['iw_samples']})"
+        print(
+            f"{result['data']} vrnn/{result['cell']}: test negative ELBO "
+            f"{result['test_neg_elbo']:.4f} nats/frame (a bound), importance-weighted test NLL "
+            f"{iw_text}, at the best "
+            f"validation epoch {result['best_epoch']}; {result['num_params']:,} parameters, "
+            f"{result['wall_time_s']:.0f} s; run: {out}"
+        )
+        return 0
     print(
         f"{result['data']} {result['cell']}: test NLL {result['test_nll']:.4f} nats/frame at the "
         f"best validation epoch {result['best_epoch']} (valid {result['valid_nll']:.4f}); "
@@ -239,6 +253,18 @@ def _eval(args: argparse.Namespace) -> int:
     data = args.data or cfg.train.data
     if cfg.train.data != data and (is_task(data) or is_task(cfg.train.data)):
         raise ConfigError(f"a run on {cfg.train.data!r} cannot be evaluated on {data!r}")
+    if cfg.model.model == "vrnn":
+        from rnnlab.train.latent import VRNNProblem
+
+        vrnn = VRNNProblem(replace(cfg, train=replace(cfg.train, data=data)))
+        vrnn.model = model
+        summary = vrnn.evaluate(args.split)
+        print(
+            f"{data} {args.split}: negative ELBO {summary['score']:.4f} nats/frame (a bound; one "
+            f"posterior sample per piece), KL {summary['kl_per_frame']:.4f} per frame "
+            f"(checkpoint of epoch {meta.get('epoch')})"
+        )
+        return 0
     if is_task(data):
         from rnnlab.train.tasks import TaskProblem
 

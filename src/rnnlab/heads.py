@@ -123,3 +123,49 @@ class NADEHead(nn.Module):
             x[..., i] = torch.bernoulli(p, generator=generator)
             a = a + x[..., i : i + 1] * self.W[:, i]
         return x
+
+
+class GaussianHead(nn.Module):
+    """A diagonal Gaussian over a real-valued frame: mean and log-variance from the state."""
+
+    def __init__(self, hidden_size: int, frame_size: int) -> None:
+        super().__init__()
+        self.mean = nn.Linear(hidden_size, frame_size)
+        self.log_var = nn.Linear(hidden_size, frame_size)
+
+    def log_prob(self, x: Tensor, h: Tensor) -> Tensor:
+        from rnnlab.losses import gaussian_log_prob
+
+        return gaussian_log_prob(x, self.mean(h), self.log_var(h))
+
+    def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        mean, std = self.mean(h), (0.5 * self.log_var(h)).exp()
+        return mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+
+
+class MixtureGaussianHead(nn.Module):
+    """A mixture of K diagonal Gaussians over a real-valued frame."""
+
+    def __init__(self, hidden_size: int, frame_size: int, components: int) -> None:
+        super().__init__()
+        self.K, self.D = components, frame_size
+        self.logits = nn.Linear(hidden_size, components)
+        self.means = nn.Linear(hidden_size, components * frame_size)
+        self.log_vars = nn.Linear(hidden_size, components * frame_size)
+
+    def _params(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        shape = (*h.shape[:-1], self.K, self.D)
+        return self.logits(h), self.means(h).view(shape), self.log_vars(h).view(shape)
+
+    def log_prob(self, x: Tensor, h: Tensor) -> Tensor:
+        from rnnlab.losses import mixture_log_prob
+
+        return mixture_log_prob(x, *self._params(h))
+
+    def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        logits, means, log_vars = self._params(h)
+        k = torch.multinomial(logits.softmax(-1).reshape(-1, self.K), 1, generator=generator)
+        k = k.view(*h.shape[:-1], 1, 1).expand(*h.shape[:-1], 1, self.D)
+        mean, log_var = means.gather(-2, k)[..., 0, :], log_vars.gather(-2, k)[..., 0, :]
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + (0.5 * log_var).exp() * noise

@@ -43,6 +43,8 @@ def run_summary(run: Path) -> dict[str, Any]:
         "test_nll": best.get("test_nll"),
         "valid_loss": best.get("valid_loss"),
         "test_loss": best.get("test_loss"),
+        "valid_neg_elbo": best.get("valid_neg_elbo"),
+        "test_neg_elbo": best.get("test_neg_elbo"),
         "epochs_run": len(history),
         "wall_time_s": round(sum(r["seconds"] for r in history), 1),
         "status": "running" if history else "not started",
@@ -50,8 +52,12 @@ def run_summary(run: Path) -> dict[str, Any]:
 
 
 def _score_key(history: list[dict[str, Any]]) -> str:
-    """The validation number that selects epochs: NLL for music, the task's loss for tasks."""
-    return "valid_loss" if history and "valid_loss" in history[0] else "valid_nll"
+    """The validation number that selects epochs: NLL for music, the negative ELBO for the VRNN,
+    the task's loss for tasks."""
+    for key in ("valid_loss", "valid_neg_elbo"):
+        if history and key in history[0]:
+            return key
+    return "valid_nll"
 
 
 def compare_table(runs: list[Path]) -> str:
@@ -66,6 +72,10 @@ def compare_table(runs: list[Path]) -> str:
         ("best epoch", "best_epoch", str),
         ("valid NLL", "valid_nll", lambda v: f"{v:.3f}"),
         ("test NLL", "test_nll", lambda v: f"{v:.3f}"),
+        ("valid -ELBO (bound)", "valid_neg_elbo", lambda v: f"{v:.3f}"),
+        ("test -ELBO (bound)", "test_neg_elbo", lambda v: f"{v:.3f}"),
+        ("test IW NLL", "test_iw_nll", lambda v: f"{v:.3f}"),
+        ("IW k", "iw_samples", str),
         ("valid loss (task)", "valid_loss", lambda v: f"{v:.4g}"),
         ("test loss (task)", "test_loss", lambda v: f"{v:.4g}"),
         ("epochs", "epochs_run", str),
@@ -74,7 +84,8 @@ def compare_table(runs: list[Path]) -> str:
     ]
     rows = [run_summary(Path(run)) for run in runs]
     # The NLL columns are for music, the loss columns for tasks: show those some run has.
-    optional = {"valid_nll", "test_nll", "valid_loss", "test_loss"}
+    optional = {"valid_nll", "test_nll", "valid_loss", "test_loss", "valid_neg_elbo",
+                "test_neg_elbo", "test_iw_nll", "iw_samples"}  # fmt: skip
     columns = [
         c for c in columns if c[1] not in optional or any(r.get(c[1]) is not None for r in rows)
     ]

@@ -16,11 +16,11 @@ from torch import Tensor, nn
 
 from rnnlab.cells import CELLS
 from rnnlab.errors import ConfigError, unknown_name
-from rnnlab.heads import BernoulliHead, NADEHead
+from rnnlab.heads import BernoulliHead, GaussianHead, MixtureGaussianHead, NADEHead
 from rnnlab.recurrent import BACKENDS, Recurrent
 
-MODELS = ("rnn", "rnn-nade")
-OUTPUTS = ("bernoulli", "nade")
+MODELS = ("rnn", "rnn-nade", "vrnn")
+OUTPUTS = ("bernoulli", "nade", "gaussian", "gmm")
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,17 @@ class ModelConfig:
     """The predictor's architecture (resolved into every run's config.json).
 
     ``model``: ``rnn`` (a deterministic next-frame predictor), ``rnn-nade`` (the same with a NADE
-    output, Boulanger-Lewandowski et al. 2012; stored as model ``rnn``, output ``nade``).
-    ``output``: the distribution of a frame.
+    output, Boulanger-Lewandowski et al. 2012; stored as model ``rnn``, output ``nade``) or ``vrnn``
+    (Chung et al. 2015, ``rnnlab.models.vrnn``). ``output``: the distribution of a frame
+    (``bernoulli``, ``nade``, ``gaussian`` diagonal, ``gmm`` a mixture of ``mixtures`` of them).
     """
 
     model: str = "rnn"
     output: str = "bernoulli"
     nade_size: int = 150  # the NADE's hidden units
+    mixtures: int = 5  # components of the gmm output
+    z_size: int = 32  # VRNN: latent units per step
+    feature_size: int = 0  # VRNN: units of its feature, prior, encoder, decoder nets (0: hidden)
     cell: str = "gru"
     frame_size: int = 88
     hidden_size: int = 200
@@ -55,8 +59,9 @@ class ModelConfig:
         if self.model == "rnn-nade":  # shorthand, stored resolved
             object.__setattr__(self, "model", "rnn")
             object.__setattr__(self, "output", "nade")
-        if self.nade_size < 1:
-            raise ConfigError(f"nade_size must be positive, got {self.nade_size}")
+        for key in ("nade_size", "mixtures", "z_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
         if self.cell not in CELLS:
             raise unknown_name("cell", self.cell, CELLS)
         if self.backend not in BACKENDS:
@@ -113,7 +118,7 @@ class RNNPredictor(nn.Module):
             backend=config.backend,
             chrono=config.chrono,
         )
-        self.head = make_head(config)
+        self.head: Any = make_head(config)  # log_prob(x, h) and sample(h), see rnnlab.heads
 
     def forward(
         self, x: Tensor, lengths: Tensor, first_input: Tensor | None = None
@@ -148,11 +153,17 @@ class RNNPredictor(nn.Module):
         return torch.cat(frames, dim=1)
 
 
-def make_head(config: ModelConfig) -> BernoulliHead | NADEHead:
-    """The output distribution of a frame given a state, as the config names it."""
+def make_head(config: ModelConfig, hidden_size: int | None = None) -> nn.Module:
+    """The output distribution of a frame given a state of ``hidden_size`` units (default: the
+    config's), as the config names it."""
+    H, D = hidden_size or config.hidden_size, config.frame_size
     if config.output == "nade":
-        return NADEHead(config.hidden_size, config.frame_size, config.nade_size)
-    return BernoulliHead(config.hidden_size, config.frame_size)
+        return NADEHead(H, D, config.nade_size)
+    if config.output == "gaussian":
+        return GaussianHead(H, D)
+    if config.output == "gmm":
+        return MixtureGaussianHead(H, D, config.mixtures)
+    return BernoulliHead(H, D)
 
 
 def count_parameters(model: nn.Module) -> int:

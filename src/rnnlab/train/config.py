@@ -64,13 +64,21 @@ class TrainConfig:
     test_size: int = field(
         default=2560, metadata={"help": "long-lag tasks: test sequences (Hochreiter's 2560)"}
     )
+    kl_anneal: int = field(
+        default=0,
+        metadata={"help": "VRNN: the KL weight grows linearly from 0 to 1 over this many epochs"},
+    )
+    iw_samples: int = field(
+        default=100,
+        metadata={"help": "VRNN: samples k of the importance-weighted test NLL estimate"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of every random choice"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
-        positive = ("lr", "batch_size", "epochs", "test_size")
+        positive = ("lr", "batch_size", "epochs", "test_size", "iw_samples")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
@@ -88,6 +96,7 @@ class TrainConfig:
             "seq_len",
             "delay",
             "train_size",
+            "kl_anneal",
         ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")

@@ -160,6 +160,9 @@ class Problem:
         """At least ``{"score": ...}``; anything else is reported beside it."""
         raise NotImplementedError
 
+    def finalise(self, out: Path) -> None:
+        """Called once training ends, before ``result`` (the VRNN's IW estimate is made here)."""
+
     def result(self, valid: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
         """The problem's own fields of result.json, from the best epoch's evaluations."""
         return {f"valid_{self.score}": valid["score"], f"test_{self.score}": test["score"]}
@@ -182,7 +185,10 @@ class MusicProblem(Problem):
                 f"{t.data}: frames have {self.data['train'][0].shape[-1]} units, the model "
                 f"expects {cfg.model.frame_size}"
             )
-        self.model = RNNPredictor(cfg.model)
+        self.model = self.build_model()
+
+    def build_model(self) -> nn.Module:
+        return RNNPredictor(self.cfg.model)
 
     def train_batches(self, epoch: int) -> Iterable[Batch]:
         t = self.cfg.train
@@ -211,6 +217,10 @@ def make_problem(cfg: RunConfig) -> Problem:
         from rnnlab.train.tasks import TaskProblem
 
         return TaskProblem(cfg)
+    if cfg.model.model == "vrnn":
+        from rnnlab.train.latent import VRNNProblem
+
+        return VRNNProblem(cfg)
     return MusicProblem(cfg)
 
 
@@ -290,6 +300,7 @@ def train_run(
     finally:
         bar.close()
 
+    problem.finalise(out)
     result = {
         "data": t.data,
         "cell": cfg.model.cell,
@@ -444,6 +455,10 @@ def load_run(run: Path) -> tuple[RunConfig, Any, dict[str, Any]]:
         from rnnlab.train.tasks import task_of
 
         model = TaskModel(cfg.model, task_of(cfg.train))
+    elif cfg.model.model == "vrnn":
+        from rnnlab.models.vrnn import VRNN
+
+        model = VRNN(cfg.model)
     else:
         model = RNNPredictor(cfg.model)
     if not (run / MODEL).is_file():
