@@ -124,6 +124,12 @@ _MODEL_HELP = {
     "mixtures": "components of the gmm output",
     "z_size": "VRNN: latent units per step",
     "feature_size": "VRNN: units of its feature, prior, encoder and decoder nets (0: hidden)",
+    "embedding_size": "LM: word embedding units (0: hidden size)",
+    "tied": "LM: tie the output layer to the embedding (Press & Wolf 2017)",
+    "variational": "LM: one dropout mask per sequence (Gal & Ghahramani 2016)",
+    "embedding_dropout": "LM: drop whole words from the embedding",
+    "weight_drop": "LM: DropConnect on the recurrent weights (Merity et al. 2017)",
+    "init": "LM: every weight uniform in [-init, init] (0: each module's own)",
     "nade_size": "hidden units of the NADE output",
     "cell": "recurrent cell (see `rnnlab cells`)",
     "frame_size": "units per frame (88 piano keys)",
@@ -197,6 +203,15 @@ def _train(args: argparse.Namespace) -> int:
             raise
     if "task" in result:
         print(_task_summary(result, out))
+        return 0
+    if "test_ppl" in result or "test_bpc" in result:
+        key = "ppl" if "test_ppl" in result else "bpc"
+        print(
+            f"{result['data']} lm/{result['cell']}: test {key} {result['test_' + key]:.3f} "
+            f"(NLL {result['test_nll']:.4f} nats/token; valid {key} {result['valid_' + key]:.3f}) "
+            f"at the best validation epoch {result['best_epoch']}; {result['num_params']:,} "
+            f"parameters, {result['wall_time_s']:.0f} s; run: {out}"
+        )
         return 0
     if "test_neg_elbo" in result:
         iw = result.get("test_iw_nll")

@@ -214,6 +214,17 @@ class Recurrent(nn.Module):
         final_state = tuple(torch.stack(parts) for parts in zip(*finals, strict=True))
         return output, final_state
 
+    def run_layer(self, layer: int, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One layer of a unidirectional, time-major stack on its own: x (T, B, I_layer) ->
+        (T, B, H) and the final state, parts (1, B, w*H). For models that act between layers
+        (the language model's locked dropout)."""
+        if self.num_directions != 1 or self.config.batch_first:
+            raise ConfigError("run_layer needs a unidirectional, time-major Recurrent")
+        cell = self.layer_cells[layer]
+        start = cell.initial_state(x.shape[1], x) if state is None else tuple(s[0] for s in state)
+        out, final = self._run(cell, x, start, None)
+        return out, tuple(s.unsqueeze(0) for s in final)
+
     def _run(
         self, cell: Cell, x: Tensor, state: State, valid: Tensor | None
     ) -> tuple[Tensor, State]:

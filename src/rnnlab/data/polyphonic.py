@@ -102,7 +102,8 @@ def load_polyphonic(name_or_path: str | Path) -> PianoRolls:
         return load_npz(imported)
 
     formats = ["<path>.mat", "<path>.pickle", "<path>.npz"]
-    raise unknown_name("dataset", text, list(BUNDLED) + task_names() + formats)
+    texts = ["ptb (--model lm)", "ptb-char (--model lm)"]
+    raise unknown_name("dataset", text, list(BUNDLED) + task_names() + texts + formats)
 
 
 # --- the bundled sets ---------------------------------------------------------------------------

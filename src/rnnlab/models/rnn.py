@@ -19,7 +19,7 @@ from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.heads import BernoulliHead, GaussianHead, MixtureGaussianHead, NADEHead
 from rnnlab.recurrent import BACKENDS, Recurrent
 
-MODELS = ("rnn", "rnn-nade", "vrnn")
+MODELS = ("rnn", "rnn-nade", "vrnn", "lm")
 OUTPUTS = ("bernoulli", "nade", "gaussian", "gmm")
 
 
@@ -29,7 +29,8 @@ class ModelConfig:
 
     ``model``: ``rnn`` (a deterministic next-frame predictor), ``rnn-nade`` (the same with a NADE
     output, Boulanger-Lewandowski et al. 2012; stored as model ``rnn``, output ``nade``) or ``vrnn``
-    (Chung et al. 2015, ``rnnlab.models.vrnn``). ``output``: the distribution of a frame
+    (Chung et al. 2015, ``rnnlab.models.vrnn``) or ``lm`` (a language model on text,
+    ``rnnlab.models.lm``). ``output``: the distribution of a frame
     (``bernoulli``, ``nade``, ``gaussian`` diagonal, ``gmm`` a mixture of ``mixtures`` of them).
     """
 
@@ -39,6 +40,12 @@ class ModelConfig:
     mixtures: int = 5  # components of the gmm output
     z_size: int = 32  # VRNN: latent units per step
     feature_size: int = 0  # VRNN: units of its feature, prior, encoder, decoder nets (0: hidden)
+    embedding_size: int = 0  # LM: word embedding units (0: hidden_size)
+    tied: bool = False  # LM: the output layer shares the embedding matrix
+    variational: bool = False  # LM: one dropout mask per sequence on non-recurrent connections
+    embedding_dropout: float = 0.0  # LM: whole words dropped from the embedding
+    weight_drop: float = 0.0  # LM: DropConnect on the recurrent weights (Merity et al. 2017)
+    init: float = 0.0  # LM: every weight uniform in [-init, init] (0: each module's own)
     cell: str = "gru"
     frame_size: int = 88
     hidden_size: int = 200
@@ -66,8 +73,9 @@ class ModelConfig:
             raise unknown_name("cell", self.cell, CELLS)
         if self.backend not in BACKENDS:
             raise unknown_name("backend", self.backend, BACKENDS)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        for key in ("dropout", "embedding_dropout", "weight_drop"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -64,6 +64,17 @@ class TrainConfig:
     test_size: int = field(
         default=2560, metadata={"help": "long-lag tasks: test sequences (Hochreiter's 2560)"}
     )
+    bptt: int = field(default=35, metadata={"help": "text: truncated BPTT window (tokens)"})
+    data_dir: str = field(
+        default="", metadata={"help": "text: the corpus directory (else $RNNLAB_DATA, the cache)"}
+    )
+    lr_decay_start: int = field(
+        default=0,
+        metadata={
+            "help": "after this epoch multiply the LR by --lr-decay every epoch (Zaremba's "
+            "schedule); 0: decay on validation plateaus instead"
+        },
+    )
     kl_anneal: int = field(
         default=0,
         metadata={"help": "VRNN: the KL weight grows linearly from 0 to 1 over this many epochs"},
@@ -78,7 +89,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
-        positive = ("lr", "batch_size", "epochs", "test_size", "iw_samples")
+        positive = ("lr", "batch_size", "epochs", "test_size", "iw_samples", "bptt")
         for key in positive:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
@@ -97,6 +108,7 @@ class TrainConfig:
             "delay",
             "train_size",
             "kl_anneal",
+            "lr_decay_start",
         ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")

@@ -212,6 +212,16 @@ class MusicProblem(Problem):
 
 def make_problem(cfg: RunConfig) -> Problem:
     from rnnlab.data.tasks import is_task
+    from rnnlab.train.text import is_text
+
+    text = is_text(cfg.train.data, cfg.train.data_dir)
+    if text != (cfg.model.model == "lm"):
+        raise ConfigError(
+            f"{cfg.train.data!r} is a text corpus: train it with --model lm"
+            if text
+            else f"--model lm needs a text corpus (ptb, ptb-char or --data-dir), "
+            f"not {cfg.train.data!r}"
+        )
 
     if is_task(cfg.train.data):
         from rnnlab.train.tasks import TaskProblem
@@ -221,6 +231,10 @@ def make_problem(cfg: RunConfig) -> Problem:
         from rnnlab.train.latent import VRNNProblem
 
         return VRNNProblem(cfg)
+    if cfg.model.model == "lm":
+        from rnnlab.train.text import TextProblem
+
+        return TextProblem(cfg)
     return MusicProblem(cfg)
 
 
@@ -334,6 +348,9 @@ def _run_epoch(
     t = cfg.train
     model = problem.model
     start = time.perf_counter()
+    if t.lr_decay_start:  # a fixed schedule: lr * decay^(epochs past the start)
+        for group in optimizer.param_groups:
+            group["lr"] = max(t.lr * t.lr_decay ** max(0, epoch - t.lr_decay_start), t.min_lr)
     total, terms, norms = 0.0, 0.0, []
     for batch in problem.train_batches(epoch):
         box: list[float] = []
@@ -364,7 +381,7 @@ def _run_epoch(
     else:
         counters["bad_epochs"] += 1
         counters["lr_bad_epochs"] += 1
-        if counters["lr_bad_epochs"] >= t.lr_patience:
+        if counters["lr_bad_epochs"] >= t.lr_patience and not t.lr_decay_start:
             for group in optimizer.param_groups:
                 group["lr"] = max(group["lr"] * t.lr_decay, t.min_lr)
             counters["lr_bad_epochs"] = 0

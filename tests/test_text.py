@@ -1,0 +1,113 @@
+"""Text: the corpus views, Zaremba's batching and BPTT state carrying against hand-worked
+examples, the language model's options, metrics, bad input and the CLI."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnlab.cli import main
+from rnnlab.data.text import Corpus, batchify, bptt_windows, read_corpus
+from rnnlab.errors import DataError
+from rnnlab.models.lm import LanguageModel
+from rnnlab.models.rnn import ModelConfig
+
+LINES = {"train": ["the cat sat", "the dog sat down"], "valid": ["the cat"],
+         "test": ["a dog sat"]}  # fmt: skip
+
+
+def _corpus_dir(tmp_path, name="toy", lines=LINES):
+    for split, rows in lines.items():
+        (tmp_path / f"{name}.{split}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_the_words_view_counts_unknown_tokens():
+    corpus = Corpus.from_lines(LINES)
+    assert corpus.vocab == ["<eos>", "<unk>", "cat", "dog", "down", "sat", "the"]
+    words = [corpus.vocab[i] for i in corpus.streams["test"].tolist()]
+    assert words == ["<unk>", "dog", "sat", "<eos>"] and corpus.unknown["test"] == 1
+    assert corpus.streams["train"].numel() == 3 + 1 + 4 + 1
+
+
+def test_the_chars_view():
+    corpus = Corpus.from_lines(LINES, chars=True)
+    chars = [corpus.vocab[i] for i in corpus.streams["valid"].tolist()]
+    assert "".join(chars[:-1]) == "the_cat" and chars[-1] == "<eos>"
+
+
+def test_zaremba_batching_and_windows_by_hand():
+    stream = torch.arange(11)
+    cols = batchify(stream, 2)  # 5 tokens a column, the 11th dropped
+    assert cols.tolist() == [[0, 5], [1, 6], [2, 7], [3, 8], [4, 9]]
+    windows = bptt_windows(cols, 3)
+    assert [x.tolist() for x, _ in windows] == [[[0, 5], [1, 6], [2, 7]], [[3, 8]]]
+    assert [y.tolist() for _, y in windows] == [[[1, 6], [2, 7], [3, 8]], [[4, 9]]]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "lstm-v"])
+def test_carrying_the_state_across_windows_equals_one_long_window(cell):
+    torch.manual_seed(0)
+    cfg = ModelConfig(model="lm", cell=cell, hidden_size=8, num_layers=2, dropout=0.0)
+    lm = LanguageModel(cfg, 20).double().eval()
+    tokens = torch.randint(0, 20, (12, 3))
+    whole, _ = lm(tokens)
+    first, state = lm(tokens[:5])
+    second, _ = lm(tokens[5:], state)
+    torch.testing.assert_close(torch.cat([first, second]), whole)
+
+
+def test_a_uniform_model_has_the_vocabulary_size_as_perplexity():
+    V = 37
+    logits = torch.zeros(50, V)
+    targets = torch.randint(0, V, (50,))
+    assert math.exp(float(F.cross_entropy(logits, targets))) == pytest.approx(V)
+
+
+def test_tied_embeddings_and_options():
+    cfg = ModelConfig(model="lm", hidden_size=6, tied=True, dropout=0.5, variational=True,
+                      embedding_dropout=0.1, weight_drop=0.3, num_layers=2)  # fmt: skip
+    lm = LanguageModel(cfg, 11)
+    assert lm.decoder.weight is lm.embedding.weight
+    tokens = torch.randint(0, 11, (4, 2))
+    lm.train()
+    a, _ = lm(tokens)
+    b, _ = lm(tokens)
+    assert not torch.equal(a, b)  # fresh masks every call
+    lm.eval()
+    torch.testing.assert_close(lm(tokens)[0], lm(tokens)[0])  # no dropout in evaluation
+    a.sum().backward()
+    assert lm.rnn.layer_cells[0].parametrizations.weight_hh.original.grad is not None
+
+
+def test_bad_text_input_gets_one_clear_line(tmp_path):
+    _corpus_dir(tmp_path)
+    (tmp_path / "toy.valid.txt").write_bytes(b"caf\xe9\n")
+    with pytest.raises(DataError, match=r"toy.valid.txt: not UTF-8"):
+        read_corpus("toy", tmp_path)
+    (tmp_path / "toy.valid.txt").write_text("\n\n")
+    with pytest.raises(DataError, match=r"toy.valid.txt: empty"):
+        read_corpus("toy", tmp_path)
+    with pytest.raises(DataError, match="lacks"):
+        read_corpus("other", tmp_path)
+
+
+def test_train_a_language_model_from_the_cli(tmp_path, capsys):
+    (tmp_path / "corpus").mkdir()
+    data = _corpus_dir(tmp_path / "corpus")
+    run = tmp_path / "run"
+    argv = ["train", "--data", "toy", "--data-dir", str(data), "--model", "lm", "--cell", "gru",
+            "--hidden-size", "8", "--num-layers", "1", "--dropout", "0", "--bptt", "3",
+            "--batch-size", "2", "--epochs", "2", "--optimizer", "sgd", "--lr", "1",
+            "--lr-decay-start", "1", "--out", str(run), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "test ppl" in capsys.readouterr().out
+    result = json.loads((run / "result.json").read_text())
+    assert result["test_ppl"] == pytest.approx(math.exp(result["test_nll"]))
+    assert result["unknown_tokens"]["test"] == 1 and result["vocab_size"] == 7
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == [1.0, 0.5]  # Zaremba's schedule: halved every epoch after the first
+    assert main(["train", "--data", "ptb", "--data-dir", str(data), "--no-progress"]) == 2
+    assert "train it with --model lm" in capsys.readouterr().err
