@@ -35,7 +35,7 @@ COMMON = dict(batch_size=32, clip=1.0, seed=0, threads=1, patience=30, lr_patien
 ADDING = COMMON | dict(data="adding", seq_len=600, lr=0.001, chrono=600, epochs=100)
 COPY = COMMON | dict(data="copy", seq_len=1000, lr=0.001, chrono=1000, epochs=60)
 HS_ADDING = COMMON | dict(data="hs-adding", seq_len=1000, lr=0.001, chrono=1000, epochs=80)
-RECALL = COMMON | dict(data="recall", hidden_size=64, lr=0.003, epochs=20, patience=0)
+RECALL = COMMON | dict(data="recall", hidden_size=64, lr=0.003, epochs=60, patience=0)
 DELAYS = (1, 2, 5, 10, 20, 30, 50, 100)
 RECALL_CELLS = ("tanh", "gru", "lstm")
 
@@ -172,7 +172,7 @@ def recall_curve(out: Path, png: Path | None) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("delay k (steps)")
         ax.set_ylabel("test accuracy on the recalled symbols")
-        ax.set_title("Delayed recall, H=64, 20 epochs of 3,200 sequences")
+        ax.set_title("Delayed recall, H=64, up to 60 epochs of 3,200 sequences")
         ax.legend()
         fig.tight_layout()
         fig.savefig(png, dpi=120)

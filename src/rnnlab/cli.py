@@ -92,6 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--bpm", type=float, default=100.0)
     smp.set_defaults(handler=_sample)
 
+    gen = sub.add_parser("generate", help="sentences from a sentence-VAE run's prior")
+    gen.add_argument("run", type=Path)
+    gen.add_argument("--n", type=int, default=5, help="how many sentences")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest words")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(handler=_generate)
+    rec = sub.add_parser("reconstruct", help="encode a sentence and decode it (posterior mean)")
+    rec.add_argument("run", type=Path)
+    rec.add_argument("sentence")
+    rec.set_defaults(handler=_reconstruct)
+    inter = sub.add_parser("interpolate", help="decode points between two sentences' codes")
+    inter.add_argument("run", type=Path)
+    inter.add_argument("first")
+    inter.add_argument("second")
+    inter.add_argument("--steps", type=int, default=8)
+    inter.set_defaults(handler=_interpolate)
+
     cells = sub.add_parser("cells", help="list the registered cells")
     cells.set_defaults(handler=lambda args: print("\n".join(_cell_names())))
 
@@ -130,6 +148,8 @@ _MODEL_HELP = {
     "embedding_dropout": "LM: drop whole words from the embedding",
     "weight_drop": "LM: DropConnect on the recurrent weights (Merity et al. 2017)",
     "init": "LM: every weight uniform in [-init, init] (0: each module's own)",
+    "word_dropout": "sentence VAE: decoder inputs replaced by <unk> in training",
+    "latent_every_step": "sentence VAE: z joins every decoder input, not only the first state",
     "nade_size": "hidden units of the NADE output",
     "cell": "recurrent cell (see `rnnlab cells`)",
     "frame_size": "units per frame (88 piano keys)",
@@ -211,6 +231,24 @@ def _train(args: argparse.Namespace) -> int:
             f"(NLL {result['test_nll']:.4f} nats/token; valid {key} {result['valid_' + key]:.3f}) "
             f"at the best validation epoch {result['best_epoch']}; {result['num_params']:,} "
             f"parameters, {result['wall_time_s']:.0f} s; run: {out}"
+        )
+        return 0
+    if "test_mutual_info" in result:
+        iw = result.get("test_iw_nll")
+        iw_text = (
+            "n/a"
+            if iw is None
+            else (
+                f"{iw:.2f} nats/sentence (k={result['iw_samples']}, "
+                f"ppl {result['test_iw_ppl']:.1f})"
+            )
+        )
+        print(
+            f"{result['data']} sentence-vae/{result['cell']}: test negative ELBO "
+            f"{result['test_neg_elbo']:.2f} nats/sentence (a bound), importance-weighted test NLL "
+            f"{iw_text}; KL {result['test_kl']:.2f}, active units {result['test_active_units']}, "
+            f"MI {result['test_mutual_info']:.2f}; {result['num_params']:,} parameters, "
+            f"{result['wall_time_s']:.0f} s; run: {out}"
         )
         return 0
     if "test_neg_elbo" in result:
@@ -389,6 +427,66 @@ def _sample(args: argparse.Namespace) -> int:
         title = f"{cfg.model.cell} on {cfg.train.data}, epoch {meta.get('epoch')}, seed {args.seed}"
         plot_roll(roll, args.png, title)
         print(f"piano roll: {args.png}")
+    return 0
+
+
+def _load_sentence_vae(run: Path) -> tuple[Any, list[str]]:
+    from rnnlab.train.loop import load_run
+
+    cfg, model, _ = load_run(run)
+    if cfg.model.model != "sentence-vae":
+        raise ConfigError(f"{run} is a {cfg.model.model!r} run, not a sentence-vae one")
+    from rnnlab.data.text import sentence_vocab
+    from rnnlab.train.text import load_corpus
+
+    corpus, _ = load_corpus(cfg.train.data, cfg.train.data_dir)
+    return model, sentence_vocab(corpus)
+
+
+def _words(ids: list[int], vocab: list[str]) -> str:
+    return " ".join(vocab[i] for i in ids)
+
+
+def _encode(model: Any, text: str, vocab: list[str]) -> Any:
+    import torch
+
+    from rnnlab.data.text import encode_sentence
+
+    ids, unknown = encode_sentence(text, vocab)
+    if unknown:
+        print(f"rnnlab: note: {unknown} word(s) of {text!r} are not in the vocabulary: <unk>")
+    mean, _ = model.encode(ids[None], torch.tensor([len(ids)]))
+    return mean
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    model, vocab = _load_sentence_vae(args.run)
+    gen = torch.Generator().manual_seed(args.seed)
+    z = torch.randn(args.n, model.config.z_size, generator=gen)
+    for ids in model.generate(z, temperature=args.temperature, top_k=args.top_k, generator=gen):
+        print(_words(ids, vocab))
+    return 0
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    model, vocab = _load_sentence_vae(args.run)
+    mean = _encode(model, args.sentence, vocab)
+    print(_words(model.generate(mean)[0], vocab))
+    return 0
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.steps < 2:
+        raise ConfigError(f"--steps must be at least 2, got {args.steps}")
+    model, vocab = _load_sentence_vae(args.run)
+    a, b = _encode(model, args.first, vocab), _encode(model, args.second, vocab)
+    weights = torch.linspace(0, 1, args.steps)[:, None]
+    for w, ids in zip(weights, model.generate((1 - weights) * a + weights * b), strict=True):
+        print(f"{float(w):.2f}  {_words(ids, vocab)}")
     return 0
 
 

@@ -49,3 +49,34 @@ def importance_weighted_bound(log_weights: Tensor, dim: int = 0) -> Tensor:
     is the exact posterior."""
     k = log_weights.shape[dim]
     return torch.logsumexp(log_weights, dim) - math.log(k)
+
+
+KL_SCHEDULES = ("linear", "logistic", "cyclical")
+
+
+def kl_weight(schedule: str, progress: float, anneal: float) -> float:
+    """The KL weight at ``progress`` (epochs done, fractional) for annealing over ``anneal``
+    epochs: ``linear`` 0 -> 1; ``logistic`` 1 / (1 + exp(-10 (progress / anneal - 1/2)))
+    (Bowman et al. 2016's sigmoid); ``cyclical`` repeats cycles of ``anneal`` epochs, rising
+    linearly over the first half of each and holding 1 over the second (Fu et al. 2019).
+    ``anneal`` 0: always 1.
+
+    >>> [round(kl_weight("cyclical", p, 4), 2) for p in (0, 1, 2, 3, 4, 5)]
+    [0.0, 0.5, 1.0, 1.0, 0.0, 0.5]
+    """
+    if anneal <= 0:
+        return 1.0
+    if schedule == "linear":
+        return min(1.0, progress / anneal)
+    if schedule == "logistic":
+        return 1.0 / (1.0 + math.exp(-10.0 * (progress / anneal - 0.5)))
+    if schedule == "cyclical":
+        phase = (progress % anneal) / anneal
+        return min(1.0, 2.0 * phase)
+    raise ValueError(f"unknown KL schedule {schedule!r}; known: {', '.join(KL_SCHEDULES)}")
+
+
+def free_bits_kl(kl_units: Tensor, free_bits: float) -> Tensor:
+    """Kingma et al. 2016's free bits: each latent unit's KL, averaged over the batch, counts at
+    least ``free_bits`` nats; (B, Z) -> a scalar per sentence (the sum over units)."""
+    return kl_units.mean(0).clamp(min=free_bits).sum()

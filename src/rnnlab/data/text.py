@@ -184,3 +184,44 @@ def bptt_windows(columns: Tensor, bptt: int) -> list[tuple[Tensor, Tensor]]:
         length = min(bptt, columns.shape[0] - 1 - start)
         windows.append((columns[start : start + length], columns[start + 1 : start + 1 + length]))
     return windows
+
+
+# --- the sentence view (sentence VAEs) --------------------------------------------------------
+SENTENCE_SPECIALS = [SOS, EOS, UNK, PAD]  # ids 0..3, fixed (rnnlab.models.sentence_vae)
+
+
+def sentence_vocab(corpus: Corpus) -> list[str]:
+    """The sentence view's vocabulary: <sos>, <eos>, <unk>, <pad>, then the corpus's words."""
+    return SENTENCE_SPECIALS + [w for w in corpus.vocab if w not in SENTENCE_SPECIALS]
+
+
+def sentences(corpus: Corpus, split: str) -> list[Tensor]:
+    """Each sentence of a split as ids of the sentence vocabulary: its words then <eos>."""
+    vocab = sentence_vocab(corpus)
+    index = {w: i for i, w in enumerate(vocab)}
+    remap = torch.tensor([index[w] for w in corpus.vocab])
+    eos = index[EOS]
+    return [torch.cat([remap[torch.tensor(row, dtype=torch.long)], torch.tensor([eos])])
+            for row in corpus.lines[split]]  # fmt: skip
+
+
+def encode_sentence(text: str, vocab: list[str]) -> tuple[Tensor, int]:
+    """A user's sentence as ids (words then <eos>) and the number of words mapped to <unk>."""
+    index = {w: i for i, w in enumerate(vocab)}
+    ids, unknown = [], 0
+    for word in text.lower().split():
+        if word not in index:
+            unknown += 1
+        ids.append(index.get(word, index[UNK]))
+    if not ids:
+        raise DataError("an empty sentence")
+    return torch.tensor([*ids, index[EOS]]), unknown
+
+
+def pad_batch(batch: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """(B, T) ids padded with <pad> (id 3), and the lengths (B,)."""
+    lengths = torch.tensor([len(s) for s in batch])
+    out = torch.full((len(batch), int(lengths.max())), SENTENCE_SPECIALS.index(PAD))
+    for b, s in enumerate(batch):
+        out[b, : len(s)] = s
+    return out, lengths

@@ -19,7 +19,7 @@ from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.heads import BernoulliHead, GaussianHead, MixtureGaussianHead, NADEHead
 from rnnlab.recurrent import BACKENDS, Recurrent
 
-MODELS = ("rnn", "rnn-nade", "vrnn", "lm")
+MODELS = ("rnn", "rnn-nade", "vrnn", "lm", "sentence-vae")
 OUTPUTS = ("bernoulli", "nade", "gaussian", "gmm")
 
 
@@ -29,9 +29,10 @@ class ModelConfig:
 
     ``model``: ``rnn`` (a deterministic next-frame predictor), ``rnn-nade`` (the same with a NADE
     output, Boulanger-Lewandowski et al. 2012; stored as model ``rnn``, output ``nade``) or ``vrnn``
-    (Chung et al. 2015, ``rnnlab.models.vrnn``) or ``lm`` (a language model on text,
-    ``rnnlab.models.lm``). ``output``: the distribution of a frame
-    (``bernoulli``, ``nade``, ``gaussian`` diagonal, ``gmm`` a mixture of ``mixtures`` of them).
+    (Chung et al. 2015, ``rnnlab.models.vrnn``), ``lm`` (a language model on text,
+    ``rnnlab.models.lm``) or ``sentence-vae`` (Bowman et al. 2016). ``output``: the distribution
+    of a frame (``bernoulli``, ``nade``, ``gaussian`` diagonal, ``gmm`` a mixture of ``mixtures``
+    of them).
     """
 
     model: str = "rnn"
@@ -46,6 +47,8 @@ class ModelConfig:
     embedding_dropout: float = 0.0  # LM: whole words dropped from the embedding
     weight_drop: float = 0.0  # LM: DropConnect on the recurrent weights (Merity et al. 2017)
     init: float = 0.0  # LM: every weight uniform in [-init, init] (0: each module's own)
+    word_dropout: float = 0.0  # sentence VAE: decoder inputs replaced by <unk> (training only)
+    latent_every_step: bool = False  # sentence VAE: z also joins every decoder input
     cell: str = "gru"
     frame_size: int = 88
     hidden_size: int = 200
@@ -73,7 +76,7 @@ class ModelConfig:
             raise unknown_name("cell", self.cell, CELLS)
         if self.backend not in BACKENDS:
             raise unknown_name("backend", self.backend, BACKENDS)
-        for key in ("dropout", "embedding_dropout", "weight_drop"):
+        for key in ("dropout", "embedding_dropout", "weight_drop", "word_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
 

@@ -83,6 +83,12 @@ def load_model_weights(path: Path, model: nn.Module) -> dict[str, Any]:
         differ = sorted(
             k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k)
         )
+        if "embedding.weight" in differ and "embedding.weight" in found:
+            raise RunDirError(
+                f"{path}: vocabulary mismatch: the checkpoint has "
+                f"{found['embedding.weight'][0]} words, the data's vocabulary "
+                f"{expected['embedding.weight'][0]}"
+            )
         raise RunDirError(
             f"{path} does not match the model of its config (differs in {', '.join(differ[:4])})"
         )

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.losses import KL_SCHEDULES
 from rnnlab.models.rnn import ModelConfig
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
@@ -79,6 +80,17 @@ class TrainConfig:
         default=0,
         metadata={"help": "VRNN: the KL weight grows linearly from 0 to 1 over this many epochs"},
     )
+    kl_schedule: str = field(
+        default="linear",
+        metadata={"help": "sentence VAE: KL annealing, linear, logistic or cyclical"},
+    )
+    free_bits: float = field(
+        default=0.0, metadata={"help": "sentence VAE: minimum KL per latent unit (nats)"}
+    )
+    max_len: int = field(
+        default=0,
+        metadata={"help": "sentence VAE: train on sentences of at most this many words (0: all)"},
+    )
     iw_samples: int = field(
         default=100,
         metadata={"help": "VRNN: samples k of the importance-weighted test NLL estimate"},
@@ -89,6 +101,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
+        if self.kl_schedule not in KL_SCHEDULES:
+            raise unknown_name("KL schedule", self.kl_schedule, KL_SCHEDULES)
         positive = ("lr", "batch_size", "epochs", "test_size", "iw_samples", "bptt")
         for key in positive:
             if getattr(self, key) <= 0:
@@ -109,6 +123,8 @@ class TrainConfig:
             "train_size",
             "kl_anneal",
             "lr_decay_start",
+            "free_bits",
+            "max_len",
         ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must not be negative, got {getattr(self, key)}")

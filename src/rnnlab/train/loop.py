@@ -215,11 +215,11 @@ def make_problem(cfg: RunConfig) -> Problem:
     from rnnlab.train.text import is_text
 
     text = is_text(cfg.train.data, cfg.train.data_dir)
-    if text != (cfg.model.model == "lm"):
+    if text != (cfg.model.model in ("lm", "sentence-vae")):
         raise ConfigError(
-            f"{cfg.train.data!r} is a text corpus: train it with --model lm"
+            f"{cfg.train.data!r} is a text corpus: train it with --model lm or sentence-vae"
             if text
-            else f"--model lm needs a text corpus (ptb, ptb-char or --data-dir), "
+            else f"--model {cfg.model.model} needs a text corpus (ptb, ptb-char or --data-dir), "
             f"not {cfg.train.data!r}"
         )
 
@@ -235,6 +235,10 @@ def make_problem(cfg: RunConfig) -> Problem:
         from rnnlab.train.text import TextProblem
 
         return TextProblem(cfg)
+    if cfg.model.model == "sentence-vae":
+        from rnnlab.train.sentence_vae import SentenceVAEProblem
+
+        return SentenceVAEProblem(cfg)
     return MusicProblem(cfg)
 
 
@@ -476,6 +480,8 @@ def load_run(run: Path) -> tuple[RunConfig, Any, dict[str, Any]]:
         from rnnlab.models.vrnn import VRNN
 
         model = VRNN(cfg.model)
+    elif cfg.model.model in ("lm", "sentence-vae"):
+        model = make_problem(cfg).model  # the vocabulary comes from the corpus
     else:
         model = RNNPredictor(cfg.model)
     if not (run / MODEL).is_file():

@@ -1,0 +1,154 @@
+"""The sentence VAE (Bowman et al. 2016), encoder and decoder from the cell zoo.
+
+    encoder   q(z | w) = N(mu, diag sigma^2), [mu, log sigma^2] = W_q h_enc + b_q,
+              h_enc = the encoder's final state over the words (no <sos>, with <eos>)
+    decoder   h_0 = tanh(W_h z + b_h);  p(w_t | w_<t, z) = softmax(W_o h_t + b_o),
+              inputs <sos> w_1 .. w_{n}; with ``latent_every_step`` z is also concatenated to
+              every input; word dropout replaces inputs by <unk> with probability p (training)
+    prior     p(z) = N(0, I)
+
+``forward`` returns per-sentence terms: the reconstruction log-likelihood at one posterior sample,
+the closed-form KL (and its value per latent unit, for free bits), and the log ratio
+log p(z) - log q(z | w) for importance weights (``rnnlab.losses``).
+
+>>> vae = SentenceVAE(ModelConfig(model="sentence-vae", hidden_size=8, z_size=3), vocab_size=20)
+>>> words = torch.randint(3, 20, (4, 6)); lengths = torch.tensor([6, 5, 2, 1])
+>>> out = vae(words, lengths)
+>>> tuple(out.log_lik.shape), tuple(out.kl_units.shape)
+((4,), (4, 3))
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.losses import gaussian_kl, gaussian_log_prob, importance_weighted_bound
+from rnnlab.models.rnn import ModelConfig
+from rnnlab.recurrent import Recurrent
+
+SOS_ID, EOS_ID, UNK_ID, PAD_ID = 0, 1, 2, 3  # the sentence view's fixed ids (rnnlab.data.text)
+
+
+class VAETerms(NamedTuple):
+    log_lik: Tensor  # (B,) log p(w | z) at the sampled z
+    kl: Tensor  # (B,) KL(q(z | w) || p(z))
+    kl_units: Tensor  # (B, Z) the KL of each latent unit
+    log_ratio: Tensor  # (B,) log p(z) - log q(z | w) at the sampled z
+    mean: Tensor  # (B, Z) the posterior means (for active units and mutual information)
+    log_var: Tensor  # (B, Z)
+
+
+class SentenceVAE(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config
+        E = config.embedding_size or config.hidden_size
+        H, Z = config.hidden_size, config.z_size
+        self.embedding = nn.Embedding(vocab_size, E, padding_idx=PAD_ID)
+        self.encoder = Recurrent(config.cell, E, H, batch_first=True, backend=config.backend)
+        self.to_posterior = nn.Linear(H, 2 * Z)
+        extra = Z if config.latent_every_step else 0
+        self.decoder = Recurrent(
+            config.cell, E + extra, H, batch_first=True, backend=config.backend
+        )
+        self.to_state = nn.Linear(Z, H)
+        self.output = nn.Linear(H, vocab_size)
+        self.parts = len(self.decoder.layer_cells[0].state_widths)
+
+    def encode(self, words: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """words (B, T) without <sos>, with <eos>; -> mean, log_var (B, Z)."""
+        _, state = self.encoder(self.embedding(words), lengths=lengths)
+        mean, log_var = self.to_posterior(state[0][0]).chunk(2, -1)
+        return mean, log_var
+
+    def decode_logits(
+        self, z: Tensor, inputs: Tensor, lengths: Tensor | None = None
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Teacher-forced decoding: inputs (B, T) start with <sos>; -> logits (B, T, V)."""
+        x = self.embedding(inputs)
+        if self.config.latent_every_step:
+            x = torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1)], -1)
+        out, state = self.decoder(x, lengths=lengths, state=self._initial_state(z))
+        return self.output(out), state
+
+    def _initial_state(self, z: Tensor) -> tuple[Tensor, ...]:
+        h0 = torch.tanh(self.to_state(z))[None]  # (1, B, H)
+        return (h0,) + tuple(torch.zeros_like(h0) for _ in range(self.parts - 1))
+
+    def forward(
+        self, words: Tensor, lengths: Tensor, generator: torch.Generator | None = None
+    ) -> VAETerms:
+        """words (B, T): each sentence's words then <eos>, padded with <pad>; lengths (B,)."""
+        mean, log_var = self.encode(words, lengths)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        z = mean + (0.5 * log_var).exp() * noise
+        inputs = torch.cat([torch.full_like(words[:, :1], SOS_ID), words[:, :-1]], 1)
+        if self.training and self.config.word_dropout:
+            drop = torch.rand(inputs.shape, generator=generator) < self.config.word_dropout
+            drop[:, 0] = False  # <sos> stays
+            inputs = torch.where(drop, UNK_ID, inputs)
+        logits, _ = self.decode_logits(z, inputs, lengths)
+        token_ll = -F.cross_entropy(logits.transpose(1, 2), words, reduction="none")  # (B, T)
+        valid = torch.arange(words.shape[1])[None, :] < lengths[:, None]
+        log_lik = (token_ll * valid).sum(1)
+        zeros = torch.zeros_like(mean)
+        kl_units = gaussian_kl(
+            mean[..., None], log_var[..., None], zeros[..., None], zeros[..., None]
+        )
+        log_ratio = gaussian_log_prob(z, zeros, zeros) - gaussian_log_prob(z, mean, log_var)
+        return VAETerms(log_lik, kl_units.sum(-1), kl_units, log_ratio, mean, log_var)
+
+    @torch.no_grad()
+    def iw_log_likelihood(
+        self, words: Tensor, lengths: Tensor, k: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """(B,) importance-weighted estimate of log p(w) with k posterior samples each."""
+        B = words.shape[0]
+        terms = self(words.repeat(k, 1), lengths.repeat(k), generator)
+        log_w = (terms.log_lik + terms.log_ratio).view(k, B)
+        return importance_weighted_bound(log_w, dim=0)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        z: Tensor,
+        max_len: int = 50,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Decode each z (B, Z) word by word until <eos>: greedy when temperature is 0, else
+        sampling from softmax(logits / temperature), among the top_k words when top_k > 0."""
+        B = z.shape[0]
+        state = self._initial_state(z)
+        token = torch.full((B, 1), SOS_ID, dtype=torch.long)
+        out: list[list[int]] = [[] for _ in range(B)]
+        done = torch.zeros(B, dtype=torch.bool)
+        for _ in range(max_len):
+            x = self.embedding(token)
+            if self.config.latent_every_step:
+                x = torch.cat([x, z[:, None, :]], -1)
+            h, state = self.decoder(x, state=state)
+            logits = self.output(h[:, -1])
+            logits[:, [SOS_ID, PAD_ID]] = -torch.inf
+            if temperature <= 0:
+                token = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k > 0:
+                    kth = logits.topk(top_k, -1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, -torch.inf)
+                token = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            for b in range(B):
+                if not done[b]:
+                    if int(token[b]) == EOS_ID:
+                        done[b] = True
+                    else:
+                        out[b].append(int(token[b]))
+            if bool(done.all()):
+                break
+        return out
