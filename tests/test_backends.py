@@ -111,6 +111,42 @@ def test_inference_without_gradients_matches():
     assert not out.requires_grad
 
 
+@needs_extension
+@pytest.mark.parametrize("cell", LSTMS)
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_zoneout_matches_step_float64(cell, training):
+    """Zoneout on the fused LSTM kernels: the same masks (drawn once for all steps), the same
+    outputs, states and gradients as the step loop, with lengths and two bidirectional layers."""
+    gen = torch.Generator().manual_seed(LSTMS.index(cell))
+    T, B, I, H = 7, 4, 5, 6
+    ref, fast = _pair(cell, I, H, 2, True, torch.float64, zoneout=0.3, recurrent_dropout=0.2)
+    ref.train(training)
+    fast.train(training)
+    x = torch.randn(T, B, I, dtype=torch.float64, generator=gen)
+    lengths = torch.tensor([7, 5, 1, 3])
+    weights = torch.randn(T, B, 2 * H, dtype=torch.float64, generator=gen)
+    for a, b in zip(
+        _outputs_and_grads(ref, x, lengths, weights, 3),
+        _outputs_and_grads(fast, x, lengths, weights, 3),
+        strict=True,
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", ["lstm-v", "lstm-cifg", "lstm-fgr"])
+def test_gradcheck_through_fused_zoneout(cell):
+    layer = Recurrent(cell, 3, 3, backend="fused", zoneout=0.4).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+
+    def run(x):
+        torch.manual_seed(0)  # the same zoneout masks at every evaluation
+        out, state = layer(x, lengths=torch.tensor([5, 3]))
+        return out, *state
+
+    assert gradcheck(run, (x,), fast_mode=True)
+
+
 def test_forced_fused_refuses_what_it_cannot_do():
     with pytest.raises(ConfigError, match="fused backend does not apply"):
         Recurrent("gru", 3, 4, backend="fused", zoneout=0.1)(torch.randn(2, 1, 3))

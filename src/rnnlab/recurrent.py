@@ -236,9 +236,13 @@ class Recurrent(nn.Module):
             # One mask per sequence, reused at every step (Gal & Ghahramani 2016, sec. 4).
             keep = 1.0 - cfg.recurrent_dropout
             mask = torch.bernoulli(state[0].new_full(state[0].shape, keep)) / keep
-        if cfg.backend != "step" and cfg.zoneout == 0:
-            fused = cell.fused_sequence(
-                x_proj, state, None if valid is None else valid[..., 0], mask
+        zone = self._zoneout_masks(x_proj.shape[0], state, cell.zoneout_parts)
+        if cfg.backend != "step" and (zone is None or cell.fused_zoneout):
+            steps_valid = None if valid is None else valid[..., 0]
+            fused = (
+                cell.fused_sequence(x_proj, state, steps_valid, mask)
+                if zone is None
+                else cell.fused_sequence(x_proj, state, steps_valid, mask, zone=zone)  # type: ignore[call-arg]
             )
             if fused is not None:
                 return fused
@@ -251,8 +255,8 @@ class Recurrent(nn.Module):
         outputs = []
         for t in range(x.shape[0]):
             new = cell.step(x_proj[t], state, mask)
-            if cfg.zoneout > 0:
-                new = self._zoneout(new, state, cell.zoneout_parts)
+            if zone is not None:
+                new = self._zoneout(new, state, zone[t])
             if valid is not None:
                 # Padded steps keep the previous state, so final states ignore padding.
                 v = valid[t]  # (B, 1)
@@ -263,20 +267,25 @@ class Recurrent(nn.Module):
             state = new
         return torch.stack(outputs), state
 
-    def _zoneout(self, new: State, old: State, parts: int) -> State:
-        """Krueger et al. 2017, eq. 5: h_t = d * h_{t-1} + (1 - d) * h_new, d ~ Bernoulli(p);
-        in evaluation d is replaced by its expectation p."""
+    def _zoneout_masks(self, T: int, state: State, parts: int) -> Tensor | None:
+        """Krueger et al. 2017, eq. 5: h_t = d_t * h_{t-1} + (1 - d_t) * h_new with d_t ~
+        Bernoulli(p) per unit and step in training, and d_t = p (its expectation) in evaluation.
+        All steps' masks at once, (T, B, parts * H): the first ``parts`` state tensors side by
+        side (y, and c for LSTMs), drawn the same way for every backend."""
         p = self.config.zoneout
-        zoned = []
-        for k, (n, o) in enumerate(zip(new, old, strict=True)):
-            if k >= parts:
-                zoned.append(n)
-            elif self.training:
-                d = torch.bernoulli(torch.full_like(n, p))
-                zoned.append(torch.lerp(n, o, d))
-            else:
-                zoned.append(torch.lerp(n, o, p))
-        return tuple(zoned)
+        if p == 0:
+            return None
+        first = state[0]
+        shape = (T, first.shape[0], parts * first.shape[1])
+        if self.training:
+            return torch.bernoulli(first.new_full(shape, p))
+        return first.new_full(shape, p)
+
+    def _zoneout(self, new: State, old: State, zone_t: Tensor) -> State:
+        """One step of zoneout on the state parts the masks cover."""
+        parts = zone_t.chunk(zone_t.shape[-1] // new[0].shape[-1], dim=-1)
+        zoned = [torch.lerp(n, o, d) for n, o, d in zip(new, old, parts, strict=False)]
+        return tuple(zoned) + tuple(new[len(parts) :])
 
     def _valid_mask(self, lengths: Tensor, T: int, B: int, device: torch.device) -> Tensor:
         """(T, B, 1) bool: step t of sequence b is real."""

@@ -51,6 +51,7 @@ class Cell(nn.Module, ABC):
     zoneout_parts: int = 1
     gate_rows: int = 1
     recurrent_weights: bool = True  # False for the parallel-scan cells (no R, no recurrent dropout)
+    fused_zoneout: bool = False  # True where fused_sequence takes zoneout masks (``zone=``)
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__()

@@ -164,10 +164,18 @@ class LSTMCell(Cell):
         assert i_t is not None and f_t is not None and o_t is not None  # FGR has every gate
         return (y_t, c_t, torch.cat((i_t, f_t, o_t), dim=-1))
 
+    fused_zoneout = True
+
     def fused_sequence(
-        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
-        """The fused CPU kernel (rnnlab.kernels.cpu); layer norm is not fused yet."""
+        """The fused CPU kernel (rnnlab.kernels.cpu), zoneout included (``zone`` (T, B, 2H): the
+        keep masks of y and c); layer norm is not fused yet."""
         if not self._fused_available(x_proj):
             return None
         from rnnlab.kernels import cpu
@@ -187,6 +195,7 @@ class LSTMCell(Cell):
             recurrent_mask,
             layout,
             flags,
+            zone,
         )
 
     @staticmethod

@@ -78,15 +78,19 @@ class FusedLSTMFunction(torch.autograd.Function):
         a0: Tensor,
         valid: Tensor,
         rmask: Tensor,
+        zone: Tensor,
         layout: list[int],
         flags: list[int],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         ext = extension()
         assert ext is not None
-        Y, yT, cT, aT, acts, C = ext.lstm_forward(
-            x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, valid, rmask, layout, flags, True
+        Y, yT, cT, aT, acts, C, Chat = ext.lstm_forward(
+            x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, valid, rmask, zone, layout, flags,
+            True,
+        )  # fmt: skip
+        ctx.save_for_backward(
+            acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat
         )
-        ctx.save_for_backward(acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask)
         ctx.layout, ctx.flags = layout, flags
         return Y, yT, cT, aT
 
@@ -94,7 +98,8 @@ class FusedLSTMFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None, daT: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat = saved
         fgr = bool(ctx.flags[3])
         ext = extension()
         assert ext is not None
@@ -107,7 +112,7 @@ class FusedLSTMFunction(torch.autograd.Function):
             daT = _empty(Y)
         d_xproj, dR, dP, dWgg, dy0, dc0, da0 = ext.lstm_backward(
             dY, dyT, dcT, daT, acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid,
-            rmask, ctx.layout, ctx.flags,
+            rmask, zone, Chat, ctx.layout, ctx.flags,
         )  # fmt: skip
         return (
             d_xproj,
@@ -117,6 +122,7 @@ class FusedLSTMFunction(torch.autograd.Function):
             dy0,
             dc0,
             da0 if fgr else None,
+            None,
             None,
             None,
             None,
@@ -134,8 +140,10 @@ def lstm_sequence(
     rmask: Tensor | None,
     layout: list[int],
     flags: list[int],
+    zone: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Run one layer and direction: x_proj (T, B, G*H), state (y0, c0[, a0]); valid (T, B) bool.
+    """Run one layer and direction: x_proj (T, B, G*H), state (y0, c0[, a0]); valid (T, B) bool;
+    zone (T, B, 2H) the zoneout keep masks of y and c (or their expectation p in evaluation).
     Returns the outputs (T, B, H) and the final state in the same layout."""
     e = _empty(x_proj)
     args = (
@@ -148,6 +156,7 @@ def lstm_sequence(
         state[2] if len(state) > 2 else e,
         e if valid is None else valid,
         e if rmask is None else rmask,
+        e if zone is None else zone,
     )
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in args if isinstance(t, Tensor)
@@ -157,7 +166,7 @@ def lstm_sequence(
     else:  # inference: no activations are saved
         ext = extension()
         assert ext is not None
-        Y, yT, cT, aT, _, _ = ext.lstm_forward(*args, layout, flags, False)
+        Y, yT, cT, aT, _, _, _ = ext.lstm_forward(*args, layout, flags, False)
     final = (yT, cT, aT) if len(state) > 2 else (yT, cT)
     return Y, final
 

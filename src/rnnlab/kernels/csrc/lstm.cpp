@@ -55,7 +55,8 @@ void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scala
                   const scalar_t* gg, const scalar_t* P, const scalar_t* zeros,
                   const uint8_t* valid, const scalar_t* y_prev, const scalar_t* c_prev,
                   const scalar_t* a_prev, scalar_t* y_new, scalar_t* c_new, scalar_t* a_new,
-                  scalar_t* y_out, scalar_t* acts, scalar_t* c_save) {
+                  scalar_t* y_out, scalar_t* acts, scalar_t* c_save, const scalar_t* zone,
+                  scalar_t* chat_save) {
   const scalar_t* p_i = L.p_i >= 0 ? P + L.p_i * H : zeros;
   const scalar_t* p_f = L.p_f >= 0 ? P + L.p_f * H : zeros;
   const scalar_t* p_o = L.p_o >= 0 ? P + L.p_o * H : zeros;
@@ -94,6 +95,12 @@ void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scala
       } else {
         for (int64_t h = 0; h < H; ++h) yn[h] = cn[h] * O[h];
       }
+      if (zone != nullptr) {  // zoneout: each unit keeps its previous value where zone is 1
+        if (chat_save != nullptr) std::copy(cn, cn + H, chat_save + b * H);
+        const scalar_t *zy = zone + b * 2 * H, *zc = zy + H, *yp = y_prev + b * H;
+        for (int64_t h = 0; h < H; ++h) cn[h] += zc[h] * (cp[h] - cn[h]);
+        for (int64_t h = 0; h < H; ++h) yn[h] += zy[h] * (yp[h] - yn[h]);
+      }
       if (c_save != nullptr) std::copy(cn, cn + H, c_save + b * H);
       const bool v = valid == nullptr || valid[b];
       if (v) {
@@ -121,7 +128,7 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
                    const scalar_t* ct, const scalar_t* cprev, const scalar_t* dYt,
                    const uint8_t* valid, const scalar_t* dy, const scalar_t* dc,
                    const scalar_t* da, const scalar_t* P, const scalar_t* zeros, scalar_t* dpre,
-                   scalar_t* dc_prev) {
+                   scalar_t* dc_prev, const scalar_t* zone) {
   const scalar_t* p_i = L.p_i >= 0 ? P + L.p_i * H : zeros;
   const scalar_t* p_f = L.p_f >= 0 ? P + L.p_f * H : zeros;
   const scalar_t* p_o = L.p_o >= 0 ? P + L.p_o * H : zeros;
@@ -150,11 +157,17 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
         for (int64_t h = 0; h < H; ++h) hc[h] = c[h];
       }
       const scalar_t k_h = L.h_act;
+      // With zoneout, y_t = y^ + zy (y_{t-1} - y^) and c_t likewise: the cell's own outputs y^, c^
+      // get (1 - z) of the gradient and the previous state z of it (added to dc_prev here and to
+      // dy_prev by the caller). Without, z reads a row of zeros.
+      const scalar_t* zy = zone != nullptr ? zone + b * 2 * H : zeros;
+      const scalar_t* zc = zone != nullptr ? zy + H : zeros;
       for (int64_t h = 0; h < H; ++h) {
-        const scalar_t gy = dy[r + h] + dYt[r + h];
+        const scalar_t gy = (dy[r + h] + dYt[r + h]) * (1 - zy[h]);
         const scalar_t go = gy * hc[h] + da_o[h];
         const scalar_t d_o = k_o * go * O[h] * (1 - O[h]);
-        const scalar_t gc = dc[r + h] + gy * O[h] * (1 - k_h * hc[h] * hc[h]) + d_o * p_o[h];
+        const scalar_t gc =
+            dc[r + h] * (1 - zc[h]) + gy * O[h] * (1 - k_h * hc[h] * hc[h]) + d_o * p_o[h];
         const scalar_t gf = gc * cp[h] + da_f[h];
         const scalar_t gi = gc * Z[h] + da_i[h] - k_c * gf;  // CIFG: f = 1 - i
         const scalar_t d_i = k_i * gi * I[h] * (1 - I[h]);
@@ -163,7 +176,7 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
         dpi[h] = d_i;
         dpf[h] = d_f;
         dpo[h] = d_o;
-        dc_prev[r + h] = gc * F[h] + d_i * p_i[h] + d_f * p_f[h];
+        dc_prev[r + h] = gc * F[h] + d_i * p_i[h] + d_f * p_f[h] + zc[h] * dc[r + h];
       }
       scalar_t* dp = dpre + b * GH;
       if (L.off_i >= 0) std::copy(dpi, dpi + H, dp + L.off_i * H);
@@ -179,8 +192,8 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
 std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor peephole,
                                      at::Tensor weight_gg, at::Tensor y0, at::Tensor c0,
                                      at::Tensor a0, at::Tensor valid, at::Tensor rmask,
-                                     std::vector<int64_t> layout, std::vector<int64_t> flags,
-                                     bool save) {
+                                     at::Tensor zone, std::vector<int64_t> layout,
+                                     std::vector<int64_t> flags, bool save) {
   const Layout L = make_layout(layout, flags);
   x_proj = x_proj.contiguous();
   const int64_t T = x_proj.size(0), B = x_proj.size(1), GH = x_proj.size(2);
@@ -190,6 +203,9 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   auto Y = at::empty({T, B, H}, x_proj.options());
   auto acts = save ? at::empty({T, B, 4 * H}, x_proj.options()) : at::Tensor();
   auto C = save ? at::empty({T, B, H}, x_proj.options()) : at::Tensor();
+  const bool has_zone = defined(zone);
+  const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();  // (T, B, 2H): y, c
+  auto Chat = save && has_zone ? at::empty({T, B, H}, x_proj.options()) : at::Tensor();
   auto y = y0.contiguous().clone(), c = c0.contiguous().clone();
   auto y_next = at::empty_like(y), c_next = at::empty_like(c);
   at::Tensor a, a_next, Wgg_t;
@@ -218,7 +234,9 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
           y_next.data_ptr<scalar_t>(), c_next.data_ptr<scalar_t>(),
           L.fgr ? a_next.data_ptr<scalar_t>() : nullptr, Y[t].data_ptr<scalar_t>(),
           save ? acts[t].data_ptr<scalar_t>() : nullptr,
-          save ? C[t].data_ptr<scalar_t>() : nullptr);
+          save ? C[t].data_ptr<scalar_t>() : nullptr,
+          has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr,
+          save && has_zone ? Chat[t].data_ptr<scalar_t>() : nullptr);
       std::swap(y, y_next);
       std::swap(c, c_next);
       if (L.fgr) std::swap(a, a_next);
@@ -229,7 +247,8 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
     acts = at::empty({0}, x_proj.options());
     C = at::empty({0}, x_proj.options());
   }
-  return {Y, y, c, a, acts, C};
+  if (!Chat.defined()) Chat = at::empty({0}, x_proj.options());
+  return {Y, y, c, a, acts, C, Chat};
 }
 
 std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor dcT,
@@ -237,6 +256,7 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
                                       at::Tensor Y, at::Tensor y0, at::Tensor c0, at::Tensor a0,
                                       at::Tensor weight_hh, at::Tensor peephole,
                                       at::Tensor weight_gg, at::Tensor valid, at::Tensor rmask,
+                                      at::Tensor zone, at::Tensor Chat,
                                       std::vector<int64_t> layout, std::vector<int64_t> flags) {
   const Layout L = make_layout(layout, flags);
   dY = dY.contiguous();
@@ -259,19 +279,31 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
     d_ifo = at::empty({B, 3 * H}, dY.options());
   }
   const auto zeros = at::zeros({H}, dY.options());
+  const bool has_zone = defined(zone);
+  const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
+  const auto& c_cell = has_zone ? Chat : C;  // c^_t, the cell's own (before zoneout)
 
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "lstm_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       backward_step<scalar_t>(
-          L, B, H, GH, acts[t].data_ptr<scalar_t>(), C[t].data_ptr<scalar_t>(),
+          L, B, H, GH, acts[t].data_ptr<scalar_t>(), c_cell[t].data_ptr<scalar_t>(),
           (t > 0 ? C[t - 1] : c0).data_ptr<scalar_t>(), dY[t].data_ptr<scalar_t>(),
           has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr, dy.data_ptr<scalar_t>(),
           dc.data_ptr<scalar_t>(), L.fgr ? da.data_ptr<scalar_t>() : nullptr,
           P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
-          dPre[t].data_ptr<scalar_t>(), dc_prev.data_ptr<scalar_t>());
+          dPre[t].data_ptr<scalar_t>(), dc_prev.data_ptr<scalar_t>(),
+          has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr);
       // Only the recurrent products stay in the loop.
       at::mm_out(dy_prev, dPre[t], weight_hh);
       if (has_mask) dy_prev.mul_(rmask);
+      if (has_zone) {  // the zoned-out part of y_t is y_{t-1}
+        const scalar_t* zt = zone_c[t].data_ptr<scalar_t>();
+        const scalar_t *dyc = dy.data_ptr<scalar_t>(), *dYt = dY[t].data_ptr<scalar_t>();
+        scalar_t* dyp = dy_prev.data_ptr<scalar_t>();
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t h = 0; h < H; ++h)
+            dyp[b * H + h] += zt[b * 2 * H + h] * (dyc[b * H + h] + dYt[b * H + h]);
+      }
       if (L.fgr) {  // FGR has all four blocks i, f, z, o: take the rows of i, f and o
         d_ifo.narrow(1, 0, 2 * H).copy_(dPre[t].narrow(1, 0, 2 * H));
         d_ifo.narrow(1, 2 * H, H).copy_(dPre[t].narrow(1, 3 * H, H));
@@ -308,7 +340,7 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
     std::vector<std::pair<int64_t, at::Tensor>> found;
     for (int k = 0; k < 3; ++k) {
       if (prow[k] < 0) continue;
-      const auto& cc = k == 2 ? C : c_prev;  // the output gate's peephole sees c_t
+      const auto& cc = k == 2 ? c_cell : c_prev;  // the output gate's peephole sees c^_t
       found.emplace_back(prow[k], (dPre.narrow(2, offs[k] * H, H) * cc).sum({0, 1}));
     }
     dP = at::zeros_like(P);
