@@ -112,12 +112,12 @@ def test_inference_without_gradients_matches():
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", LSTMS)
+@pytest.mark.parametrize("cell", [*LSTMS, "gru", "gru-v1", "tanh"])
 @pytest.mark.parametrize("training", [True, False])
 def test_fused_zoneout_matches_step_float64(cell, training):
-    """Zoneout on the fused LSTM kernels: the same masks (drawn once for all steps), the same
+    """Zoneout on the fused kernels: the same masks (drawn once for all steps), the same
     outputs, states and gradients as the step loop, with lengths and two bidirectional layers."""
-    gen = torch.Generator().manual_seed(LSTMS.index(cell))
+    gen = torch.Generator().manual_seed(FUSED.index(cell))
     T, B, I, H = 7, 4, 5, 6
     ref, fast = _pair(cell, I, H, 2, True, torch.float64, zoneout=0.3, recurrent_dropout=0.2)
     ref.train(training)
@@ -134,7 +134,7 @@ def test_fused_zoneout_matches_step_float64(cell, training):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", ["lstm-v", "lstm-cifg", "lstm-fgr"])
+@pytest.mark.parametrize("cell", ["lstm-v", "lstm-cifg", "lstm-fgr", "gru", "gru-v1", "tanh"])
 def test_gradcheck_through_fused_zoneout(cell):
     layer = Recurrent(cell, 3, 3, backend="fused", zoneout=0.4).double()
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
@@ -149,7 +149,7 @@ def test_gradcheck_through_fused_zoneout(cell):
 
 def test_forced_fused_refuses_what_it_cannot_do():
     with pytest.raises(ConfigError, match="fused backend does not apply"):
-        Recurrent("gru", 3, 4, backend="fused", zoneout=0.1)(torch.randn(2, 1, 3))
+        Recurrent("mingru", 3, 4, backend="fused", zoneout=0.1)(torch.randn(2, 1, 3))
     with pytest.raises(ConfigError, match="fused backend does not apply"):
         Recurrent("lstm", 3, 4, backend="fused", layer_norm=True)(torch.randn(2, 1, 3))
     with pytest.raises(ConfigError, match="Valid backends"):

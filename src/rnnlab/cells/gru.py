@@ -57,15 +57,22 @@ class GRUCell(Cell):
         n_t = torch.tanh(x_n + r_t * h_n)
         return (n_t + u_t * (h_prev - n_t),)  # = (1 - u) n + u h_prev
 
+    fused_zoneout = True
+
     def fused_sequence(
-        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
         if not self._fused_available(x_proj):
             return None
         from rnnlab.kernels import cpu
 
         return cpu.gru_sequence(
-            x_proj, self.weight_hh, self.bias_hh, state[0], valid, recurrent_mask, v1=False
+            x_proj, self.weight_hh, self.bias_hh, state[0], valid, recurrent_mask, False, zone
         )
 
 
@@ -107,11 +114,20 @@ class GRUv1Cell(Cell):
         n_t = torch.tanh(x_n + h_n)
         return (n_t + u_t * (h_prev - n_t),)
 
+    fused_zoneout = True
+
     def fused_sequence(
-        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
         if not self._fused_available(x_proj):
             return None
         from rnnlab.kernels import cpu
 
-        return cpu.gru_sequence(x_proj, self.weight_hh, None, state[0], valid, recurrent_mask, True)
+        return cpu.gru_sequence(
+            x_proj, self.weight_hh, None, state[0], valid, recurrent_mask, True, zone
+        )

@@ -36,11 +36,18 @@ class TanhCell(Cell):
         ln = self.ln_hh_weight if self.options.layer_norm else None
         return (torch.tanh(x_proj + self._recurrent(r_in, self.weight_hh, ln)),)
 
+    fused_zoneout = True
+
     def fused_sequence(
-        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
         if not self._fused_available(x_proj):
             return None
         from rnnlab.kernels import cpu
 
-        return cpu.tanh_sequence(x_proj, self.weight_hh, state[0], valid, recurrent_mask)
+        return cpu.tanh_sequence(x_proj, self.weight_hh, state[0], valid, recurrent_mask, zone)

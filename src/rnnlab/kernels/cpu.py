@@ -192,12 +192,13 @@ class FusedGRUFunction(torch.autograd.Function):
         h0: Tensor,
         valid: Tensor,
         rmask: Tensor,
+        zone: Tensor,
         v1: bool,
     ) -> tuple[Tensor, Tensor]:
         ext = extension()
         assert ext is not None
-        Y, hT, acts = ext.gru_forward(x_proj, weight_hh, bias_hh, h0, valid, rmask, v1, True)
-        ctx.save_for_backward(acts, Y, h0, weight_hh, valid, rmask)
+        Y, hT, acts = ext.gru_forward(x_proj, weight_hh, bias_hh, h0, valid, rmask, zone, v1, True)
+        ctx.save_for_backward(acts, Y, h0, weight_hh, valid, rmask, zone)
         ctx.v1 = v1
         return Y, hT
 
@@ -205,15 +206,15 @@ class FusedGRUFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, dY: Tensor | None, dhT: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        acts, Y, h0, weight_hh, valid, rmask = ctx.saved_tensors
+        acts, Y, h0, weight_hh, valid, rmask, zone = ctx.saved_tensors
         ext = extension()
         assert ext is not None
         dY = torch.zeros_like(Y) if dY is None else dY
         dhT = torch.zeros_like(h0) if dhT is None else dhT
         dX, dR, dbias_hh, dh0 = ext.gru_backward(
-            dY, dhT, acts, Y, h0, weight_hh, valid, rmask, ctx.v1
+            dY, dhT, acts, Y, h0, weight_hh, valid, rmask, zone, ctx.v1
         )
-        return dX, dR, None if ctx.v1 else dbias_hh, dh0, None, None, None
+        return dX, dR, None if ctx.v1 else dbias_hh, dh0, None, None, None, None
 
 
 def gru_sequence(
@@ -224,16 +225,19 @@ def gru_sequence(
     valid: Tensor | None,
     rmask: Tensor | None,
     v1: bool,
+    zone: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One layer and direction of a GRU: x_proj (T, B, 3H) -> outputs (T, B, H), (h_T,)."""
+    """One layer and direction of a GRU: x_proj (T, B, 3H) -> outputs (T, B, H), (h_T,);
+    zone (T, B, H) the zoneout keep masks (or p in evaluation)."""
     valid_t, rmask_t = _inputs(x_proj, valid, rmask)
     b_hh = _empty(x_proj) if bias_hh is None else bias_hh
+    z = _empty(x_proj) if zone is None else zone
     if _needs_grad(x_proj, weight_hh, b_hh, h0):
-        Y, hT = FusedGRUFunction.apply(x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, v1)
+        Y, hT = FusedGRUFunction.apply(x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, z, v1)
     else:
         ext = extension()
         assert ext is not None
-        Y, hT, _ = ext.gru_forward(x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, v1, False)
+        Y, hT, _ = ext.gru_forward(x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, z, v1, False)
     return Y, (hT,)
 
 
@@ -242,38 +246,50 @@ class FusedTanhFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x_proj: Tensor, weight_hh: Tensor, h0: Tensor, valid: Tensor, rmask: Tensor
+        ctx: Any,
+        x_proj: Tensor,
+        weight_hh: Tensor,
+        h0: Tensor,
+        valid: Tensor,
+        rmask: Tensor,
+        zone: Tensor,
     ) -> tuple[Tensor, Tensor]:
         ext = extension()
         assert ext is not None
-        Y, hT = ext.tanh_forward(x_proj, weight_hh, h0, valid, rmask)
-        ctx.save_for_backward(Y, h0, weight_hh, valid, rmask)
+        Y, hT, Yhat = ext.tanh_forward(x_proj, weight_hh, h0, valid, rmask, zone)
+        ctx.save_for_backward(Y, h0, weight_hh, valid, rmask, zone, Yhat)
         return Y, hT
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, dY: Tensor | None, dhT: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        Y, h0, weight_hh, valid, rmask = ctx.saved_tensors
+        Y, h0, weight_hh, valid, rmask, zone, Yhat = ctx.saved_tensors
         ext = extension()
         assert ext is not None
         dY = torch.zeros_like(Y) if dY is None else dY
         dhT = torch.zeros_like(h0) if dhT is None else dhT
-        dX, dR, dh0 = ext.tanh_backward(dY, dhT, Y, h0, weight_hh, valid, rmask)
-        return dX, dR, dh0, None, None
+        dX, dR, dh0 = ext.tanh_backward(dY, dhT, Y, h0, weight_hh, valid, rmask, zone, Yhat)
+        return dX, dR, dh0, None, None, None
 
 
 def tanh_sequence(
-    x_proj: Tensor, weight_hh: Tensor, h0: Tensor, valid: Tensor | None, rmask: Tensor | None
+    x_proj: Tensor,
+    weight_hh: Tensor,
+    h0: Tensor,
+    valid: Tensor | None,
+    rmask: Tensor | None,
+    zone: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One layer and direction of the tanh RNN: x_proj (T, B, H) -> outputs, (h_T,)."""
     valid_t, rmask_t = _inputs(x_proj, valid, rmask)
+    z = _empty(x_proj) if zone is None else zone
     if _needs_grad(x_proj, weight_hh, h0):
-        Y, hT = FusedTanhFunction.apply(x_proj, weight_hh, h0, valid_t, rmask_t)
+        Y, hT = FusedTanhFunction.apply(x_proj, weight_hh, h0, valid_t, rmask_t, z)
     else:
         ext = extension()
         assert ext is not None
-        Y, hT = ext.tanh_forward(x_proj, weight_hh, h0, valid_t, rmask_t)
+        Y, hT, _ = ext.tanh_forward(x_proj, weight_hh, h0, valid_t, rmask_t, z)
     return Y, (hT,)
 
 

@@ -50,8 +50,8 @@ at::Tensor previous_states(const at::Tensor& h0, const at::Tensor& Y, const at::
 // acts (T, B, 4H): r, u, n and the recurrent candidate term (R_n h + b'_n for torch's form,
 // R_n (r * h) for v1).
 std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor bias_hh,
-                                    at::Tensor h0, at::Tensor valid, at::Tensor rmask, bool v1,
-                                    bool save) {
+                                    at::Tensor h0, at::Tensor valid, at::Tensor rmask,
+                                    at::Tensor zone, bool v1, bool save) {
   x_proj = x_proj.contiguous();
   const int64_t T = x_proj.size(0), B = x_proj.size(1), H = weight_hh.size(1);
   const bool has_mask = defined(rmask), has_valid = defined(valid);
@@ -64,6 +64,8 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
   const auto R_t = weight_hh.t();
   auto rh = at::empty({B, v1 ? 2 * H : 3 * H}, x_proj.options());
   auto rhn = at::empty({B, H}, x_proj.options()), r_h = at::empty({B, H}, x_proj.options());
+  const bool has_zone = defined(zone);
+  const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();  // (T, B, H) keep masks
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "gru_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       if (has_mask) at::mul_out(h_in, h, rmask);
@@ -106,6 +108,10 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
           }
           const scalar_t* hb = hp + b * H;
           for (int64_t k = 0; k < H; ++k) hn[b * H + k] = n[k] + u[k] * (hb[k] - n[k]);
+          if (has_zone) {  // zoneout: h_t = h^ + z (h_{t-1} - h^)
+            const scalar_t* z = zone_c[t].data_ptr<scalar_t>() + b * H;
+            for (int64_t k = 0; k < H; ++k) hn[b * H + k] += z[k] * (hb[k] - hn[b * H + k]);
+          }
           std::copy(hn + b * H, hn + (b + 1) * H, yt + b * H);
         }
       });
@@ -119,7 +125,7 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
 
 std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor acts, at::Tensor Y,
                                      at::Tensor h0, at::Tensor weight_hh, at::Tensor valid,
-                                     at::Tensor rmask, bool v1) {
+                                     at::Tensor rmask, at::Tensor zone, bool v1) {
   dY = dY.contiguous();
   h0 = h0.contiguous();
   const int64_t T = dY.size(0), B = dY.size(1), H = dY.size(2);
@@ -133,6 +139,8 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
   auto direct = at::empty_like(dh), d_rh = at::empty_like(dh);
   auto rmask_c = has_mask ? rmask.contiguous() : at::Tensor();
   const auto R_ru = weight_hh.narrow(0, 0, 2 * H), R_n = weight_hh.narrow(0, 2 * H, H);
+  const bool has_zone = defined(zone);
+  const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "gru_backward", [&] {
     const scalar_t* mp = has_mask ? rmask_c.data_ptr<scalar_t>() : nullptr;
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -155,11 +163,15 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
           const scalar_t *r = ac + b * 4 * H, *u = r + H, *n = r + 2 * H, *cand = r + 3 * H;
           scalar_t *dxr = dx + b * 3 * H, *dxu = dxr + H, *dxn = dxr + 2 * H;
           scalar_t *drr = drh + b * 3 * H, *dru = drr + H, *drn = drr + 2 * H;
+          // With zoneout the cell's own h^ gets (1 - z) of the gradient, h_{t-1} z of it.
+          const scalar_t* z = has_zone ? zone_c[t].data_ptr<scalar_t>() + b * H : nullptr;
           for (int64_t k = 0; k < H; ++k) {
-            const scalar_t gh = dhp[b * H + k] + dYt[b * H + k];
+            const scalar_t g_all = dhp[b * H + k] + dYt[b * H + k];
+            const scalar_t zk = z != nullptr ? z[k] : scalar_t(0);
+            const scalar_t gh = g_all * (1 - zk);
             const scalar_t dnp = gh * (1 - u[k]) * (1 - n[k] * n[k]);
             const scalar_t du = gh * (hp[b * H + k] - n[k]);
-            dir[b * H + k] = gh * u[k];
+            dir[b * H + k] = gh * u[k] + zk * g_all;
             dxn[k] = dnp;
             dxu[k] = dru[k] = du * u[k] * (1 - u[k]);
             if (v1) {
@@ -216,7 +228,7 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
 }
 
 std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor h0,
-                                     at::Tensor valid, at::Tensor rmask) {
+                                     at::Tensor valid, at::Tensor rmask, at::Tensor zone) {
   x_proj = x_proj.contiguous();
   const int64_t T = x_proj.size(0), B = x_proj.size(1), H = weight_hh.size(1);
   const bool has_mask = defined(rmask), has_valid = defined(valid);
@@ -225,6 +237,10 @@ std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   auto h = h0.contiguous().clone(), h_next = at::empty_like(h);
   auto h_in = has_mask ? at::empty_like(h) : at::Tensor();
   const auto R_t = weight_hh.t();
+  const bool has_zone = defined(zone);
+  const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
+  // With zoneout the backward needs the cell's own y^ = tanh(.), not the zoned output.
+  auto Yhat = has_zone ? at::empty({T, B, H}, x_proj.options()) : at::empty({0}, x_proj.options());
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "tanh_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       if (has_mask) at::mul_out(h_in, h, rmask);
@@ -234,6 +250,11 @@ std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at
       at::parallel_for(0, n, 4096, [&](int64_t k0, int64_t k1) {
         for (int64_t k = k0; k < k1; ++k) hn[k] = rnnlab::tanh(hn[k]);
       });
+      if (has_zone) {
+        std::copy(hn, hn + n, Yhat[t].data_ptr<scalar_t>());
+        const scalar_t *z = zone_c[t].data_ptr<scalar_t>(), *hp = h.data_ptr<scalar_t>();
+        for (int64_t k = 0; k < n; ++k) hn[k] += z[k] * (hp[k] - hn[k]);
+      }
       scalar_t* yt = Y[t].data_ptr<scalar_t>();
       std::copy(hn, hn + n, yt);
       carry_padded(has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr, B, H,
@@ -241,21 +262,25 @@ std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at
       std::swap(h, h_next);
     }
   });
-  return {Y, h};
+  return {Y, h, Yhat};
 }
 
 std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor Y, at::Tensor h0,
-                                      at::Tensor weight_hh, at::Tensor valid, at::Tensor rmask) {
+                                      at::Tensor weight_hh, at::Tensor valid, at::Tensor rmask,
+                                      at::Tensor zone, at::Tensor Yhat) {
   dY = dY.contiguous();
   const int64_t T = dY.size(0), B = dY.size(1), H = dY.size(2);
   const bool has_mask = defined(rmask), has_valid = defined(valid);
   const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
   auto dPre = at::empty({T, B, H}, dY.options());  // every row written below
   auto dh = dhT.contiguous().clone(), dh_next = at::empty_like(dh);
+  const bool has_zone = defined(zone);
+  const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "tanh_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const uint8_t* vt = has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr;
-      const scalar_t* y = Y[t].data_ptr<scalar_t>();
+      const scalar_t* y = (has_zone ? Yhat : Y)[t].data_ptr<scalar_t>();  // y^ = tanh(.)
+      const scalar_t* z = has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr;
       const scalar_t* dYt = dY[t].data_ptr<scalar_t>();
       const scalar_t* dhp = dh.data_ptr<scalar_t>();
       scalar_t* dp = dPre[t].data_ptr<scalar_t>();
@@ -266,11 +291,15 @@ std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor 
             continue;
           }
           for (int64_t k = b * H; k < (b + 1) * H; ++k)
-            dp[k] = (dhp[k] + dYt[k]) * (1 - y[k] * y[k]);
+            dp[k] = (dhp[k] + dYt[k]) * (z != nullptr ? 1 - z[k] : scalar_t(1)) * (1 - y[k] * y[k]);
         }
       });
       at::mm_out(dh_next, dPre[t], weight_hh);
       if (has_mask) dh_next.mul_(rmask);
+      if (has_zone) {  // the zoned-out part of y_t is y_{t-1}
+        scalar_t* dn = dh_next.data_ptr<scalar_t>();
+        for (int64_t k = 0; k < B * H; ++k) dn[k] += z[k] * (dhp[k] + dYt[k]);
+      }
       pass_padded(vt, B, H, dhp, dh_next.data_ptr<scalar_t>());
       std::swap(dh, dh_next);
     }
