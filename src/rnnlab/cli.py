@@ -110,6 +110,33 @@ def build_parser() -> argparse.ArgumentParser:
     inter.add_argument("--steps", type=int, default=8)
     inter.set_defaults(handler=_interpolate)
 
+    study = sub.add_parser(
+        "study", help="hyperparameter studies on Optuna (Greff et al.'s protocol)"
+    )
+    study_sub = study.add_subparsers(title="study commands")
+    for command, text in (("create", "a new study from a search space"),
+                          ("run", "a worker: pull and run trials until the study is done"),
+                          ("status", "trial counts by state and the best trial"),
+                          ("report", "HTML page and markdown summary")):  # fmt: skip
+        p = study_sub.add_parser(command, help=text)
+        p.add_argument("name")
+        p.add_argument("--storage", default=None, help="database URL (default: SQLite in --dir)")
+        p.add_argument("--dir", type=Path, default=Path("studies"), help="studies' directory")
+        p.set_defaults(handler=_study, command=command)
+        if command == "create":
+            p.add_argument("--space", default="greff", help="greff (the preset) or a JSON file")
+            p.add_argument("--trials", type=int, required=True, help="trials in all, all workers")
+            p.add_argument("--sampler", default="random", help="random (Greff) or tpe")
+            p.add_argument("--pruner", default="none", help="none or median")
+            p.add_argument("--seed", type=int, default=0)
+        elif command == "run":
+            p.add_argument(
+                "--worker", type=int, default=0, help="this worker's sampler seed offset"
+            )
+            p.add_argument("--max-trials", type=int, default=None, help="stop this worker after N")
+        elif command == "report":
+            p.add_argument("--out", type=Path, default=None, help="default: DIR/NAME")
+
     cells = sub.add_parser("cells", help="list the registered cells")
     cells.set_defaults(handler=lambda args: print("\n".join(_cell_names())))
 
@@ -487,6 +514,34 @@ def _interpolate(args: argparse.Namespace) -> int:
     weights = torch.linspace(0, 1, args.steps)[:, None]
     for w, ids in zip(weights, model.generate((1 - weights) * a + weights * b), strict=True):
         print(f"{float(w):.2f}  {_words(ids, vocab)}")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    import json
+
+    from rnnlab.study import runner
+
+    storage = args.storage or runner.default_storage(args.dir, args.name)
+    if args.command == "create":
+        from rnnlab.study.space import load_space
+
+        space = load_space(args.space)
+        runner.create_study(args.name, space, storage, args.dir, args.trials, args.sampler,
+                            args.pruner, args.seed)  # fmt: skip
+        print(f"study {args.name}: {args.trials} trials over {', '.join(space['params'])}; "
+              f"storage {storage}; run workers with: rnnlab study run {args.name}"
+              + (f" --storage {args.storage}" if args.storage else ""))  # fmt: skip
+    elif args.command == "run":
+        ran = runner.run_worker(args.name, storage, args.worker, args.max_trials)
+        print(f"worker {args.worker}: {ran} trial(s) run")
+    elif args.command == "status":
+        print(json.dumps(runner.status(args.name, storage), indent=2))
+    else:
+        from rnnlab.study.report import write_report
+
+        page, md = write_report(args.name, storage, args.out or args.dir / args.name)
+        print(f"report: {page} and {md}")
     return 0
 
 

@@ -250,8 +250,11 @@ def train_run(
     epochs: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    epoch_callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train into ``out`` (new) or continue it (``resume``, optionally with more ``epochs``).
+    ``epoch_callback`` sees each finished epoch's metrics row after its checkpoint is written
+    (a study's pruner raises from it to stop the run).
 
     Returns the result dictionary also written to ``out/result.json``.
     """
@@ -296,6 +299,8 @@ def train_run(
                 break
             row = _run_epoch(problem, optimizer, cfg, epoch, counters, out)
             _save_epoch(out, model, optimizer, counters, row)
+            if epoch_callback is not None:
+                epoch_callback(row)
             bar.update(1)
             key = problem.score
             bar.set_postfix(

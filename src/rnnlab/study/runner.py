@@ -1,0 +1,234 @@
+"""Studies on Optuna: create, run workers, status.
+
+Storage: an SQLite file in the study's directory by default, or any SQLAlchemy URL (a PostgreSQL
+URL lets workers on many machines share one study). Workers pull trials until the study holds
+its target number of finished trials (complete, or failed because training diverged). Each trial
+runs the same ``train_run`` as ``rnnlab train`` into its own run directory and keeps it.
+
+A worker records a heartbeat for its running trial; a worker that dies leaves its trial stale,
+and the next worker to look marks it failed and re-queues its parameters (Optuna's
+``RetryHeartbeatStaleTrialCallback``); the retry resumes the dead trial's run directory from its last
+checkpoint, so an interrupted study continues where it stopped and no trial runs twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged, unknown_name
+from rnnlab.models.rnn import ModelConfig
+from rnnlab.study.space import check_space, suggest
+from rnnlab.train.config import RunConfig, TrainConfig
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SAMPLERS = ("random", "tpe")
+PRUNERS = ("none", "median")
+# A running trial's heartbeat period, and how long without one before it counts as dead
+# (environment variables, for machines with slow networks, and for tests).
+HEARTBEAT_S = int(os.environ.get("RNNLAB_HEARTBEAT_S", "10"))
+GRACE_S = int(os.environ.get("RNNLAB_GRACE_S", "60"))
+
+
+def default_storage(directory: Path, name: str) -> str:
+    return f"sqlite:///{(directory / name / 'study.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat: int = HEARTBEAT_S, grace: int = GRACE_S) -> RDBStorage:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(
+            url,
+            heartbeat_interval=heartbeat,
+            grace_period=grace,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            engine_kwargs={"pool_pre_ping": True},
+        )
+
+
+def create_study(
+    name: str,
+    space: dict[str, Any],
+    storage: str,
+    directory: Path,
+    trials: int,
+    sampler: str = "random",
+    pruner: str = "none",
+    seed: int = 0,
+) -> optuna.Study:
+    """A new study (an existing one of that name is an error) with its settings stored in it."""
+    check_space(space)
+    if sampler not in SAMPLERS:
+        raise unknown_name("sampler", sampler, SAMPLERS)
+    if pruner not in PRUNERS:
+        raise unknown_name("pruner", pruner, PRUNERS)
+    if trials < 1:
+        raise ConfigError(f"--trials must be positive, got {trials}")
+    (directory / name).mkdir(parents=True, exist_ok=True)
+    try:
+        study = optuna.create_study(study_name=name, storage=open_storage(storage))
+    except optuna.exceptions.DuplicatedStudyError:
+        raise ConfigError(f"a study named {name!r} already exists in {storage}") from None
+    settings = {"space": space, "trials": trials, "sampler": sampler, "pruner": pruner,
+                "seed": seed, "runs": str((directory / name).resolve())}  # fmt: skip
+    study.set_user_attr("rnnlab", settings)
+    return study
+
+
+def load_study(name: str, storage: str) -> tuple[optuna.Study, dict[str, Any]]:
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    except KeyError:
+        raise RunDirError(f"no study named {name!r} in {storage}") from None
+    settings = study.user_attrs.get("rnnlab")
+    if settings is None:
+        raise RunDirError(f"study {name!r} in {storage} was not made by rnnlab study create")
+    return study, settings
+
+
+def _sampler(settings: dict[str, Any], worker_seed: int) -> optuna.samplers.BaseSampler:
+    seed = settings["seed"] * 1000 + worker_seed
+    if settings["sampler"] == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that count toward the target: complete, running, waiting, pruned, or failed
+    because training diverged (a crashed worker's failure is retried, so it does not count)."""
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state in live or (t.state == TrialState.FAIL and t.user_attrs.get("diverged"))
+    )
+
+
+def run_worker(
+    name: str,
+    storage: str,
+    worker_seed: int = 0,
+    max_trials: int | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Pull and run trials until the study reaches its target; returns how many this worker ran."""
+    from rnnlab.train.loop import train_run
+
+    study, settings = load_study(name, storage)
+    study.sampler = _sampler(settings, worker_seed)
+    if settings["pruner"] == "median":
+        study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
+    runs = Path(settings["runs"])
+    done = 0
+    while max_trials is None or done < max_trials:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, re-queued
+        if counted(study) >= settings["trials"]:
+            break
+        with warnings.catch_warnings():  # heartbeats are recorded by this loop, not optimize()
+            warnings.simplefilter("ignore", UserWarning)
+            trial = study.ask()
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        number = trial.number if retried is None else retried
+        out = runs / f"trial-{number:04d}"
+        params = suggest(trial, settings["space"])
+        cfg = _run_config(settings["space"], params, seed=number)
+        log(f"trial {trial.number}{'' if retried is None else f' (retry of {retried})'}: "
+            f"{json.dumps(params)} -> {out}")  # fmt: skip
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(study, trial, stop), daemon=True)
+        beat.start()
+        try:
+            resume = (out / "config.json").is_file()
+            result = train_run(
+                out,
+                None if resume else cfg,
+                resume=resume,
+                progress=False,
+                log=log,
+                epoch_callback=_pruning_callback(trial) if settings["pruner"] != "none" else None,
+            )
+        except TrainingDiverged as exc:
+            trial.set_user_attr("diverged", str(exc))
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"trial {trial.number} diverged: {exc}")
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            for key in ("test_nll", "valid_nll", "num_params", "epochs_run", "wall_time_s"):
+                trial.set_user_attr(key, result.get(key))
+            trial.set_user_attr("run", str(out))
+            value = result["valid_nll"]
+            if value is None or not math.isfinite(value):
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, value)
+        finally:
+            stop.set()
+            beat.join()
+        done += 1
+    return done
+
+
+def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) -> None:
+    storage = study._storage  # the RDB storage this study was loaded with
+    while not stop.is_set():
+        storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+        stop.wait(HEARTBEAT_S)
+
+
+def _pruning_callback(trial: optuna.Trial) -> Callable[[dict[str, Any]], None]:
+    def report(row: dict[str, Any]) -> None:
+        trial.report(row["valid_nll"], row["epoch"])
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    return report
+
+
+def _run_config(space: dict[str, Any], params: dict[str, Any], seed: int) -> RunConfig:
+    """Fixed options and the trial's parameters, split into the model and training configs."""
+    options = {**space.get("fixed", {}), **params, "seed": seed}
+    model_keys = {f.name for f in fields(ModelConfig)}
+    model = {k: v for k, v in options.items() if k in model_keys}
+    train = {k: v for k, v in options.items() if k not in model_keys}
+    return RunConfig(ModelConfig(**model), TrainConfig(**train))
+
+
+def status(name: str, storage: str) -> dict[str, Any]:
+    study, settings = load_study(name, storage)
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = min(complete, key=lambda t: t.value or math.inf) if complete else None
+    return {
+        "study": name,
+        "target": settings["trials"],
+        "counted": counted(study),
+        "states": states,
+        "best": None
+        if best is None
+        else {
+            "number": best.number,
+            "valid_nll": best.value,
+            "test_nll": best.user_attrs.get("test_nll"),
+            "params": best.params,
+        },  # fmt: skip
+    }

@@ -1,0 +1,118 @@
+"""Search spaces: a JSON file (or the shipped ``greff`` preset) that names, for each
+hyperparameter, a distribution, and the options every trial shares.
+
+    {"params": {"cell": {"type": "categorical", "choices": ["lstm-v", "lstm-nfg"]},
+                "hidden_size": {"type": "int", "low": 20, "high": 200, "log": true},
+                "lr": {"type": "float", "low": 1e-6, "high": 1e-2, "log": true},
+                "momentum": {"type": "one_minus_log", "low": 0.01, "high": 1.0}},
+     "fixed": {"data": "jsb", "optimizer": "sgd", "epochs": 20}}
+
+``one_minus_log`` samples 1 - x with x log-uniform in [low, high] (Greff et al.'s momentum).
+Parameter and fixed names are ``rnnlab train`` options (model or training config fields).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.models.rnn import ModelConfig
+from rnnlab.train.config import TrainConfig
+
+TYPES = ("categorical", "int", "float", "one_minus_log")
+
+# Greff et al. 2017, Sec. 4 (JSB Chorales): the eight variants and vanilla, hidden size
+# log-uniform in [20, 200], learning rate log-uniform in [1e-6, 1e-2], momentum 1 - log-uniform
+# [0.01, 1], SGD with momentum. Their Gaussian input noise is not an rnnlab option and is left
+# out; the epochs are reduced to fit a laptop (their runs trained to convergence).
+GREFF: dict[str, Any] = {
+    "params": {
+        "cell": {
+            "type": "categorical",
+            "choices": [
+                "lstm-v",
+                "lstm-nig",
+                "lstm-nfg",
+                "lstm-nog",
+                "lstm-niaf",
+                "lstm-noaf",
+                "lstm-np",
+                "lstm-cifg",
+                "lstm-fgr",
+            ],  # fmt: skip
+        },
+        "hidden_size": {"type": "int", "low": 20, "high": 200, "log": True},
+        "lr": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+        "momentum": {"type": "one_minus_log", "low": 0.01, "high": 1.0},
+    },
+    "fixed": {
+        "data": "jsb",
+        "optimizer": "sgd",
+        "dropout": 0.0,
+        "epochs": 20,
+        "patience": 5,
+        "batch_size": 8,
+        "clip": 1.0,
+        "threads": 1,
+    },
+}
+PRESETS = {"greff": GREFF}
+
+
+def load_space(name_or_path: str) -> dict[str, Any]:
+    """A preset by name or a JSON file; checked against the config fields."""
+    if name_or_path in PRESETS:
+        space = json.loads(json.dumps(PRESETS[name_or_path]))
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise unknown_name("search space", name_or_path, [*PRESETS, "<file>.json"])
+        try:
+            space = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    check_space(space)
+    return space
+
+
+def check_space(space: dict[str, Any]) -> None:
+    known = {f.name for f in fields(ModelConfig)} | {f.name for f in fields(TrainConfig)}
+    if set(space) - {"params", "fixed"} or "params" not in space:
+        raise ConfigError("a search space has 'params' and optionally 'fixed'")
+    for name in {**space["params"], **space.get("fixed", {})}:
+        if name not in known:
+            raise unknown_name("option", name, sorted(known))
+    for name, spec in space["params"].items():
+        if spec.get("type") not in TYPES:
+            raise ConfigError(f"parameter {name!r}: type must be one of {', '.join(TYPES)}")
+        if spec["type"] == "categorical" and not spec.get("choices"):
+            raise ConfigError(f"parameter {name!r}: categorical needs choices")
+        if spec["type"] != "categorical" and not spec.get("low", 0) < spec.get("high", 0):
+            raise ConfigError(f"parameter {name!r}: needs low < high")
+
+
+def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
+    """One point of the space (the trial records the raw draws; ``one_minus_log`` is mapped)."""
+    values: dict[str, Any] = {}
+    for name, spec in space["params"].items():
+        kind = spec["type"]
+        if kind == "categorical":
+            values[name] = trial.suggest_categorical(name, spec["choices"])
+        elif kind == "int":
+            values[name] = trial.suggest_int(
+                name, spec["low"], spec["high"], log=spec.get("log", False)
+            )
+        elif kind == "float":
+            values[name] = trial.suggest_float(
+                name, spec["low"], spec["high"], log=spec.get("log", False)
+            )
+        else:  # one_minus_log
+            values[name] = 1.0 - trial.suggest_float(
+                f"one_minus_{name}", spec["low"], spec["high"], log=True
+            )
+    return values
