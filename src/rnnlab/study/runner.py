@@ -7,8 +7,8 @@ runs the same ``train_run`` as ``rnnlab train`` into its own run directory and k
 
 A worker records a heartbeat for its running trial; a worker that dies leaves its trial stale,
 and the next worker to look marks it failed and re-queues its parameters (Optuna's
-``RetryHeartbeatStaleTrialCallback``); the retry resumes the dead trial's run directory from its last
-checkpoint, so an interrupted study continues where it stopped and no trial runs twice.
+``RetryHeartbeatStaleTrialCallback``); the retry resumes the dead trial's run directory from its
+last checkpoint, so an interrupted study continues where it stopped and no trial runs twice.
 """
 
 from __future__ import annotations
