@@ -4,6 +4,7 @@ test_study_postgres.py."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,6 +121,21 @@ def test_an_interrupted_study_continues_where_it_stopped(tmp_path, tiny_npz, cap
     page = (studies / "stop" / "stop.html").read_text()
     md = (studies / "stop" / "stop.md").read_text()
     assert "data:image/png;base64," in page and "fANOVA" in page and "Welch" in md
+    _screenshot(studies / "stop" / "stop.html", tmp_path / "shot.png")
     assert main(["study", "create", "stop", "--space", str(space), "--trials", "4",
                  "--dir", str(studies)]) == 2  # fmt: skip
     assert "already exists" in capsys.readouterr().err
+
+
+def _screenshot(page, png):
+    """The report renders in headless Chromium (Debian's chromium) to a non-empty screenshot."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                    f"--screenshot={png}", "--window-size=1000,1400", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[:2] == (1400, 1000) and pixels.std() > 0.05  # not a blank page
