@@ -63,7 +63,8 @@ def test_the_greff_preset_and_bad_spaces(tmp_path):
 def test_two_workers_share_a_study_and_no_trial_runs_twice(tmp_path, tiny_npz, capsys):
     space = _space(tmp_path, tiny_npz)
     studies = tmp_path / "studies"
-    argv = ["study", "create", "two", "--space", str(space), "--trials", "8", "--dir", str(studies)]
+    argv = ["study", "create", "two", "--space", str(space), "--trials", "8", "--dir",
+            str(studies), "--stratify", "cell"]  # fmt: skip
     assert main(argv) == 0
     workers = [_worker(tmp_path, "two", k) for k in (0, 1)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
@@ -74,6 +75,8 @@ def test_two_workers_share_a_study_and_no_trial_runs_twice(tmp_path, tiny_npz, c
     assert len(complete) == 8 == sum(ran) and min(ran) >= 1  # both workers took trials
     runs = [t.user_attrs["run"] for t in complete]
     assert len(set(runs)) == 8  # each trial its own run directory, none run twice
+    cells = [t.params["cell"] for t in complete]
+    assert cells.count("lstm-v") == cells.count("lstm-nfg") == 4  # stratified
     assert sorted(p.name for p in (studies / "two").glob("trial-*")) == sorted(
         os.path.basename(r) for r in runs
     )

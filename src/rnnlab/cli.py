@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sampler", default="random", help="random (Greff) or tpe")
             p.add_argument("--pruner", default="none", help="none or median")
             p.add_argument("--seed", type=int, default=0)
+            p.add_argument(
+                "--stratify",
+                default=None,
+                help="a categorical parameter (cell) to spread the trials evenly over",
+            )
         elif command == "run":
             p.add_argument(
                 "--worker", type=int, default=0, help="this worker's sampler seed offset"
@@ -528,7 +533,7 @@ def _study(args: argparse.Namespace) -> int:
 
         space = load_space(args.space)
         runner.create_study(args.name, space, storage, args.dir, args.trials, args.sampler,
-                            args.pruner, args.seed)  # fmt: skip
+                            args.pruner, args.seed, args.stratify)  # fmt: skip
         print(f"study {args.name}: {args.trials} trials over {', '.join(space['params'])}; "
               f"storage {storage}; run workers with: rnnlab study run {args.name}"
               + (f" --storage {args.storage}" if args.storage else ""))  # fmt: skip

@@ -66,6 +66,7 @@ def create_study(
     sampler: str = "random",
     pruner: str = "none",
     seed: int = 0,
+    stratify: str | None = None,
 ) -> optuna.Study:
     """A new study (an existing one of that name is an error) with its settings stored in it."""
     check_space(space)
@@ -83,6 +84,14 @@ def create_study(
     settings = {"space": space, "trials": trials, "sampler": sampler, "pruner": pruner,
                 "seed": seed, "runs": str((directory / name).resolve())}  # fmt: skip
     study.set_user_attr("rnnlab", settings)
+    if stratify:
+        # Greff et al. searched each variant on its own: queue the trials round-robin over the
+        # categorical's choices, the sampler drawing everything else.
+        spec = space["params"].get(stratify, {})
+        if spec.get("type") != "categorical":
+            raise ConfigError(f"--stratify needs a categorical parameter, not {stratify!r}")
+        for n in range(trials):
+            study.enqueue_trial({stratify: spec["choices"][n % len(spec["choices"])]})
     return study
 
 
@@ -105,9 +114,9 @@ def _sampler(settings: dict[str, Any], worker_seed: int) -> optuna.samplers.Base
 
 
 def counted(study: optuna.Study) -> int:
-    """Trials that count toward the target: complete, running, waiting, pruned, or failed
+    """Trials that count toward the target: complete, running, pruned, or failed
     because training diverged (a crashed worker's failure is retried, so it does not count)."""
-    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
     return sum(
         1
         for t in study.get_trials(deepcopy=False)
