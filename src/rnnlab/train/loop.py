@@ -373,7 +373,12 @@ def _run_epoch(
         raise TrainingDiverged(f"the validation {problem.score} became {valid}")
     lr = optimizer.param_groups[0]["lr"]
     test_eval = None
-    if valid < counters["best_valid"]:
+    # A task run stops at the first epoch that solves its validation set: that epoch is then the
+    # run's model, even where another epoch had a lower validation loss.
+    newly_solved = bool(valid_eval.get("solved")) and not (counters["best_valid_eval"] or {}).get(
+        "solved"
+    )
+    if valid < counters["best_valid"] or newly_solved:
         test_eval = problem.evaluate("test")
         counters.update(
             best_valid=valid,
