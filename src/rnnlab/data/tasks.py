@@ -159,6 +159,10 @@ class Task(ABC):
         """Every sequence right (the default; tasks with the paper's own criterion override)."""
         return summary["wrong"] == 0
 
+    def stop(self, summary: dict[str, float]) -> bool:
+        """Whether training may stop, judged on the validation set: solved, by default."""
+        return self.solved(summary)
+
 
 def _uniform(shape: tuple[int, ...], low: float, high: float, gen: torch.Generator) -> Tensor:
     return low + (high - low) * torch.rand(shape, generator=gen)
@@ -378,6 +382,11 @@ class HochreiterAdding(Task):
     def solved(self, summary: dict[str, float]) -> bool:
         return summary["loss"] < 0.01 and summary["wrong"] <= 0.002 * summary["count"]
 
+    def stop(self, summary: dict[str, float]) -> bool:
+        """Their stopping rule: error below 0.01 and every recent sequence right (here: every
+        validation sequence), stricter than the 0.2% of the test criterion."""
+        return summary["loss"] < 0.01 and summary["wrong"] == 0
+
 
 class HochreiterMultiplication(HochreiterAdding):
     """Exp. 5: as Exp. 4 with values uniform in [0, 1] and the target X1 * X2 (if the first pair is
@@ -462,6 +471,9 @@ class TemporalOrder(Task):
 
     def solved(self, summary: dict[str, float]) -> bool:
         return summary["wrong"] <= 0.002 * summary["count"]
+
+    def stop(self, summary: dict[str, float]) -> bool:
+        return summary["wrong"] == 0  # their rule: the recent sequences all right
 
 
 class TemporalOrder3(TemporalOrder):

@@ -308,7 +308,7 @@ def train_run(
                 valid=f"{row['valid_' + key]:.4g}",
                 best=f"{counters['best_valid']:.4g}",
             )
-            if row.get("valid_solved"):
+            if row.get("valid_stop"):  # a task's validation set meets its stopping rule
                 stopped = "solved"
                 break
         else:
@@ -375,8 +375,8 @@ def _run_epoch(
     test_eval = None
     # A task run stops at the first epoch that solves its validation set: that epoch is then the
     # run's model, even where another epoch had a lower validation loss.
-    newly_solved = bool(valid_eval.get("solved")) and not (counters["best_valid_eval"] or {}).get(
-        "solved"
+    newly_solved = bool(valid_eval.get("stop")) and not (counters["best_valid_eval"] or {}).get(
+        "stop"
     )
     if valid < counters["best_valid"] or newly_solved:
         test_eval = problem.evaluate("test")

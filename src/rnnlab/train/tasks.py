@@ -4,8 +4,9 @@ Training sequences are fresh at every epoch, drawn from a generator seeded by (s
 Hochreiter & Schmidhuber's online training: resuming reproduces them exactly and a model never
 sees a test sequence. The validation and test sets are fixed (their own seeds, the same for every
 run), so runs are comparable. A run stops as soon as its validation set meets the task's
-``solved`` criterion; result.json reports the test set's figures, the trivial baseline and the
-``solved`` flag measured on the test set.
+stopping rule (its ``solved`` criterion, or Hochreiter's stricter rule: every sequence right);
+result.json reports the test set's figures, the trivial baseline and the ``solved`` flag
+measured on the test set.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def evaluate_task(model: torch.nn.Module, task: Task, data: TaskData) -> dict[st
     model.train(was_training)
     summary: dict[str, Any] = dict(task.summarise(sums))
     summary["solved"] = bool(task.solved(summary))
+    summary["stop"] = bool(task.stop(summary))
     return summary
 
 
