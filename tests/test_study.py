@@ -33,10 +33,13 @@ def _space(tmp_path, tiny_npz, epochs=2):
     return path
 
 
-def _worker(tmp_path, name, k, *extra):
+def _worker(tmp_path, name, k, *extra, grace=4):
+    """A worker process; a short grace period where a test waits for a trial to go stale, a
+    longer one where two live workers must not take each other's trials for dead."""
     cmd = [sys.executable, "-m", "rnnlab.cli", "study", "run", name, "--dir",
            str(tmp_path / "studies"), "--worker", str(k), *extra]  # fmt: skip
-    return subprocess.Popen(cmd, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
+    env = {**ENV, "RNNLAB_GRACE_S": str(grace)}
+    return subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
@@ -66,13 +69,14 @@ def test_two_workers_share_a_study_and_no_trial_runs_twice(tmp_path, tiny_npz, c
     argv = ["study", "create", "two", "--space", str(space), "--trials", "8", "--dir",
             str(studies), "--stratify", "cell"]  # fmt: skip
     assert main(argv) == 0
-    workers = [_worker(tmp_path, "two", k) for k in (0, 1)]
+    workers = [_worker(tmp_path, "two", k, grace=60) for k in (0, 1)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
+    (tmp_path / "outputs.txt").write_text("\n=====\n".join(outputs))
     assert all(w.returncode == 0 for w in workers), outputs
     ran = [int(o.strip().splitlines()[-1].split()[2]) for o in outputs]
     trials = _trials(tmp_path, "two")
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 8 == sum(ran) and min(ran) >= 1  # both workers took trials
+    assert len(complete) == 8 == sum(ran) and min(ran) >= 1, outputs  # both workers took trials
     runs = [t.user_attrs["run"] for t in complete]
     assert len(set(runs)) == 8  # each trial its own run directory, none run twice
     cells = [t.params["cell"] for t in complete]

@@ -58,7 +58,8 @@ def test_two_workers_on_postgres_one_killed_mid_trial(tmp_path, tiny_npz, postgr
     argv = ["study", "create", "pg", "--space", str(space), "--trials", "6", "--dir",
             str(studies), "--storage", postgres_url]  # fmt: skip
     assert main(argv) == 0
-    first = _worker(tmp_path, "pg", 0, "--storage", postgres_url)
+    # The survivor must outlive the grace period of its dead partner's trial, not its own.
+    first = _worker(tmp_path, "pg", 0, "--storage", postgres_url, grace=6)
     victim = _worker(tmp_path, "pg", 1, "--storage", postgres_url)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(studies.glob("pg/trial-*/checkpoint.*"))) < 2:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import fields
@@ -39,6 +41,7 @@ PRUNERS = ("none", "median")
 # (environment variables, for machines with slow networks, and for tests).
 HEARTBEAT_S = int(os.environ.get("RNNLAB_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("RNNLAB_GRACE_S", "60"))
+CLAIM_WAIT_S = 1.0
 
 
 def default_storage(directory: Path, name: str) -> str:
@@ -113,15 +116,35 @@ def _sampler(settings: dict[str, Any], worker_seed: int) -> optuna.samplers.Base
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+def _claim(study: optuna.Study, trial: optuna.Trial, me: str) -> bool:
+    """Whether this worker owns the trial it was just given. Two workers asking at the same
+    moment can both be handed the same queued trial where the database does not lock rows
+    (SQLite); each writes its name, waits a moment, and only the name that stayed runs it."""
+    trial.set_user_attr("worker", me)
+    time.sleep(CLAIM_WAIT_S)
+    owner = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    return owner.user_attrs.get("worker") == me
+
+
+def _counting(study: optuna.Study) -> list[int]:
+    """The numbers of the trials that count toward the target (see ``counted``)."""
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
+    return [
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.state in live or (t.state == TrialState.FAIL and t.user_attrs.get("diverged"))
+    ]
+
+
+def _surplus(study: optuna.Study, number: int, target: int) -> bool:
+    """Whether trial ``number`` lies beyond the target among the counting trials, in order."""
+    return number not in sorted(_counting(study))[:target]
+
+
 def counted(study: optuna.Study) -> int:
     """Trials that count toward the target: complete, running, pruned, or failed
     because training diverged (a crashed worker's failure is retried, so it does not count)."""
-    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.state in live or (t.state == TrialState.FAIL and t.user_attrs.get("diverged"))
-    )
+    return len(_counting(study))
 
 
 def run_worker(
@@ -139,6 +162,7 @@ def run_worker(
     if settings["pruner"] == "median":
         study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
     runs = Path(settings["runs"])
+    me = f"{socket.gethostname()}:{os.getpid()}:{worker_seed}"
     done = 0
     while max_trials is None or done < max_trials:
         with warnings.catch_warnings():
@@ -149,6 +173,13 @@ def run_worker(
         with warnings.catch_warnings():  # heartbeats are recorded by this loop, not optimize()
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
+        if not _claim(study, trial, me):
+            continue  # another worker took this queued trial at the same moment; it runs it
+        if _surplus(study, trial.number, settings["trials"]):
+            # Two workers asked at once for the study's last trial: the later one steps back.
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            break
         frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -163,35 +194,45 @@ def run_worker(
         beat = threading.Thread(target=_heartbeat, args=(study, trial, stop), daemon=True)
         beat.start()
         try:
-            resume = (out / "config.json").is_file()
-            result = train_run(
-                out,
-                None if resume else cfg,
-                resume=resume,
-                progress=False,
-                log=log,
-                epoch_callback=_pruning_callback(trial) if settings["pruner"] != "none" else None,
-            )
-        except TrainingDiverged as exc:
-            trial.set_user_attr("diverged", str(exc))
-            study.tell(trial, state=TrialState.FAIL)
-            log(f"trial {trial.number} diverged: {exc}")
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            for key in ("test_nll", "valid_nll", "num_params", "epochs_run", "wall_time_s"):
-                trial.set_user_attr(key, result.get(key))
-            trial.set_user_attr("run", str(out))
-            value = result["valid_nll"]
-            if value is None or not math.isfinite(value):
+            try:
+                resume = (out / "config.json").is_file()
+                pruning = settings["pruner"] != "none"
+                result = train_run(
+                    out,
+                    None if resume else cfg,
+                    resume=resume,
+                    progress=False,
+                    log=log,
+                    epoch_callback=_pruning_callback(trial) if pruning else None,
+                )
+            except TrainingDiverged as exc:
+                trial.set_user_attr("diverged", str(exc))
                 study.tell(trial, state=TrialState.FAIL)
+                log(f"trial {trial.number} diverged: {exc}")
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
             else:
-                study.tell(trial, value)
+                _record(study, trial, result, out)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker judged this trial dead (no heartbeat within the grace period) and
+            # queued a retry, which resumes the same run directory and records its result.
+            log(f"trial {trial.number} was declared stale meanwhile; its retry records it")
         finally:
             stop.set()
             beat.join()
         done += 1
     return done
+
+
+def _record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], out: Path) -> None:
+    for key in ("test_nll", "valid_nll", "num_params", "epochs_run", "wall_time_s"):
+        trial.set_user_attr(key, result.get(key))
+    trial.set_user_attr("run", str(out))
+    value = result["valid_nll"]
+    if value is None or not math.isfinite(value):
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        study.tell(trial, value)
 
 
 def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) -> None:

@@ -24,12 +24,16 @@ std::vector<at::Tensor> linear_scan_backward(at::Tensor, at::Tensor, at::Tensor,
                                              at::Tensor);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lstm_forward", &lstm_forward, "fused LSTM-family forward (CPU)");
-  m.def("lstm_backward", &lstm_backward, "fused LSTM-family backward (CPU)");
-  m.def("gru_forward", &gru_forward, "fused GRU forward, torch form or Chung's v1 (CPU)");
-  m.def("gru_backward", &gru_backward, "fused GRU backward (CPU)");
-  m.def("tanh_forward", &tanh_forward, "fused tanh RNN forward (CPU)");
-  m.def("tanh_backward", &tanh_backward, "fused tanh RNN backward (CPU)");
-  m.def("linear_scan_forward", &linear_scan_forward, "h_t = a_t h_{t-1} + b_t (CPU)");
-  m.def("linear_scan_backward", &linear_scan_backward, "its backward (CPU)");
+  // The kernels touch no Python object: they release the GIL, so other Python threads (a study
+  // worker's heartbeat, a data loader) run while a long sequence is processed.
+  using release = pybind11::call_guard<pybind11::gil_scoped_release>;
+  m.def("lstm_forward", &lstm_forward, "fused LSTM-family forward (CPU)", release());
+  m.def("lstm_backward", &lstm_backward, "fused LSTM-family backward (CPU)", release());
+  m.def("gru_forward", &gru_forward, "fused GRU forward, torch form or Chung's v1 (CPU)",
+        release());
+  m.def("gru_backward", &gru_backward, "fused GRU backward (CPU)", release());
+  m.def("tanh_forward", &tanh_forward, "fused tanh RNN forward (CPU)", release());
+  m.def("tanh_backward", &tanh_backward, "fused tanh RNN backward (CPU)", release());
+  m.def("linear_scan_forward", &linear_scan_forward, "h_t = a_t h_{t-1} + b_t (CPU)", release());
+  m.def("linear_scan_backward", &linear_scan_backward, "its backward (CPU)", release());
 }
