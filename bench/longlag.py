@@ -32,7 +32,7 @@ def options(**opts: object) -> list[str]:
 
 
 COMMON = dict(batch_size=32, clip=1.0, seed=0, threads=1, patience=30, lr_patience=10)
-ADDING = COMMON | dict(data="adding", seq_len=600, lr=0.001, chrono=600, epochs=100)
+ADDING = COMMON | dict(data="adding", seq_len=600, lr=0.001, chrono=600, epochs=140)
 COPY = COMMON | dict(data="copy", seq_len=1000, lr=0.001, chrono=1000, epochs=60)
 HS_ADDING = COMMON | dict(data="hs-adding", seq_len=1000, lr=0.001, chrono=1000, epochs=120)
 RECALL = COMMON | dict(data="recall", hidden_size=64, lr=0.003, epochs=60, patience=0)
