@@ -107,6 +107,8 @@ def test_train_a_language_model_from_the_cli(tmp_path, capsys):
     result = json.loads((run / "result.json").read_text())
     assert result["test_ppl"] == pytest.approx(math.exp(result["test_nll"]))
     assert result["unknown_tokens"]["test"] == 1 and result["vocab_size"] == 7
+    assert main(["eval", str(run), "--split", "test"]) == 0
+    assert f"test: ppl {result['test_ppl']:.3f}" in capsys.readouterr().out
     lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert lrs == [1.0, 0.5]  # Zaremba's schedule: halved every epoch after the first
     assert main(["train", "--data", "ptb", "--data-dir", str(data), "--no-progress"]) == 2

@@ -338,6 +338,18 @@ def _eval(args: argparse.Namespace) -> int:
     data = args.data or cfg.train.data
     if cfg.train.data != data and (is_task(data) or is_task(cfg.train.data)):
         raise ConfigError(f"a run on {cfg.train.data!r} cannot be evaluated on {data!r}")
+    if cfg.model.model == "lm":
+        from rnnlab.train.text import TextProblem
+
+        text = TextProblem(replace(cfg, train=replace(cfg.train, data=data)))
+        text.model = model
+        figures = text.evaluate(args.split)
+        key = "bpc" if "bpc" in figures else "ppl"
+        print(
+            f"{data} {args.split}: {key} {figures[key]:.3f}, NLL {figures['score']:.4f} nats/token "
+            f"over {figures['tokens']} tokens (checkpoint of epoch {meta.get('epoch')})"
+        )
+        return 0
     if cfg.model.model == "vrnn":
         from rnnlab.train.latent import VRNNProblem
 
@@ -358,8 +370,8 @@ def _eval(args: argparse.Namespace) -> int:
         problem = TaskProblem(cfg)
         problem.model = model
         summary = problem.evaluate(args.split)
-        figures = ", ".join(f"{k} {v}" for k, v in summary.items())
-        print(f"{data} {args.split}: {figures} (checkpoint of epoch {meta.get('epoch')})")
+        listed = ", ".join(f"{k} {v}" for k, v in summary.items())
+        print(f"{data} {args.split}: {listed} (checkpoint of epoch {meta.get('epoch')})")
         return 0
     result = evaluate_nll(model, load_sequences(data)[args.split])
     print(
