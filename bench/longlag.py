@@ -19,17 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from pathlib import Path
 
-from rnnlab.cli import main as rnnlab_main
+from rows import options
+from rows import run_rows as shared_run_rows
+
 from rnnlab.report import run_summary
-
-
-def options(**opts: object) -> list[str]:
-    """``rnnlab train`` arguments from keyword options (hidden_size=36 -> --hidden-size 36)."""
-    return [a for k, v in opts.items() for a in ("--" + k.replace("_", "-"), str(v))]
-
 
 COMMON = dict(batch_size=32, clip=1.0, seed=0, threads=1, patience=30, lr_patience=10)
 ADDING = COMMON | dict(data="adding", seq_len=600, lr=0.001, chrono=600, epochs=140)
@@ -78,19 +73,7 @@ def command(name: str, out: Path) -> list[str]:
 
 
 def run_rows(names: list[str], out: Path) -> None:
-    for name in names:
-        run = out / name
-        if (run / "result.json").is_file():
-            continue
-        argv = command(name, out)
-        if (run / "config.json").is_file():
-            # Resuming is exact, so the row's result is that of its command run in one go.
-            epochs = argv[argv.index("--epochs") + 1]
-            argv = ["train", "--out", str(run), "--resume", "--epochs", epochs]
-        print("$ rnnlab " + shlex.join(argv), flush=True)
-        code = rnnlab_main(argv + ["--no-progress"])
-        if code != 0:
-            print(f"row {name} failed with exit code {code}", file=sys.stderr)
+    shared_run_rows({name: command(name, out) for name in names}, out)
 
 
 def _result(run: Path) -> dict[str, object]:

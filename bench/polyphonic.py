@@ -19,17 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from pathlib import Path
 
-from rnnlab.cli import main as rnnlab_main
+from rows import options
+from rows import run_rows as shared_run_rows
+
 from rnnlab.report import run_summary
-
-
-def options(**opts: object) -> list[str]:
-    """``rnnlab train`` arguments from keyword options (hidden_size=36 -> --hidden-size 36)."""
-    return [a for k, v in opts.items() for a in ("--" + k.replace("_", "-"), str(v))]
-
 
 # The rows below were measured on the step-by-step backend (the only one when they ran); they
 # name it so that their commands reproduce them exactly.
@@ -134,19 +129,7 @@ def command(name: str, out: Path) -> list[str]:
 
 
 def run_rows(names: list[str], out: Path) -> None:
-    for name in names:
-        run = out / name
-        if (run / "result.json").is_file():
-            continue
-        argv = command(name, out)
-        if (run / "config.json").is_file():
-            # Resuming is exact, so the row's result is that of its command run in one go.
-            epochs = argv[argv.index("--epochs") + 1]
-            argv = ["train", "--out", str(run), "--resume", "--epochs", epochs]
-        print("$ rnnlab " + shlex.join(argv), flush=True)
-        code = rnnlab_main(argv + ["--no-progress"])
-        if code != 0:
-            print(f"row {name} failed with exit code {code}", file=sys.stderr)
+    shared_run_rows({name: command(name, out) for name in names}, out)
 
 
 def report(out: Path) -> list[dict[str, object]]:

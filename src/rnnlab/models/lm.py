@@ -18,14 +18,15 @@ cell's own ``recurrent_dropout`` and ``zoneout``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from rnnlab.errors import ConfigError
-from rnnlab.models.rnn import ModelConfig
-from rnnlab.recurrent import Recurrent
+from rnnlab.models.rnn import ModelConfig, make_recurrent
 
 
 class _DropConnect(nn.Module):
@@ -58,16 +59,9 @@ class LanguageModel(nn.Module):
         self.config = config
         E = config.embedding_size or config.hidden_size
         self.embedding = nn.Embedding(vocab_size, E)
-        self.rnn = Recurrent(
-            config.cell,
-            E,
-            config.hidden_size,
-            config.num_layers,
-            dropout=0.0 if config.variational else config.dropout,
-            recurrent_dropout=config.recurrent_dropout,
-            zoneout=config.zoneout,
-            forget_bias=config.forget_bias,
-            backend=config.backend,
+        # Locked (variational) dropout acts between layers in forward: none inside the stack then.
+        self.rnn = make_recurrent(
+            replace(config, dropout=0.0 if config.variational else config.dropout), E, False
         )
         self.decoder = nn.Linear(config.hidden_size, vocab_size)
         if config.init:

@@ -115,20 +115,7 @@ class RNNPredictor(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.rnn = Recurrent(
-            config.cell,
-            config.frame_size,
-            config.hidden_size,
-            config.num_layers,
-            dropout=config.dropout,
-            batch_first=True,
-            layer_norm=config.layer_norm,
-            forget_bias=config.forget_bias,
-            recurrent_dropout=config.recurrent_dropout,
-            zoneout=config.zoneout,
-            backend=config.backend,
-            chrono=config.chrono,
-        )
+        self.rnn = make_recurrent(config, config.frame_size)
         self.head: Any = make_head(config)  # log_prob(x, h) and sample(h), see rnnlab.heads
 
     def forward(
@@ -162,6 +149,24 @@ class RNNPredictor(nn.Module):
             frames.append(frame)
         self.train(was_training)
         return torch.cat(frames, dim=1)
+
+
+def make_recurrent(config: ModelConfig, input_size: int, batch_first: bool = True) -> Recurrent:
+    """The recurrent stack a ModelConfig describes, over inputs of ``input_size`` units."""
+    return Recurrent(
+        config.cell,
+        input_size,
+        config.hidden_size,
+        config.num_layers,
+        dropout=config.dropout,
+        batch_first=batch_first,
+        layer_norm=config.layer_norm,
+        forget_bias=config.forget_bias,
+        recurrent_dropout=config.recurrent_dropout,
+        zoneout=config.zoneout,
+        backend=config.backend,
+        chrono=config.chrono,
+    )
 
 
 def make_head(config: ModelConfig, hidden_size: int | None = None) -> nn.Module:

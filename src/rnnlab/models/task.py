@@ -10,8 +10,7 @@ from torch import Tensor, nn
 
 from rnnlab.data.tasks import Task
 from rnnlab.heads import BernoulliHead, CategoricalHead, RegressionHead, last_step
-from rnnlab.models.rnn import ModelConfig
-from rnnlab.recurrent import Recurrent
+from rnnlab.models.rnn import ModelConfig, make_recurrent
 
 
 class TaskModel(nn.Module):
@@ -31,20 +30,7 @@ class TaskModel(nn.Module):
         super().__init__()
         self.config = config
         self.kind = task.kind
-        self.rnn = Recurrent(
-            config.cell,
-            task.input_size,
-            config.hidden_size,
-            config.num_layers,
-            dropout=config.dropout,
-            batch_first=True,
-            layer_norm=config.layer_norm,
-            forget_bias=config.forget_bias,
-            recurrent_dropout=config.recurrent_dropout,
-            zoneout=config.zoneout,
-            backend=config.backend,
-            chrono=config.chrono,
-        )
+        self.rnn = make_recurrent(config, task.input_size)
         H = config.hidden_size
         self.head: nn.Module
         if task.kind == "regression":
