@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -142,25 +143,26 @@ def load_sequences(data: str) -> dict[str, list[torch.Tensor]]:
     return {split: to_tensors(pieces) for split, pieces in rolls.splits.items()}
 
 
-class Problem:
+class Problem(ABC):
     """What a run trains: its model, its training batches and its evaluation. ``score`` names the
     number that selects the best epoch (lower is better): ``nll`` for music, ``loss`` for tasks."""
 
     score = "nll"
     model: nn.Module
 
+    @abstractmethod
     def train_batches(self, epoch: int) -> Iterable[Any]:
-        raise NotImplementedError
+        """The batches of one epoch, in order."""
 
+    @abstractmethod
     def batch_loss(self, batch: Any) -> tuple[torch.Tensor, float, float]:
         """(loss to minimise, the score summed over the batch, how many terms it sums)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def evaluate(self, split: str) -> dict[str, Any]:
         """At least ``{"score": ...}``; anything else is reported beside it."""
-        raise NotImplementedError
 
-    def finalise(self, out: Path) -> None:
+    def finalise(self, out: Path) -> None:  # noqa: B027 (a hook: most problems need nothing)
         """Called once training ends, before ``result`` (the VRNN's IW estimate is made here)."""
 
     def result(self, valid: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
