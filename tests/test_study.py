@@ -61,6 +61,10 @@ def test_the_greff_preset_and_bad_spaces(tmp_path):
         load_space(str(bad))
     with pytest.raises(ConfigError, match="unknown search space"):
         load_space("gref")
+    studies = tmp_path / "studies"
+    argv = ["study", "create", "s", "--trials", "3", "--stratify", "lr", "--dir", str(studies)]
+    assert main(argv) == 2  # refused before anything is created
+    assert main(["study", "status", "s", "--dir", str(studies)]) == 2
 
 
 def test_two_workers_share_a_study_and_no_trial_runs_twice(tmp_path, tiny_npz, capsys):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -79,6 +80,8 @@ def create_study(
         raise unknown_name("pruner", pruner, PRUNERS)
     if trials < 1:
         raise ConfigError(f"--trials must be positive, got {trials}")
+    if stratify and space["params"].get(stratify, {}).get("type") != "categorical":
+        raise ConfigError(f"--stratify needs a categorical parameter, not {stratify!r}")
     (directory / name).mkdir(parents=True, exist_ok=True)
     try:
         study = optuna.create_study(study_name=name, storage=open_storage(storage))
@@ -90,9 +93,7 @@ def create_study(
     if stratify:
         # Greff et al. searched each variant on its own: queue the trials round-robin over the
         # categorical's choices, the sampler drawing everything else.
-        spec = space["params"].get(stratify, {})
-        if spec.get("type") != "categorical":
-            raise ConfigError(f"--stratify needs a categorical parameter, not {stratify!r}")
+        spec = space["params"][stratify]
         for n in range(trials):
             study.enqueue_trial({stratify: spec["choices"][n % len(spec["choices"])]})
     return study
@@ -103,6 +104,9 @@ def load_study(name: str, storage: str) -> tuple[optuna.Study, dict[str, Any]]:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
         raise RunDirError(f"no study named {name!r} in {storage}") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:  # no database there, or unreachable
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise RunDirError(f"cannot open the study database {storage} ({reason})") from None
     settings = study.user_attrs.get("rnnlab")
     if settings is None:
         raise RunDirError(f"study {name!r} in {storage} was not made by rnnlab study create")

@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 
+from rnnlab.cells import cell_names
 from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.models.rnn import ModelConfig
 from rnnlab.train.config import TrainConfig
@@ -32,19 +33,10 @@ TYPES = ("categorical", "int", "float", "one_minus_log")
 # out; the epochs are reduced to fit a laptop (their runs trained to convergence).
 GREFF: dict[str, Any] = {
     "params": {
+        # lstm-v and the eight variants, from the registry
         "cell": {
             "type": "categorical",
-            "choices": [
-                "lstm-v",
-                "lstm-nig",
-                "lstm-nfg",
-                "lstm-nog",
-                "lstm-niaf",
-                "lstm-noaf",
-                "lstm-np",
-                "lstm-cifg",
-                "lstm-fgr",
-            ],  # fmt: skip
+            "choices": [n for n in cell_names() if n.startswith("lstm-")],
         },
         "hidden_size": {"type": "int", "low": 20, "high": 200, "log": True},
         "lr": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
