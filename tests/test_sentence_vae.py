@@ -56,6 +56,35 @@ def test_iw_estimate_is_above_the_elbo_on_average():
     assert (iw > elbo.mean(0)).all()
 
 
+def test_dropout_acts_in_training_only():
+    vae = _vae(dropout=0.5).eval()
+    words, lengths = torch.randint(4, 15, (4, 5)), torch.tensor([5, 4, 2, 1])
+    a = vae(words, lengths, torch.Generator().manual_seed(1)).log_lik
+    torch.testing.assert_close(a, vae(words, lengths, torch.Generator().manual_seed(1)).log_lik)
+    vae.train()
+    assert not torch.allclose(a, vae(words, lengths, torch.Generator().manual_seed(1)).log_lik)
+
+
+def test_the_sentence_lm_baseline_is_the_decoder_alone_and_its_nll_is_exact():
+    torch.manual_seed(0)
+    cfg = ModelConfig(model="sentence-lm", cell="lstm", hidden_size=8, dropout=0.0)
+    lm = SentenceVAE(cfg, vocab_size=15).double().eval().requires_grad_(False)
+    assert not hasattr(lm, "encoder") and lm.z_size == 0
+    words, lengths = torch.randint(4, 15, (3, 5)), torch.tensor([5, 3, 1])
+    terms = lm(words, lengths)
+    assert terms.kl.abs().max() == 0 and terms.log_ratio.abs().max() == 0
+    # By hand: run the decoder one word at a time from a zero state and add the log-probabilities.
+    for b in range(3):
+        state, total, previous = None, 0.0, 0  # <sos>
+        for t in range(int(lengths[b])):
+            x = lm.embedding(torch.tensor([[previous]]))
+            h, state = lm.decoder(x, state=state)
+            total += lm.output(h[0, -1]).log_softmax(-1)[words[b, t]].item()
+            previous = int(words[b, t])
+        assert float(terms.log_lik[b]) == pytest.approx(total, rel=1e-12)
+    torch.testing.assert_close(lm.iw_log_likelihood(words, lengths, 4), terms.log_lik)
+
+
 def test_mutual_information_is_zero_for_identical_posteriors_and_positive_otherwise():
     gen = torch.Generator().manual_seed(3)
     same = mutual_information(torch.zeros(400, 2), torch.zeros(400, 2), gen)
@@ -88,6 +117,17 @@ def test_train_generate_reconstruct_interpolate(tmp_path, capsys):
     assert {"valid_kl", "valid_active_units", "valid_mutual_info"} <= set(history[0])
     assert main(["generate", str(run), "--n", "2", "--temperature", "1", "--top-k", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+    lm_run = tmp_path / "lm"
+    argv[argv.index("sentence-vae")] = "sentence-lm"
+    assert main(argv[: argv.index("--out") + 1] + [str(lm_run), "--no-progress"]) == 0
+    assert "sentence-lm/lstm" in capsys.readouterr().out
+    lm_result = json.loads((lm_run / "result.json").read_text())
+    assert lm_result["test_kl"] == 0 and lm_result["iw_samples"] == 1
+    assert lm_result["test_iw_nll"] == pytest.approx(lm_result["test_neg_elbo"], rel=1e-6)
+    assert main(["generate", str(lm_run), "--n", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["reconstruct", str(lm_run), "the cat"]) == 2
+    assert "not a sentence-vae one" in capsys.readouterr().err
     assert main(["reconstruct", str(run), "the cat sat zebra"]) == 0
     out = capsys.readouterr().out
     assert "1 word(s)" in out and "<unk>" in out

@@ -112,4 +112,4 @@ def test_train_a_language_model_from_the_cli(tmp_path, capsys):
     lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert lrs == [1.0, 0.5]  # Zaremba's schedule: halved every epoch after the first
     assert main(["train", "--data", "ptb", "--data-dir", str(data), "--no-progress"]) == 2
-    assert "train it with --model lm or sentence-vae" in capsys.readouterr().err
+    assert "train it with --model lm, sentence-vae or sentence-lm" in capsys.readouterr().err

@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--bpm", type=float, default=100.0)
     smp.set_defaults(handler=_sample)
 
-    gen = sub.add_parser("generate", help="sentences from a sentence-VAE run's prior")
+    gen = sub.add_parser(
+        "generate", help="sentences from a sentence-VAE run's prior (or a sentence-LM run)"
+    )
     gen.add_argument("run", type=Path)
     gen.add_argument("--n", type=int, default=5, help="how many sentences")
     gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
@@ -276,7 +278,8 @@ def _train(args: argparse.Namespace) -> int:
             )
         )
         print(
-            f"{result['data']} sentence-vae/{result['cell']}: test negative ELBO "
+            f"{result['data']} {result.get('model', 'sentence-vae')}/{result['cell']}: "
+            "test negative ELBO "
             f"{result['test_neg_elbo']:.2f} nats/sentence (a bound), importance-weighted test NLL "
             f"{iw_text}; KL {result['test_kl']:.2f}, active units {result['test_active_units']}, "
             f"MI {result['test_mutual_info']:.2f}; {result['num_params']:,} parameters, "
@@ -474,12 +477,14 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_sentence_vae(run: Path) -> tuple[Any, list[str]]:
+def _load_sentence_vae(run: Path, latent: bool = True) -> tuple[Any, list[str]]:
+    """The model of a sentence-vae run (or, when ``latent`` is False, of a sentence-lm run too)."""
     from rnnlab.train.loop import load_run
 
     cfg, model, _ = load_run(run)
-    if cfg.model.model != "sentence-vae":
-        raise ConfigError(f"{run} is a {cfg.model.model!r} run, not a sentence-vae one")
+    kinds = ("sentence-vae",) if latent else ("sentence-vae", "sentence-lm")
+    if cfg.model.model not in kinds:
+        raise ConfigError(f"{run} is a {cfg.model.model!r} run, not a {' or '.join(kinds)} one")
     from rnnlab.data.text import sentence_vocab
     from rnnlab.train.text import load_corpus
 
@@ -506,9 +511,9 @@ def _encode(model: Any, text: str, vocab: list[str]) -> Any:
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
-    model, vocab = _load_sentence_vae(args.run)
+    model, vocab = _load_sentence_vae(args.run, latent=False)
     gen = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.n, model.config.z_size, generator=gen)
+    z = torch.randn(args.n, model.z_size, generator=gen)
     for ids in model.generate(z, temperature=args.temperature, top_k=args.top_k, generator=gen):
         print(_words(ids, vocab))
     return 0

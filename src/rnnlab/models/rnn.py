@@ -19,7 +19,7 @@ from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.heads import BernoulliHead, GaussianHead, MixtureGaussianHead, NADEHead
 from rnnlab.recurrent import BACKENDS, Recurrent
 
-MODELS = ("rnn", "rnn-nade", "vrnn", "lm", "sentence-vae")
+MODELS = ("rnn", "rnn-nade", "vrnn", "lm", "sentence-vae", "sentence-lm")
 OUTPUTS = ("bernoulli", "nade", "gaussian", "gmm")
 
 
@@ -30,9 +30,10 @@ class ModelConfig:
     ``model``: ``rnn`` (a deterministic next-frame predictor), ``rnn-nade`` (the same with a NADE
     output, Boulanger-Lewandowski et al. 2012; stored as model ``rnn``, output ``nade``) or ``vrnn``
     (Chung et al. 2015, ``rnnlab.models.vrnn``), ``lm`` (a language model on text,
-    ``rnnlab.models.lm``) or ``sentence-vae`` (Bowman et al. 2016). ``output``: the distribution
-    of a frame (``bernoulli``, ``nade``, ``gaussian`` diagonal, ``gmm`` a mixture of ``mixtures``
-    of them).
+    ``rnnlab.models.lm``), ``sentence-vae`` (Bowman et al. 2016) or ``sentence-lm`` (its
+    baseline: a language model over independent sentences, ``rnnlab.models.sentence_vae``).
+    ``output``: the distribution of a frame (``bernoulli``, ``nade``, ``gaussian`` diagonal,
+    ``gmm`` a mixture of ``mixtures`` of them).
     """
 
     model: str = "rnn"

@@ -7,6 +7,14 @@
               every input; word dropout replaces inputs by <unk> with probability p (training)
     prior     p(z) = N(0, I)
 
+``dropout`` acts on the non-recurrent connections: the encoder's and the decoder's input
+embeddings and the decoder's outputs before the softmax (training only).
+
+The same class is the baseline Bowman et al. compare against, a language model over independent
+sentences (``model="sentence-lm"``): no encoder and no latent, the decoder starting from a zero
+state. Its KL is 0 and its "importance-weighted" NLL is the exact NLL, so both models are scored
+per sentence by the same code.
+
 ``forward`` returns per-sentence terms: the reconstruction log-likelihood at one posterior sample,
 the closed-form KL (and its value per latent unit, for free bits), and the log ratio
 log p(z) - log q(z | w) for importance weights (``rnnlab.losses``).
@@ -48,20 +56,29 @@ class SentenceVAE(nn.Module):
         self.config = config
         E = config.embedding_size or config.hidden_size
         H, Z = config.hidden_size, config.z_size
+        self.latent = config.model == "sentence-vae"
+        self.z_size = Z if self.latent else 0
         self.embedding = nn.Embedding(vocab_size, E, padding_idx=PAD_ID)
-        self.encoder = Recurrent(config.cell, E, H, batch_first=True, backend=config.backend)
-        self.to_posterior = nn.Linear(H, 2 * Z)
-        extra = Z if config.latent_every_step else 0
+        if self.latent:
+            self.encoder = Recurrent(config.cell, E, H, batch_first=True, backend=config.backend)
+            self.to_posterior = nn.Linear(H, 2 * Z)
+            self.to_state = nn.Linear(Z, H)
+        extra = Z if config.latent_every_step and self.latent else 0
         self.decoder = Recurrent(
             config.cell, E + extra, H, batch_first=True, backend=config.backend
         )
-        self.to_state = nn.Linear(Z, H)
         self.output = nn.Linear(H, vocab_size)
         self.parts = len(self.decoder.layer_cells[0].state_widths)
 
+    def _embed(self, words: Tensor) -> Tensor:
+        return F.dropout(self.embedding(words), self.config.dropout, self.training)
+
     def encode(self, words: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """words (B, T) without <sos>, with <eos>; -> mean, log_var (B, Z)."""
-        _, state = self.encoder(self.embedding(words), lengths=lengths)
+        """words (B, T) without <sos>, with <eos>; -> mean, log_var (B, Z) (Z = 0 for the LM)."""
+        if not self.latent:
+            empty = words.new_zeros((words.shape[0], 0), dtype=self.output.weight.dtype)
+            return empty, empty
+        _, state = self.encoder(self._embed(words), lengths=lengths)
         mean, log_var = self.to_posterior(state[0][0]).chunk(2, -1)
         return mean, log_var
 
@@ -69,14 +86,18 @@ class SentenceVAE(nn.Module):
         self, z: Tensor, inputs: Tensor, lengths: Tensor | None = None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Teacher-forced decoding: inputs (B, T) start with <sos>; -> logits (B, T, V)."""
-        x = self.embedding(inputs)
-        if self.config.latent_every_step:
+        x = self._embed(inputs)
+        if self.config.latent_every_step and self.latent:
             x = torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1)], -1)
         out, state = self.decoder(x, lengths=lengths, state=self._initial_state(z))
+        out = F.dropout(out, self.config.dropout, self.training)
         return self.output(out), state
 
     def _initial_state(self, z: Tensor) -> tuple[Tensor, ...]:
-        h0 = torch.tanh(self.to_state(z))[None]  # (1, B, H)
+        if self.latent:
+            h0 = torch.tanh(self.to_state(z))[None]  # (1, B, H)
+        else:
+            h0 = z.new_zeros((1, z.shape[0], self.config.hidden_size))
         return (h0,) + tuple(torch.zeros_like(h0) for _ in range(self.parts - 1))
 
     def forward(
@@ -130,7 +151,7 @@ class SentenceVAE(nn.Module):
         done = torch.zeros(B, dtype=torch.bool)
         for _ in range(max_len):
             x = self.embedding(token)
-            if self.config.latent_every_step:
+            if self.config.latent_every_step and self.latent:
                 x = torch.cat([x, z[:, None, :]], -1)
             h, state = self.decoder(x, state=state)
             logits = self.output(h[:, -1])

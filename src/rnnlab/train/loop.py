@@ -217,9 +217,10 @@ def make_problem(cfg: RunConfig) -> Problem:
     from rnnlab.train.text import is_text
 
     text = is_text(cfg.train.data, cfg.train.data_dir)
-    if text != (cfg.model.model in ("lm", "sentence-vae")):
+    if text != (cfg.model.model in ("lm", "sentence-vae", "sentence-lm")):
         raise ConfigError(
-            f"{cfg.train.data!r} is a text corpus: train it with --model lm or sentence-vae"
+            f"{cfg.train.data!r} is a text corpus: "
+            "train it with --model lm, sentence-vae or sentence-lm"
             if text
             else f"--model {cfg.model.model} needs a text corpus (ptb, ptb-char or --data-dir), "
             f"not {cfg.train.data!r}"
@@ -237,7 +238,7 @@ def make_problem(cfg: RunConfig) -> Problem:
         from rnnlab.train.text import TextProblem
 
         return TextProblem(cfg)
-    if cfg.model.model == "sentence-vae":
+    if cfg.model.model in ("sentence-vae", "sentence-lm"):
         from rnnlab.train.sentence_vae import SentenceVAEProblem
 
         return SentenceVAEProblem(cfg)
@@ -328,6 +329,7 @@ def train_run(
     problem.finalise(out)
     result = {
         "data": t.data,
+        "model": cfg.model.model,
         "cell": cfg.model.cell,
         "hidden_size": cfg.model.hidden_size,
         "num_layers": cfg.model.num_layers,
@@ -492,7 +494,7 @@ def load_run(run: Path) -> tuple[RunConfig, Any, dict[str, Any]]:
         from rnnlab.models.vrnn import VRNN
 
         model = VRNN(cfg.model)
-    elif cfg.model.model in ("lm", "sentence-vae"):
+    elif cfg.model.model in ("lm", "sentence-vae", "sentence-lm"):
         model = make_problem(cfg).model  # the vocabulary comes from the corpus
     else:
         model = RNNPredictor(cfg.model)

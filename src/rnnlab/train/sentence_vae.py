@@ -1,4 +1,6 @@
-"""Training the sentence VAE (``rnnlab train --data ptb --model sentence-vae``).
+"""Training the sentence VAE (``rnnlab train --data ptb --model sentence-vae``) and its baseline,
+a language model over independent sentences (``--model sentence-lm``, scored by the same code:
+its KL is 0 and its NLL exact).
 
 The loss per sentence is -log p(w | z) + beta KL(q || p) (beta from ``--kl-schedule`` over
 ``--kl-anneal`` epochs; with ``--free-bits`` each unit's batch-mean KL counts at least that much);
@@ -94,7 +96,7 @@ class SentenceVAEProblem(Problem):
         return {
             "score": neg_elbo / n,
             "kl": kl / n,
-            "active_units": int((mean.var(0) > 0.01).sum()),
+            "active_units": int((mean.var(0) > 0.01).sum()) if mean.shape[1] else 0,
             "mutual_info": mutual_information(mean[:DIAGNOSTIC_SENTENCES],
                                               log_var[:DIAGNOSTIC_SENTENCES], gen),
         }  # fmt: skip
@@ -106,7 +108,7 @@ class SentenceVAEProblem(Problem):
         model = SentenceVAE(self.cfg.model, len(self.vocab))
         load_model_weights(out / MODEL, model)
         model.eval()
-        k = self.cfg.train.iw_samples
+        k = self.cfg.train.iw_samples if model.latent else 1  # the LM's NLL is exact
         gen = torch.Generator().manual_seed(IW_SEED)
         data = self.sets["test"]
         total, tokens = 0.0, 0
