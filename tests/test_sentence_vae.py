@@ -124,6 +124,9 @@ def test_train_generate_reconstruct_interpolate(tmp_path, capsys):
     lm_result = json.loads((lm_run / "result.json").read_text())
     assert lm_result["test_kl"] == 0 and lm_result["iw_samples"] == 1
     assert lm_result["test_iw_nll"] == pytest.approx(lm_result["test_neg_elbo"], rel=1e-6)
+    assert main(["eval", str(run), "--split", "test", "--iw-samples", "5"]) == 0
+    out = capsys.readouterr().out
+    assert f"importance-weighted NLL {result['test_iw_nll']:.2f}" in out and "(k=5)" in out
     assert main(["generate", str(lm_run), "--n", "2"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["reconstruct", str(lm_run), "the cat"]) == 2

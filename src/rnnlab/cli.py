@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run", type=Path)
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--data", default=None, help="evaluate on this dataset instead of the run's")
+    ev.add_argument(
+        "--iw-samples",
+        type=int,
+        default=0,
+        help="sentence VAE: also the importance-weighted NLL with this many samples",
+    )
     ev.set_defaults(handler=_eval)
 
     cmp = sub.add_parser("compare", help="a markdown table of runs (and their learning curves)")
@@ -352,6 +358,24 @@ def _eval(args: argparse.Namespace) -> int:
             f"{data} {args.split}: {key} {figures[key]:.3f}, NLL {figures['score']:.4f} nats/token "
             f"over {figures['tokens']} tokens (checkpoint of epoch {meta.get('epoch')})"
         )
+        return 0
+    if cfg.model.model in ("sentence-vae", "sentence-lm"):
+        from rnnlab.train.sentence_vae import SentenceVAEProblem
+
+        vae = SentenceVAEProblem(replace(cfg, train=replace(cfg.train, data=data)))
+        vae.model = model
+        figures = vae.evaluate(args.split)
+        print(
+            f"{data} {args.split}: negative ELBO {figures['score']:.2f} nats/sentence (one "
+            f"posterior sample), KL {figures['kl']:.2f}, active units {figures['active_units']}, "
+            f"MI {figures['mutual_info']:.2f} (checkpoint of epoch {meta.get('epoch')})"
+        )
+        if args.iw_samples:
+            iw = vae.iw_nll(args.split, args.iw_samples)
+            print(
+                f"{data} {args.split}: importance-weighted NLL {iw[args.split + '_iw_nll']:.2f} "
+                f"nats/sentence, ppl {iw[args.split + '_iw_ppl']:.2f} (k={iw['iw_samples']})"
+            )
         return 0
     if cfg.model.model == "vrnn":
         from rnnlab.train.latent import VRNNProblem

@@ -107,19 +107,29 @@ class SentenceVAEProblem(Problem):
             return
         model = SentenceVAE(self.cfg.model, len(self.vocab))
         load_model_weights(out / MODEL, model)
+        self.model = model
+        self.iw = self.iw_nll("test", self.cfg.train.iw_samples)
+
+    @torch.no_grad()
+    def iw_nll(self, split: str, k: int) -> dict[str, Any]:
+        """The importance-weighted NLL per sentence of a split with k samples (1 for the
+        sentence LM, whose NLL is exact), and the perplexity it gives."""
+        model = self.model
+        was_training = model.training
         model.eval()
-        k = self.cfg.train.iw_samples if model.latent else 1  # the LM's NLL is exact
+        k = k if model.latent else 1
         gen = torch.Generator().manual_seed(IW_SEED)
-        data = self.sets["test"]
+        data = self.sets[split]
         total, tokens = 0.0, 0
         per_batch = max(1, 1024 // k)
         for start in range(0, len(data), per_batch):
             words, lengths = pad_batch(data[start : start + per_batch])
             total += float(model.iw_log_likelihood(words, lengths, k, gen).sum())
             tokens += int(lengths.sum())
-        self.iw = {
-            "test_iw_nll": -total / len(data),
-            "test_iw_ppl": math.exp(-total / tokens),
+        model.train(was_training)
+        return {
+            f"{split}_iw_nll": -total / len(data),
+            f"{split}_iw_ppl": math.exp(-total / tokens),
             "iw_samples": k,
         }
 
