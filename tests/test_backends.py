@@ -147,11 +147,83 @@ def test_gradcheck_through_fused_zoneout(cell):
     assert gradcheck(run, (x,), fast_mode=True)
 
 
+def _perturb_(layer, gen):
+    """Gains and biases away from 1 and 0, so that a gain the kernel forgot shows."""
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", LSTMS)
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_layer_norm_matches_step_float64(cell, training):
+    """Layer norm fused into the LSTM kernels (LN(R y) and LN(c)), with zoneout, recurrent
+    dropout, lengths and two bidirectional layers: outputs, states and every gradient."""
+    gen = torch.Generator().manual_seed(100 + LSTMS.index(cell))
+    T, B, I, H = 6, 4, 5, 7
+    options = {"layer_norm": True, "zoneout": 0.2, "recurrent_dropout": 0.2}
+    ref, fast = _pair(cell, I, H, 2, True, torch.float64, **options)
+    _perturb_(ref, gen)
+    fast.load_state_dict(ref.state_dict())
+    ref.train(training)
+    fast.train(training)
+    x = torch.randn(T, B, I, dtype=torch.float64, generator=gen)
+    lengths = torch.tensor([6, 4, 1, 3])
+    weights = torch.randn(T, B, 2 * H, dtype=torch.float64, generator=gen)
+    for a, b in zip(
+        _outputs_and_grads(ref, x, lengths, weights, 5),
+        _outputs_and_grads(fast, x, lengths, weights, 5),
+        strict=True,
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", ["lstm", "lstm-v", "lstm-fgr"])
+def test_fused_layer_norm_matches_step_float32_and_saves_nothing_without_grad(cell):
+    gen = torch.Generator().manual_seed(7)
+    ref, fast = _pair(cell, 24, 40, 1, False, torch.float32, layer_norm=True)
+    _perturb_(ref, gen)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(30, 9, 24, generator=gen)
+    lengths = torch.randint(1, 31, (9,), generator=gen)
+    weights = torch.randn(30, 9, 40, generator=gen)
+    for a, b in zip(
+        _outputs_and_grads(ref, x, lengths, weights, 0),
+        _outputs_and_grads(fast, x, lengths, weights, 0),
+        strict=True,
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
+    with torch.no_grad():
+        out, _ = fast(x, lengths=lengths)
+    torch.testing.assert_close(out, ref(x, lengths=lengths)[0], rtol=1e-4, atol=1e-5)
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", ["lstm-v", "lstm-cifg", "lstm-noaf", "lstm-fgr"])
+def test_gradcheck_through_fused_layer_norm(cell):
+    layer = Recurrent(cell, 3, 3, backend="fused", layer_norm=True, zoneout=0.3).double()
+    _perturb_(layer, torch.Generator().manual_seed(1))
+    names = [n for n, _ in layer.named_parameters()]
+
+    def f(x, *params):
+        torch.manual_seed(0)  # the same zoneout masks at every evaluation
+        out, state = torch.func.functional_call(
+            layer, dict(zip(names, params, strict=True)), (x,), {"lengths": torch.tensor([4, 2])}
+        )
+        return out, *state
+
+    x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+    assert gradcheck(f, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
 def test_forced_fused_refuses_what_it_cannot_do():
     with pytest.raises(ConfigError, match="fused backend does not apply"):
         Recurrent("mingru", 3, 4, backend="fused", zoneout=0.1)(torch.randn(2, 1, 3))
     with pytest.raises(ConfigError, match="fused backend does not apply"):
-        Recurrent("lstm", 3, 4, backend="fused", layer_norm=True)(torch.randn(2, 1, 3))
+        Recurrent("gru", 3, 4, backend="fused", layer_norm=True)(torch.randn(2, 1, 3))
     with pytest.raises(ConfigError, match="Valid backends"):
         Recurrent("lstm", 3, 4, backend="cuda")
 

@@ -91,9 +91,10 @@ class Cell(nn.Module, ABC):
         Returns (outputs (T, B, H), final state), or None where no fused backend applies."""
         return None
 
-    def _fused_available(self, x_proj: Tensor) -> bool:
-        """The fused CPU kernels cover every cell on the CPU, layer norm excepted."""
-        if self.options.layer_norm or x_proj.device.type != "cpu":
+    def _fused_available(self, x_proj: Tensor, layer_norm_fused: bool = False) -> bool:
+        """The fused CPU kernels cover every cell on the CPU; layer norm only where the cell's
+        kernel fuses it (``layer_norm_fused``: the LSTM family)."""
+        if (self.options.layer_norm and not layer_norm_fused) or x_proj.device.type != "cpu":
             return False
         from rnnlab.kernels import cpu
 

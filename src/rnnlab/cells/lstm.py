@@ -174,9 +174,9 @@ class LSTMCell(Cell):
         recurrent_mask: Tensor | None,
         zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
-        """The fused CPU kernel (rnnlab.kernels.cpu), zoneout included (``zone`` (T, B, 2H): the
-        keep masks of y and c); layer norm is not fused yet."""
-        if not self._fused_available(x_proj):
+        """The fused CPU kernel (rnnlab.kernels.cpu), zoneout (``zone`` (T, B, 2H): the keep masks
+        of y and c) and layer norm included."""
+        if not self._fused_available(x_proj, layer_norm_fused=True):
             return None
         from rnnlab.kernels import cpu
 
@@ -196,6 +196,9 @@ class LSTMCell(Cell):
             layout,
             flags,
             zone,
+            (self.ln_hh_weight, self.ln_c_weight, self.ln_c_bias)
+            if self.options.layer_norm
+            else None,
         )
 
     @staticmethod

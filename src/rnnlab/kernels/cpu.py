@@ -79,18 +79,22 @@ class FusedLSTMFunction(torch.autograd.Function):
         valid: Tensor,
         rmask: Tensor,
         zone: Tensor,
+        ln_hh: Tensor,
+        ln_c_weight: Tensor,
+        ln_c_bias: Tensor,
         layout: list[int],
         flags: list[int],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         ext = extension()
         assert ext is not None
-        Y, yT, cT, aT, acts, C, Chat = ext.lstm_forward(
-            x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, valid, rmask, zone, layout, flags,
-            True,
+        Y, yT, cT, aT, acts, C, Chat, Rhat, RstdR, Xc, RstdC = ext.lstm_forward(
+            x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, valid, rmask, zone, ln_hh,
+            ln_c_weight, ln_c_bias, layout, flags, True,
         )  # fmt: skip
         ctx.save_for_backward(
-            acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat
-        )
+            acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat,
+            ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR, Xc, RstdC,
+        )  # fmt: skip
         ctx.layout, ctx.flags = layout, flags
         return Y, yT, cT, aT
 
@@ -98,8 +102,8 @@ class FusedLSTMFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None, daT: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        saved = ctx.saved_tensors
-        acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat = saved
+        (acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat,
+         ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR, Xc, RstdC) = ctx.saved_tensors  # fmt: skip
         fgr = bool(ctx.flags[3])
         ext = extension()
         assert ext is not None
@@ -110,9 +114,10 @@ class FusedLSTMFunction(torch.autograd.Function):
             daT = torch.zeros_like(a0) if daT is None or daT.numel() == 0 else daT
         else:
             daT = _empty(Y)
-        d_xproj, dR, dP, dWgg, dy0, dc0, da0 = ext.lstm_backward(
+        d_xproj, dR, dP, dWgg, dy0, dc0, da0, dg_hh, dg_c, db_c = ext.lstm_backward(
             dY, dyT, dcT, daT, acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid,
-            rmask, zone, Chat, ctx.layout, ctx.flags,
+            rmask, zone, Chat, ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR, Xc, RstdC,
+            ctx.layout, ctx.flags,
         )  # fmt: skip
         return (
             d_xproj,
@@ -125,6 +130,9 @@ class FusedLSTMFunction(torch.autograd.Function):
             None,
             None,
             None,
+            dg_hh if ln_hh.numel() else None,
+            dg_c if ln_c_weight.numel() else None,
+            db_c if ln_c_bias.numel() else None,
             None,
             None,
         )
@@ -141,11 +149,14 @@ def lstm_sequence(
     layout: list[int],
     flags: list[int],
     zone: Tensor | None = None,
+    layer_norm: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Run one layer and direction: x_proj (T, B, G*H), state (y0, c0[, a0]); valid (T, B) bool;
-    zone (T, B, 2H) the zoneout keep masks of y and c (or their expectation p in evaluation).
-    Returns the outputs (T, B, H) and the final state in the same layout."""
+    zone (T, B, 2H) the zoneout keep masks of y and c (or their expectation p in evaluation);
+    layer_norm the gains (g_hh (G*H), g_c (H)) and bias b_c (H) of LN(R y) and LN(c) (x_proj
+    then already holds LN(W x)). Returns the outputs (T, B, H) and the final state."""
     e = _empty(x_proj)
+    ln = (e, e, e) if layer_norm is None else layer_norm
     args = (
         x_proj,
         weight_hh,
@@ -157,6 +168,7 @@ def lstm_sequence(
         e if valid is None else valid,
         e if rmask is None else rmask,
         e if zone is None else zone,
+        *ln,
     )
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in args if isinstance(t, Tensor)
@@ -166,7 +178,7 @@ def lstm_sequence(
     else:  # inference: no activations are saved
         ext = extension()
         assert ext is not None
-        Y, yT, cT, aT, _, _, _ = ext.lstm_forward(*args, layout, flags, False)
+        Y, yT, cT, aT = ext.lstm_forward(*args, layout, flags, False)[:4]
     final = (yT, cT, aT) if len(state) > 2 else (yT, cT)
     return Y, final
 

@@ -11,6 +11,11 @@
 // valid (T, B) uint8 must mark a prefix of each column (as lengths produce).
 // Saved activations `acts` are (T, B, 4H): i, f, z, o after their nonlinearities, with absent
 // gates stored as 1 (and f = 1 - i for CIFG).
+//
+// Layer norm (Ba et al. 2016, sec. 3.1), on when its gains are given: pre = x_proj + g_hh LN(R y)
+// (x_proj already holds g_ih LN(W x) + b) and y_t = h(g_c LN(c_t) + b_c) * o_t. The forward saves
+// the normalised rows and their 1/sigma; the backward turns d pre into d(R y) through the
+// normalisation inside the loop (a row reduction) and forms the gains' gradients after it.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -35,6 +40,78 @@ Layout make_layout(const std::vector<int64_t>& l, const std::vector<int64_t>& f)
 
 inline bool defined(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 
+constexpr double kLayerNormEps = 1e-5;  // torch.nn.functional.layer_norm's default
+
+// xhat = (x - mean) / sqrt(var + eps) over n values (biased variance, two passes in double);
+// returns 1 / sqrt(var + eps).
+template <typename scalar_t>
+inline scalar_t normalise_row(const scalar_t* x, scalar_t* xhat, int64_t n) {
+  double sum = 0;
+  for (int64_t k = 0; k < n; ++k) sum += x[k];
+  const double mean = sum / n;
+  double sq = 0;
+  for (int64_t k = 0; k < n; ++k) sq += (x[k] - mean) * (x[k] - mean);
+  const scalar_t rstd = scalar_t(1.0 / std::sqrt(sq / n + kLayerNormEps));
+  const scalar_t m = scalar_t(mean);
+  for (int64_t k = 0; k < n; ++k) xhat[k] = (x[k] - m) * rstd;
+  return rstd;
+}
+
+// The gradient through xhat = LN(x) for one row: dx = rstd (dxhat - mean(dxhat)
+// - xhat mean(dxhat xhat)).
+template <typename scalar_t>
+inline void normalise_row_backward(const scalar_t* dxhat, const scalar_t* xhat, scalar_t rstd,
+                                   scalar_t* dx, int64_t n) {
+  double s1 = 0, s2 = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    s1 += dxhat[k];
+    s2 += double(dxhat[k]) * xhat[k];
+  }
+  const scalar_t m1 = scalar_t(s1 / n), m2 = scalar_t(s2 / n);
+  for (int64_t k = 0; k < n; ++k) dx[k] = rstd * (dxhat[k] - m1 - xhat[k] * m2);
+}
+
+// Layer norm of the recurrent product, row by row: pre = xp + g * LN(r); the normalised rows and
+// 1/sigma go to rhat and rstd (rhat may be a per-step scratch when nothing is saved).
+template <typename scalar_t>
+void ln_recurrent_rows(int64_t B, int64_t GH, const scalar_t* r, const scalar_t* xp,
+                       const scalar_t* g, scalar_t* pre, scalar_t* rhat, scalar_t* rstd) {
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      scalar_t* rh = rhat + b * GH;
+      const scalar_t s = normalise_row(r + b * GH, rh, GH);
+      if (rstd != nullptr) rstd[b] = s;
+      const scalar_t* x = xp + b * GH;
+      scalar_t* p = pre + b * GH;
+      for (int64_t k = 0; k < GH; ++k) p[k] = x[k] + g[k] * rh[k];
+    }
+  });
+}
+
+template <typename scalar_t>
+void ln_recurrent_rows_backward(int64_t B, int64_t GH, const scalar_t* dpre, const scalar_t* g,
+                                const scalar_t* rhat, const scalar_t* rstd, scalar_t* dr) {
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<scalar_t> dxhat(GH);
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* d = dpre + b * GH;
+      for (int64_t k = 0; k < GH; ++k) dxhat[k] = d[k] * g[k];
+      normalise_row_backward(dxhat.data(), rhat + b * GH, rstd[b], dr + b * GH, GH);
+    }
+  });
+}
+
+// Layer norm of c_t (before the output activation): gain, bias, and where to save the
+// normalised rows and 1/sigma (nullptr: off, or nothing saved).
+template <typename scalar_t>
+struct CellNorm {
+  const scalar_t* gain = nullptr;
+  const scalar_t* bias = nullptr;
+  scalar_t* xhat = nullptr;  // (B, H) at this step
+  scalar_t* rstd = nullptr;  // (B)
+  bool on() const { return gain != nullptr; }
+};
+
 // Every inner loop below runs over the H units of one batch row with its branches hoisted out,
 // so that the compiler vectorises it (with -ffast-math, exp and tanh go to glibc's vector math).
 // Absent peepholes and absent gate-recurrence terms read a row of zeros.
@@ -56,12 +133,13 @@ void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scala
                   const uint8_t* valid, const scalar_t* y_prev, const scalar_t* c_prev,
                   const scalar_t* a_prev, scalar_t* y_new, scalar_t* c_new, scalar_t* a_new,
                   scalar_t* y_out, scalar_t* acts, scalar_t* c_save, const scalar_t* zone,
-                  scalar_t* chat_save) {
+                  scalar_t* chat_save, const CellNorm<scalar_t>& norm) {
   const scalar_t* p_i = L.p_i >= 0 ? P + L.p_i * H : zeros;
   const scalar_t* p_f = L.p_f >= 0 ? P + L.p_f * H : zeros;
   const scalar_t* p_o = L.p_o >= 0 ? P + L.p_o * H : zeros;
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     std::vector<scalar_t> scratch(acts == nullptr ? 4 * H : 0);
+    std::vector<scalar_t> c_norm(norm.on() ? 2 * H : 0);  // g LN(c) + b, and LN(c)
     for (int64_t b = b0; b < b1; ++b) {
       const scalar_t* pr = pre + b * GH;
       const scalar_t* cp = c_prev + b * H;
@@ -90,10 +168,19 @@ void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scala
       if (L.off_o >= 0) sigmoid_row(O, pr + L.off_o * H, p_o, cn, g_o, H);
       else fill_row(O, scalar_t(1), H);
       scalar_t* yn = y_new + b * H;
+      const scalar_t* c_out = cn;  // what the output activation sees
+      if (norm.on()) {
+        scalar_t* co = c_norm.data();
+        scalar_t* xh = norm.xhat != nullptr ? norm.xhat + b * H : co + H;
+        const scalar_t s = normalise_row(cn, xh, H);
+        if (norm.rstd != nullptr) norm.rstd[b] = s;
+        for (int64_t h = 0; h < H; ++h) co[h] = norm.gain[h] * xh[h] + norm.bias[h];
+        c_out = co;
+      }
       if (L.h_act) {
-        for (int64_t h = 0; h < H; ++h) yn[h] = rnnlab::tanh(cn[h]) * O[h];
+        for (int64_t h = 0; h < H; ++h) yn[h] = rnnlab::tanh(c_out[h]) * O[h];
       } else {
-        for (int64_t h = 0; h < H; ++h) yn[h] = cn[h] * O[h];
+        for (int64_t h = 0; h < H; ++h) yn[h] = c_out[h] * O[h];
       }
       if (zone != nullptr) {  // zoneout: each unit keeps its previous value where zone is 1
         if (chat_save != nullptr) std::copy(cn, cn + H, chat_save + b * H);
@@ -128,7 +215,8 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
                    const scalar_t* ct, const scalar_t* cprev, const scalar_t* dYt,
                    const uint8_t* valid, const scalar_t* dy, const scalar_t* dc,
                    const scalar_t* da, const scalar_t* P, const scalar_t* zeros, scalar_t* dpre,
-                   scalar_t* dc_prev, const scalar_t* zone) {
+                   scalar_t* dc_prev, const scalar_t* zone, const CellNorm<scalar_t>& norm,
+                   scalar_t* d_cout) {
   const scalar_t* p_i = L.p_i >= 0 ? P + L.p_i * H : zeros;
   const scalar_t* p_f = L.p_f >= 0 ? P + L.p_f * H : zeros;
   const scalar_t* p_o = L.p_o >= 0 ? P + L.p_o * H : zeros;
@@ -136,14 +224,18 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
   const scalar_t k_i = L.off_i >= 0, k_f = L.off_f >= 0 && !L.coupled, k_o = L.off_o >= 0;
   const scalar_t k_c = L.coupled, k_g = L.g_act;
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<scalar_t> buf(5 * H);
+    std::vector<scalar_t> buf(norm.on() ? 7 * H : 5 * H);
     scalar_t *hc = buf.data(), *dpi = hc + H, *dpf = hc + 2 * H, *dpz = hc + 3 * H,
              *dpo = hc + 4 * H;
+    // With layer norm on c: the gradient reaching c through g LN(c) + b, and its d LN(c).
+    scalar_t *dc_norm = norm.on() ? hc + 5 * H : nullptr, *dxhat = norm.on() ? hc + 6 * H : nullptr;
+    const scalar_t k_n = norm.on(), k_plain = !norm.on();
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r = b * H;
       if (valid != nullptr && !valid[b]) {  // padding: the state passes through unchanged
         std::copy(dc + r, dc + r + H, dc_prev + r);
         fill_row(dpre + b * GH, scalar_t(0), GH);
+        if (d_cout != nullptr) fill_row(d_cout + r, scalar_t(0), H);
         continue;
       }
       const scalar_t *I = acts + b * 4 * H, *F = I + H, *Z = I + 2 * H, *O = I + 3 * H;
@@ -151,9 +243,15 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
       const scalar_t* da_i = L.fgr ? da + b * 3 * H : zeros;
       const scalar_t* da_f = L.fgr ? da + b * 3 * H + H : zeros;
       const scalar_t* da_o = L.fgr ? da + b * 3 * H + 2 * H : zeros;
+      const scalar_t* c_out = c;  // what the output activation saw
+      if (norm.on()) {  // recompute g LN(c) + b from the saved LN(c)
+        const scalar_t* xh = norm.xhat + r;
+        for (int64_t h = 0; h < H; ++h) hc[h] = norm.gain[h] * xh[h] + norm.bias[h];
+        c_out = hc;
+      }
       if (L.h_act) {
-        for (int64_t h = 0; h < H; ++h) hc[h] = rnnlab::tanh(c[h]);
-      } else {
+        for (int64_t h = 0; h < H; ++h) hc[h] = rnnlab::tanh(c_out[h]);
+      } else if (!norm.on()) {
         for (int64_t h = 0; h < H; ++h) hc[h] = c[h];
       }
       const scalar_t k_h = L.h_act;
@@ -162,12 +260,24 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
       // dy_prev by the caller). Without, z reads a row of zeros.
       const scalar_t* zy = zone != nullptr ? zone + b * 2 * H : zeros;
       const scalar_t* zc = zone != nullptr ? zy + H : zeros;
+      const scalar_t* via_norm = zeros;  // d c_t through the layer norm (when on)
+      if (norm.on()) {
+        scalar_t* dco = d_cout + r;  // d(g LN(c) + b), kept for the gains' gradients
+        for (int64_t h = 0; h < H; ++h) {
+          const scalar_t gy = (dy[r + h] + dYt[r + h]) * (1 - zy[h]);
+          dco[h] = gy * O[h] * (1 - k_h * hc[h] * hc[h]);
+          dxhat[h] = dco[h] * norm.gain[h];
+        }
+        normalise_row_backward(dxhat, norm.xhat + r, norm.rstd[b], dc_norm, H);
+        via_norm = dc_norm;
+      }
       for (int64_t h = 0; h < H; ++h) {
         const scalar_t gy = (dy[r + h] + dYt[r + h]) * (1 - zy[h]);
         const scalar_t go = gy * hc[h] + da_o[h];
         const scalar_t d_o = k_o * go * O[h] * (1 - O[h]);
-        const scalar_t gc =
-            dc[r + h] * (1 - zc[h]) + gy * O[h] * (1 - k_h * hc[h] * hc[h]) + d_o * p_o[h];
+        const scalar_t gc = dc[r + h] * (1 - zc[h]) +
+                            k_plain * gy * O[h] * (1 - k_h * hc[h] * hc[h]) + k_n * via_norm[h] +
+                            d_o * p_o[h];
         const scalar_t gf = gc * cp[h] + da_f[h];
         const scalar_t gi = gc * Z[h] + da_i[h] - k_c * gf;  // CIFG: f = 1 - i
         const scalar_t d_i = k_i * gi * I[h] * (1 - I[h]);
@@ -192,7 +302,8 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
 std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor peephole,
                                      at::Tensor weight_gg, at::Tensor y0, at::Tensor c0,
                                      at::Tensor a0, at::Tensor valid, at::Tensor rmask,
-                                     at::Tensor zone, std::vector<int64_t> layout,
+                                     at::Tensor zone, at::Tensor ln_hh, at::Tensor ln_c_w,
+                                     at::Tensor ln_c_b, std::vector<int64_t> layout,
                                      std::vector<int64_t> flags, bool save) {
   const Layout L = make_layout(layout, flags);
   x_proj = x_proj.contiguous();
@@ -217,15 +328,43 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
   const auto P = defined(peephole) ? peephole.contiguous() : at::Tensor();
   const auto zeros = at::zeros({H}, x_proj.options());
+  const bool ln_r = defined(ln_hh), ln_c = defined(ln_c_w);
+  const auto opts = x_proj.options();
+  // Layer norm's saved rows: LN(R y) (T, B, GH), LN(c) (T, B, H), and their 1/sigma (T, B).
+  auto Rhat = ln_r ? at::empty({save ? T : 1, B, GH}, opts) : at::empty({0}, opts);
+  auto RstdR = ln_r && save ? at::empty({T, B}, opts) : at::empty({0}, opts);
+  auto Xc = ln_c && save ? at::empty({T, B, H}, opts) : at::empty({0}, opts);
+  auto RstdC = ln_c && save ? at::empty({T, B}, opts) : at::empty({0}, opts);
+  const auto g_hh = ln_r ? ln_hh.contiguous() : at::Tensor();
+  const auto g_c = ln_c ? ln_c_w.contiguous() : at::Tensor();
+  const auto b_c = ln_c ? ln_c_b.contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "lstm_forward", [&] {
     // Buffers reused at every step: no allocation inside the loop.
-    auto pre = at::empty({B, GH}, x_proj.options());
+    auto pre = at::empty({B, GH}, opts);
+    auto r = ln_r ? at::empty({B, GH}, opts) : at::Tensor();
     auto y_in = has_mask ? at::empty_like(y) : at::Tensor();
-    auto gg = L.fgr ? at::empty({B, 3 * H}, x_proj.options()) : at::Tensor();
+    auto gg = L.fgr ? at::empty({B, 3 * H}, opts) : at::Tensor();
     for (int64_t t = 0; t < T; ++t) {
       if (has_mask) at::mul_out(y_in, y, rmask);
-      at::addmm_out(pre, x_proj[t], has_mask ? y_in : y, R_t);
+      if (ln_r) {
+        at::mm_out(r, has_mask ? y_in : y, R_t);
+        ln_recurrent_rows<scalar_t>(B, GH, r.data_ptr<scalar_t>(), x_proj[t].data_ptr<scalar_t>(),
+                                    g_hh.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(),
+                                    Rhat[save ? t : 0].data_ptr<scalar_t>(),
+                                    save ? RstdR[t].data_ptr<scalar_t>() : nullptr);
+      } else {
+        at::addmm_out(pre, x_proj[t], has_mask ? y_in : y, R_t);
+      }
       if (L.fgr) at::mm_out(gg, a, Wgg_t);
+      CellNorm<scalar_t> norm;
+      if (ln_c) {
+        norm.gain = g_c.data_ptr<scalar_t>();
+        norm.bias = b_c.data_ptr<scalar_t>();
+        if (save) {
+          norm.xhat = Xc[t].data_ptr<scalar_t>();
+          norm.rstd = RstdC[t].data_ptr<scalar_t>();
+        }
+      }
       forward_step<scalar_t>(
           L, B, H, GH, pre.data_ptr<scalar_t>(), L.fgr ? gg.data_ptr<scalar_t>() : nullptr,
           P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
@@ -236,7 +375,7 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
           save ? acts[t].data_ptr<scalar_t>() : nullptr,
           save ? C[t].data_ptr<scalar_t>() : nullptr,
           has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr,
-          save && has_zone ? Chat[t].data_ptr<scalar_t>() : nullptr);
+          save && has_zone ? Chat[t].data_ptr<scalar_t>() : nullptr, norm);
       std::swap(y, y_next);
       std::swap(c, c_next);
       if (L.fgr) std::swap(a, a_next);
@@ -248,7 +387,8 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
     C = at::empty({0}, x_proj.options());
   }
   if (!Chat.defined()) Chat = at::empty({0}, x_proj.options());
-  return {Y, y, c, a, acts, C, Chat};
+  if (!save) Rhat = at::empty({0}, opts);
+  return {Y, y, c, a, acts, C, Chat, Rhat, RstdR, Xc, RstdC};
 }
 
 std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor dcT,
@@ -256,7 +396,9 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
                                       at::Tensor Y, at::Tensor y0, at::Tensor c0, at::Tensor a0,
                                       at::Tensor weight_hh, at::Tensor peephole,
                                       at::Tensor weight_gg, at::Tensor valid, at::Tensor rmask,
-                                      at::Tensor zone, at::Tensor Chat,
+                                      at::Tensor zone, at::Tensor Chat, at::Tensor ln_hh,
+                                      at::Tensor ln_c_w, at::Tensor ln_c_b, at::Tensor Rhat,
+                                      at::Tensor RstdR, at::Tensor Xc, at::Tensor RstdC,
                                       std::vector<int64_t> layout, std::vector<int64_t> flags) {
   const Layout L = make_layout(layout, flags);
   dY = dY.contiguous();
@@ -282,9 +424,23 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   const bool has_zone = defined(zone);
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   const auto& c_cell = has_zone ? Chat : C;  // c^_t, the cell's own (before zoneout)
+  const bool ln_r = defined(ln_hh), ln_c = defined(ln_c_w);
+  // With LN(R y), d(R y) differs from d pre: it gets its own (T, B, GH) buffer for dR.
+  auto dRy = ln_r ? at::empty({T, B, GH}, dY.options()) : dPre;
+  auto dCout = ln_c ? at::empty({T, B, H}, dY.options()) : at::Tensor();
+  const auto g_hh = ln_r ? ln_hh.contiguous() : at::Tensor();
+  const auto g_c = ln_c ? ln_c_w.contiguous() : at::Tensor();
+  const auto b_c = ln_c ? ln_c_b.contiguous() : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "lstm_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
+      CellNorm<scalar_t> norm;
+      if (ln_c) {
+        norm.gain = g_c.data_ptr<scalar_t>();
+        norm.bias = b_c.data_ptr<scalar_t>();
+        norm.xhat = Xc[t].data_ptr<scalar_t>();
+        norm.rstd = RstdC[t].data_ptr<scalar_t>();
+      }
       backward_step<scalar_t>(
           L, B, H, GH, acts[t].data_ptr<scalar_t>(), c_cell[t].data_ptr<scalar_t>(),
           (t > 0 ? C[t - 1] : c0).data_ptr<scalar_t>(), dY[t].data_ptr<scalar_t>(),
@@ -292,9 +448,16 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
           dc.data_ptr<scalar_t>(), L.fgr ? da.data_ptr<scalar_t>() : nullptr,
           P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
           dPre[t].data_ptr<scalar_t>(), dc_prev.data_ptr<scalar_t>(),
-          has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr);
+          has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr, norm,
+          ln_c ? dCout[t].data_ptr<scalar_t>() : nullptr);
+      if (ln_r) {
+        ln_recurrent_rows_backward<scalar_t>(
+            B, GH, dPre[t].data_ptr<scalar_t>(), g_hh.data_ptr<scalar_t>(),
+            Rhat[t].data_ptr<scalar_t>(), RstdR[t].data_ptr<scalar_t>(),
+            dRy[t].data_ptr<scalar_t>());
+      }
       // Only the recurrent products stay in the loop.
-      at::mm_out(dy_prev, dPre[t], weight_hh);
+      at::mm_out(dy_prev, dRy[t], weight_hh);
       if (has_mask) dy_prev.mul_(rmask);
       if (has_zone) {  // the zoned-out part of y_t is y_{t-1}
         const scalar_t* zt = zone_c[t].data_ptr<scalar_t>();
@@ -330,8 +493,13 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   // Weight gradients as single large products over all steps.
   auto y_prev = at::cat({y0.unsqueeze(0), Y.narrow(0, 0, T - 1)}, 0);  // (T, B, H)
   if (has_mask) y_prev = y_prev * rmask;
-  auto dPre2 = dPre.view({T * B, GH});
-  auto dR = at::mm(dPre2.t(), y_prev.reshape({T * B, H}));
+  auto dR = at::mm(dRy.view({T * B, GH}).t(), y_prev.reshape({T * B, H}));
+  at::Tensor dg_hh = at::empty({0}, dY.options()), dg_c = dg_hh, db_c = dg_hh;
+  if (ln_r) dg_hh = (dPre * Rhat).sum({0, 1});
+  if (ln_c) {
+    dg_c = (dCout * Xc).sum({0, 1});
+    db_c = dCout.sum({0, 1});
+  }
   at::Tensor dP = at::empty({0}, dY.options());
   if (P.defined()) {
     auto c_prev = at::cat({c0.unsqueeze(0), C.narrow(0, 0, T - 1)}, 0);
@@ -355,5 +523,5 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   } else {
     da = at::empty({0}, dY.options());
   }
-  return {dPre, dR, dP, dWgg, dy, dc, da};
+  return {dPre, dR, dP, dWgg, dy, dc, da, dg_hh, dg_c, db_c};
 }

@@ -5,12 +5,14 @@
 
 std::vector<at::Tensor> lstm_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                     std::vector<int64_t>, std::vector<int64_t>, bool);
+                                     at::Tensor, at::Tensor, at::Tensor, std::vector<int64_t>,
+                                     std::vector<int64_t>, bool);
 std::vector<at::Tensor> lstm_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                      at::Tensor, at::Tensor, std::vector<int64_t>,
-                                      std::vector<int64_t>);
+                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      std::vector<int64_t>, std::vector<int64_t>);
 std::vector<at::Tensor> gru_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                     at::Tensor, at::Tensor, bool, bool);
 std::vector<at::Tensor> gru_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
