@@ -154,13 +154,16 @@ def _perturb_(layer, gen):
             p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
+SEQUENTIAL = [*LSTMS, "gru", "gru-v1", "tanh"]
+
+
 @needs_extension
-@pytest.mark.parametrize("cell", LSTMS)
+@pytest.mark.parametrize("cell", SEQUENTIAL)
 @pytest.mark.parametrize("training", [True, False])
 def test_fused_layer_norm_matches_step_float64(cell, training):
-    """Layer norm fused into the LSTM kernels (LN(R y) and LN(c)), with zoneout, recurrent
-    dropout, lengths and two bidirectional layers: outputs, states and every gradient."""
-    gen = torch.Generator().manual_seed(100 + LSTMS.index(cell))
+    """Layer norm fused into the kernels (LN(R y), and LN(c) for the LSTMs), with zoneout,
+    recurrent dropout, lengths and two bidirectional layers: outputs, states, every gradient."""
+    gen = torch.Generator().manual_seed(100 + SEQUENTIAL.index(cell))
     T, B, I, H = 6, 4, 5, 7
     options = {"layer_norm": True, "zoneout": 0.2, "recurrent_dropout": 0.2}
     ref, fast = _pair(cell, I, H, 2, True, torch.float64, **options)
@@ -180,7 +183,7 @@ def test_fused_layer_norm_matches_step_float64(cell, training):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", ["lstm", "lstm-v", "lstm-fgr"])
+@pytest.mark.parametrize("cell", ["lstm", "lstm-v", "lstm-fgr", "gru", "gru-v1", "tanh"])
 def test_fused_layer_norm_matches_step_float32_and_saves_nothing_without_grad(cell):
     gen = torch.Generator().manual_seed(7)
     ref, fast = _pair(cell, 24, 40, 1, False, torch.float32, layer_norm=True)
@@ -201,7 +204,9 @@ def test_fused_layer_norm_matches_step_float32_and_saves_nothing_without_grad(ce
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", ["lstm-v", "lstm-cifg", "lstm-noaf", "lstm-fgr"])
+@pytest.mark.parametrize(
+    "cell", ["lstm-v", "lstm-cifg", "lstm-noaf", "lstm-fgr", "gru", "gru-v1", "tanh"]
+)
 def test_gradcheck_through_fused_layer_norm(cell):
     layer = Recurrent(cell, 3, 3, backend="fused", layer_norm=True, zoneout=0.3).double()
     _perturb_(layer, torch.Generator().manual_seed(1))
@@ -222,8 +227,6 @@ def test_gradcheck_through_fused_layer_norm(cell):
 def test_forced_fused_refuses_what_it_cannot_do():
     with pytest.raises(ConfigError, match="fused backend does not apply"):
         Recurrent("mingru", 3, 4, backend="fused", zoneout=0.1)(torch.randn(2, 1, 3))
-    with pytest.raises(ConfigError, match="fused backend does not apply"):
-        Recurrent("gru", 3, 4, backend="fused", layer_norm=True)(torch.randn(2, 1, 3))
     with pytest.raises(ConfigError, match="Valid backends"):
         Recurrent("lstm", 3, 4, backend="cuda")
 

@@ -93,7 +93,7 @@ class Cell(nn.Module, ABC):
 
     def _fused_available(self, x_proj: Tensor, layer_norm_fused: bool = False) -> bool:
         """The fused CPU kernels cover every cell on the CPU; layer norm only where the cell's
-        kernel fuses it (``layer_norm_fused``: the LSTM family)."""
+        kernel fuses it (``layer_norm_fused``: the LSTM family, both GRUs and tanh)."""
         if (self.options.layer_norm and not layer_norm_fused) or x_proj.device.type != "cpu":
             return False
         from rnnlab.kernels import cpu

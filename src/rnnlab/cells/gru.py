@@ -67,12 +67,13 @@ class GRUCell(Cell):
         recurrent_mask: Tensor | None,
         zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
-        if not self._fused_available(x_proj):
+        if not self._fused_available(x_proj, layer_norm_fused=True):
             return None
         from rnnlab.kernels import cpu
 
+        ln = self.ln_hh_weight if self.options.layer_norm else None
         return cpu.gru_sequence(
-            x_proj, self.weight_hh, self.bias_hh, state[0], valid, recurrent_mask, False, zone
+            x_proj, self.weight_hh, self.bias_hh, state[0], valid, recurrent_mask, False, zone, ln
         )
 
 
@@ -124,10 +125,11 @@ class GRUv1Cell(Cell):
         recurrent_mask: Tensor | None,
         zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
-        if not self._fused_available(x_proj):
+        if not self._fused_available(x_proj, layer_norm_fused=True):
             return None
         from rnnlab.kernels import cpu
 
+        ln = self.ln_hh_weight if self.options.layer_norm else None
         return cpu.gru_sequence(
-            x_proj, self.weight_hh, None, state[0], valid, recurrent_mask, True, zone
+            x_proj, self.weight_hh, None, state[0], valid, recurrent_mask, True, zone, ln
         )

@@ -46,8 +46,9 @@ class TanhCell(Cell):
         recurrent_mask: Tensor | None,
         zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
-        if not self._fused_available(x_proj):
+        if not self._fused_available(x_proj, layer_norm_fused=True):
             return None
         from rnnlab.kernels import cpu
 
-        return cpu.tanh_sequence(x_proj, self.weight_hh, state[0], valid, recurrent_mask, zone)
+        ln = self.ln_hh_weight if self.options.layer_norm else None
+        return cpu.tanh_sequence(x_proj, self.weight_hh, state[0], valid, recurrent_mask, zone, ln)

@@ -9,6 +9,7 @@ warning; ``RNNLAB_NO_EXTENSION=1`` forces that fallback.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -18,10 +19,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-_SOURCES = [
-    Path(__file__).parent / "csrc" / name
-    for name in ("module.cpp", "lstm.cpp", "gru.cpp", "scan.cpp")
-]
+_CSRC = Path(__file__).parent / "csrc"
+_SOURCES = [_CSRC / name for name in ("module.cpp", "lstm.cpp", "gru.cpp", "scan.cpp")]
+
+
+def _headers_digest() -> str:
+    """A digest of the headers: torch rebuilds when a source or a flag changes, not a header,
+    so the digest goes into the flags."""
+    digest = hashlib.sha256()
+    for header in sorted(_CSRC.glob("*.h")):
+        digest.update(header.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 _state: dict[str, Any] = {"module": None, "error": None}
 
 
@@ -40,7 +50,12 @@ def extension() -> ModuleType | None:
             sources=[str(s) for s in _SOURCES],
             # Built where it runs, so -march=native is safe; -ffast-math lets the gate loops
             # use glibc's vector exp and tanh.
-            extra_cflags=["-O3", "-march=native", "-ffast-math"],
+            extra_cflags=[
+                "-O3",
+                "-march=native",
+                "-ffast-math",
+                f"-DRNNLAB_HEADERS={_headers_digest()}",
+            ],
             verbose=False,
         )
     except Exception as exc:  # a missing compiler or headers: fall back, loudly once
@@ -205,12 +220,17 @@ class FusedGRUFunction(torch.autograd.Function):
         valid: Tensor,
         rmask: Tensor,
         zone: Tensor,
+        ln_hh: Tensor,
         v1: bool,
     ) -> tuple[Tensor, Tensor]:
         ext = extension()
         assert ext is not None
-        Y, hT, acts = ext.gru_forward(x_proj, weight_hh, bias_hh, h0, valid, rmask, zone, v1, True)
-        ctx.save_for_backward(acts, Y, h0, weight_hh, valid, rmask, zone)
+        Y, hT, acts, Rhat, RstdR, RhatN, RstdN = ext.gru_forward(
+            x_proj, weight_hh, bias_hh, h0, valid, rmask, zone, ln_hh, v1, True
+        )
+        ctx.save_for_backward(
+            acts, Y, h0, weight_hh, valid, rmask, zone, ln_hh, Rhat, RstdR, RhatN, RstdN
+        )
         ctx.v1 = v1
         return Y, hT
 
@@ -218,15 +238,17 @@ class FusedGRUFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, dY: Tensor | None, dhT: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        acts, Y, h0, weight_hh, valid, rmask, zone = ctx.saved_tensors
+        acts, Y, h0, weight_hh, valid, rmask, zone, ln_hh, *norm = ctx.saved_tensors
         ext = extension()
         assert ext is not None
         dY = torch.zeros_like(Y) if dY is None else dY
         dhT = torch.zeros_like(h0) if dhT is None else dhT
-        dX, dR, dbias_hh, dh0 = ext.gru_backward(
-            dY, dhT, acts, Y, h0, weight_hh, valid, rmask, zone, ctx.v1
+        dX, dR, dbias_hh, dh0, dg = ext.gru_backward(
+            dY, dhT, acts, Y, h0, weight_hh, valid, rmask, zone, ln_hh, *norm, ctx.v1
         )
-        return dX, dR, None if ctx.v1 else dbias_hh, dh0, None, None, None, None
+        d_bias = None if ctx.v1 else dbias_hh
+        d_gain = dg if ln_hh.numel() else None
+        return dX, dR, d_bias, dh0, None, None, None, d_gain, None
 
 
 def gru_sequence(
@@ -238,18 +260,22 @@ def gru_sequence(
     rmask: Tensor | None,
     v1: bool,
     zone: Tensor | None = None,
+    ln_hh: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One layer and direction of a GRU: x_proj (T, B, 3H) -> outputs (T, B, H), (h_T,);
-    zone (T, B, H) the zoneout keep masks (or p in evaluation)."""
+    zone (T, B, H) the zoneout keep masks (or p in evaluation); ln_hh (3H) the gains of the
+    recurrent products' layer norm (x_proj then already holds LN(W x))."""
     valid_t, rmask_t = _inputs(x_proj, valid, rmask)
     b_hh = _empty(x_proj) if bias_hh is None else bias_hh
     z = _empty(x_proj) if zone is None else zone
-    if _needs_grad(x_proj, weight_hh, b_hh, h0):
-        Y, hT = FusedGRUFunction.apply(x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, z, v1)
+    g = _empty(x_proj) if ln_hh is None else ln_hh
+    args = (x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, z, g)
+    if _needs_grad(x_proj, weight_hh, b_hh, h0, g):
+        Y, hT = FusedGRUFunction.apply(*args, v1)
     else:
         ext = extension()
         assert ext is not None
-        Y, hT, _ = ext.gru_forward(x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, z, v1, False)
+        Y, hT = ext.gru_forward(*args, v1, False)[:2]
     return Y, (hT,)
 
 
@@ -265,24 +291,29 @@ class FusedTanhFunction(torch.autograd.Function):
         valid: Tensor,
         rmask: Tensor,
         zone: Tensor,
+        ln_hh: Tensor,
     ) -> tuple[Tensor, Tensor]:
         ext = extension()
         assert ext is not None
-        Y, hT, Yhat = ext.tanh_forward(x_proj, weight_hh, h0, valid, rmask, zone)
-        ctx.save_for_backward(Y, h0, weight_hh, valid, rmask, zone, Yhat)
+        Y, hT, Yhat, Rhat, RstdR = ext.tanh_forward(
+            x_proj, weight_hh, h0, valid, rmask, zone, ln_hh, True
+        )
+        ctx.save_for_backward(Y, h0, weight_hh, valid, rmask, zone, Yhat, ln_hh, Rhat, RstdR)
         return Y, hT
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, dY: Tensor | None, dhT: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        Y, h0, weight_hh, valid, rmask, zone, Yhat = ctx.saved_tensors
+        Y, h0, weight_hh, valid, rmask, zone, Yhat, ln_hh, Rhat, RstdR = ctx.saved_tensors
         ext = extension()
         assert ext is not None
         dY = torch.zeros_like(Y) if dY is None else dY
         dhT = torch.zeros_like(h0) if dhT is None else dhT
-        dX, dR, dh0 = ext.tanh_backward(dY, dhT, Y, h0, weight_hh, valid, rmask, zone, Yhat)
-        return dX, dR, dh0, None, None, None
+        dX, dR, dh0, dg = ext.tanh_backward(
+            dY, dhT, Y, h0, weight_hh, valid, rmask, zone, Yhat, ln_hh, Rhat, RstdR
+        )
+        return dX, dR, dh0, None, None, None, dg if ln_hh.numel() else None
 
 
 def tanh_sequence(
@@ -292,16 +323,20 @@ def tanh_sequence(
     valid: Tensor | None,
     rmask: Tensor | None,
     zone: Tensor | None = None,
+    ln_hh: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One layer and direction of the tanh RNN: x_proj (T, B, H) -> outputs, (h_T,)."""
+    """One layer and direction of the tanh RNN: x_proj (T, B, H) -> outputs, (h_T,); ln_hh (H)
+    the gain of LN(R h) (x_proj then already holds LN(W x))."""
     valid_t, rmask_t = _inputs(x_proj, valid, rmask)
     z = _empty(x_proj) if zone is None else zone
-    if _needs_grad(x_proj, weight_hh, h0):
-        Y, hT = FusedTanhFunction.apply(x_proj, weight_hh, h0, valid_t, rmask_t, z)
+    g = _empty(x_proj) if ln_hh is None else ln_hh
+    args = (x_proj, weight_hh, h0, valid_t, rmask_t, z, g)
+    if _needs_grad(x_proj, weight_hh, h0, g):
+        Y, hT = FusedTanhFunction.apply(*args)
     else:
         ext = extension()
         assert ext is not None
-        Y, hT, _ = ext.tanh_forward(x_proj, weight_hh, h0, valid_t, rmask_t, z)
+        Y, hT = ext.tanh_forward(*args, False)[:2]
     return Y, (hT,)
 
 

@@ -5,10 +5,17 @@
 // Rows of weight_hh are r, u, n. h_t = n_t + u_t (h_{t-1} - n_t) = (1 - u_t) n_t + u_t h_{t-1}.
 // valid (T, B) uint8 must mark a prefix of each column; rmask (B, H) multiplies h_{t-1} where it
 // enters the recurrent products.
+//
+// Layer norm, on when ln_hh (the gains, 3H for the GRUs, H for tanh) is given, normalises the
+// recurrent products as the cells' step does: torch's GRU g LN(R h) + b'_h over all 3H rows, v1
+// LN(R_ru h) over its 2H rows and LN(R_n (r * h)) over its H rows, tanh LN(R h). The forward saves
+// the normalised rows and 1/sigma; the backward takes the products' gradients back through the
+// normalisation in the loop and forms the gains' gradients after it.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "layer_norm.h"
 #include "safe_math.h"
 
 #include <algorithm>
@@ -51,7 +58,7 @@ at::Tensor previous_states(const at::Tensor& h0, const at::Tensor& Y, const at::
 // R_n (r * h) for v1).
 std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor bias_hh,
                                     at::Tensor h0, at::Tensor valid, at::Tensor rmask,
-                                    at::Tensor zone, bool v1, bool save) {
+                                    at::Tensor zone, at::Tensor ln_hh, bool v1, bool save) {
   x_proj = x_proj.contiguous();
   const int64_t T = x_proj.size(0), B = x_proj.size(1), H = weight_hh.size(1);
   const bool has_mask = defined(rmask), has_valid = defined(valid);
@@ -66,12 +73,33 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
   auto rhn = at::empty({B, H}, x_proj.options()), r_h = at::empty({B, H}, x_proj.options());
   const bool has_zone = defined(zone);
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();  // (T, B, H) keep masks
+  const auto opts = x_proj.options();
+  const bool ln = defined(ln_hh);
+  const int64_t RWidth = v1 ? 2 * H : 3 * H, TS = save ? T : 1;
+  // Layer norm's saved rows: LN of the first product (T, B, RWidth), of v1's second (T, B, H).
+  auto Rhat = ln ? at::empty({TS, B, RWidth}, opts) : at::empty({0}, opts);
+  auto RstdR = ln && save ? at::empty({T, B}, opts) : at::empty({0}, opts);
+  auto RhatN = ln && v1 ? at::empty({TS, B, H}, opts) : at::empty({0}, opts);
+  auto RstdN = ln && v1 && save ? at::empty({T, B}, opts) : at::empty({0}, opts);
+  const auto g = ln ? ln_hh.contiguous() : at::Tensor();
+  const auto b_hh = v1 ? at::zeros({3 * H}, opts) : bias_hh.contiguous();  // v1 has no b'_h
+  auto r_buf = ln ? at::empty({B, RWidth}, opts) : at::Tensor();
+  auto n_buf = ln && v1 ? at::empty({B, H}, opts) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "gru_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       if (has_mask) at::mul_out(h_in, h, rmask);
       const auto& hin = has_mask ? h_in : h;
-      if (v1) at::mm_out(rh, hin, R_ru_t);
-      else at::addmm_out(rh, bias_hh, hin, R_t);
+      if (ln) {
+        at::mm_out(r_buf, hin, v1 ? R_ru_t : R_t);
+        rnnlab::ln_recurrent_rows<scalar_t>(
+            B, RWidth, r_buf.data_ptr<scalar_t>(), b_hh.data_ptr<scalar_t>(), 0,
+            g.data_ptr<scalar_t>(), rh.data_ptr<scalar_t>(), Rhat[save ? t : 0].data_ptr<scalar_t>(),
+            save ? RstdR[t].data_ptr<scalar_t>() : nullptr);
+      } else if (v1) {
+        at::mm_out(rh, hin, R_ru_t);
+      } else {
+        at::addmm_out(rh, bias_hh, hin, R_t);
+      }
       const scalar_t* xp = x_proj[t].data_ptr<scalar_t>();
       const scalar_t* rp = rh.data_ptr<scalar_t>();
       const scalar_t* hp = h.data_ptr<scalar_t>();
@@ -91,7 +119,15 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
           }
         }
       });
-      if (v1) at::mm_out(rhn, r_h, R_n_t);
+      if (v1 && ln) {
+        at::mm_out(n_buf, r_h, R_n_t);
+        rnnlab::ln_recurrent_rows<scalar_t>(
+            B, H, n_buf.data_ptr<scalar_t>(), b_hh.data_ptr<scalar_t>(), 0,
+            g.data_ptr<scalar_t>() + 2 * H, rhn.data_ptr<scalar_t>(),
+            RhatN[save ? t : 0].data_ptr<scalar_t>(), save ? RstdN[t].data_ptr<scalar_t>() : nullptr);
+      } else if (v1) {
+        at::mm_out(rhn, r_h, R_n_t);
+      }
       const scalar_t* np = v1 ? rhn.data_ptr<scalar_t>() : nullptr;
       scalar_t* hn = h_next.data_ptr<scalar_t>();
       scalar_t* yt = Y[t].data_ptr<scalar_t>();
@@ -119,13 +155,19 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
       std::swap(h, h_next);
     }
   });
-  if (!save) acts = at::empty({0}, x_proj.options());
-  return {Y, h, acts};
+  if (!save) {
+    acts = at::empty({0}, opts);
+    Rhat = at::empty({0}, opts);
+    RhatN = at::empty({0}, opts);
+  }
+  return {Y, h, acts, Rhat, RstdR, RhatN, RstdN};
 }
 
 std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor acts, at::Tensor Y,
                                      at::Tensor h0, at::Tensor weight_hh, at::Tensor valid,
-                                     at::Tensor rmask, at::Tensor zone, bool v1) {
+                                     at::Tensor rmask, at::Tensor zone, at::Tensor ln_hh,
+                                     at::Tensor Rhat, at::Tensor RstdR, at::Tensor RhatN,
+                                     at::Tensor RstdN, bool v1) {
   dY = dY.contiguous();
   h0 = h0.contiguous();
   const int64_t T = dY.size(0), B = dY.size(1), H = dY.size(2);
@@ -141,6 +183,11 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
   const auto R_ru = weight_hh.narrow(0, 0, 2 * H), R_n = weight_hh.narrow(0, 2 * H, H);
   const bool has_zone = defined(zone);
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
+  const bool ln = defined(ln_hh);
+  const auto g = ln ? ln_hh.contiguous() : at::Tensor();
+  // With layer norm the products' own gradients (before the normalisation) go to dR and back to
+  // h_{t-1}; dRh keeps those of the normalised terms (for the gains and b'_h).
+  auto dProd = ln ? at::empty({T, B, 3 * H}, dY.options()) : dRh;
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "gru_backward", [&] {
     const scalar_t* mp = has_mask ? rmask_c.data_ptr<scalar_t>() : nullptr;
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -183,8 +230,14 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
           }
         }
       });
+      scalar_t* dpr = dProd[t].data_ptr<scalar_t>();
+      if (v1 && ln) {  // v1's candidate product through its own normalisation
+        rnnlab::ln_recurrent_rows_backward<scalar_t>(
+            B, H, drh + 2 * H, 3 * H, g.data_ptr<scalar_t>() + 2 * H,
+            RhatN[t].data_ptr<scalar_t>(), RstdN[t].data_ptr<scalar_t>(), dpr + 2 * H, 3 * H);
+      }
       if (v1) {  // Phase 2: back through R_n (r * h_in) to r and h_in.
-        at::mm_out(d_rh, dRh[t].narrow(1, 2 * H, H), R_n);
+        at::mm_out(d_rh, dProd[t].narrow(1, 2 * H, H), R_n);
         const scalar_t* dg = d_rh.data_ptr<scalar_t>();
         at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
@@ -200,9 +253,14 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
           }
         });
       }
+      if (ln) {  // the first product (v1: its 2H gate rows) through its normalisation
+        rnnlab::ln_recurrent_rows_backward<scalar_t>(
+            B, v1 ? 2 * H : 3 * H, drh, 3 * H, g.data_ptr<scalar_t>(), Rhat[t].data_ptr<scalar_t>(),
+            RstdR[t].data_ptr<scalar_t>(), dpr, 3 * H);
+      }
       // The recurrent product back to h_{t-1}, plus the direct path.
-      if (v1) at::mm_out(dh_next, dRh[t].narrow(1, 0, 2 * H), R_ru);
-      else at::mm_out(dh_next, dRh[t], weight_hh);
+      if (v1) at::mm_out(dh_next, dProd[t].narrow(1, 0, 2 * H), R_ru);
+      else at::mm_out(dh_next, dProd[t], weight_hh);
       if (has_mask) dh_next.mul_(rmask_c);
       dh_next.add_(direct);
       pass_padded(vt, B, H, dhp, dh_next.data_ptr<scalar_t>());
@@ -214,21 +272,29 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
   at::Tensor dR, dbias_hh;
   if (v1) {
     const auto r = acts.narrow(2, 0, H);
-    dR = at::cat({at::mm(dRh.narrow(2, 0, 2 * H).reshape({T * B, 2 * H}).t(),
+    dR = at::cat({at::mm(dProd.narrow(2, 0, 2 * H).reshape({T * B, 2 * H}).t(),
                          hin_all.reshape({T * B, H})),
-                  at::mm(dRh.narrow(2, 2 * H, H).reshape({T * B, H}).t(),
+                  at::mm(dProd.narrow(2, 2 * H, H).reshape({T * B, H}).t(),
                          (r * hin_all).reshape({T * B, H}))},
                  0);
     dbias_hh = at::empty({0}, dY.options());
   } else {
-    dR = at::mm(dRh.reshape({T * B, 3 * H}).t(), hin_all.reshape({T * B, H}));
+    dR = at::mm(dProd.reshape({T * B, 3 * H}).t(), hin_all.reshape({T * B, H}));
     dbias_hh = dRh.sum({0, 1});
   }
-  return {dX, dR, dbias_hh, dh};
+  at::Tensor dg = at::empty({0}, dY.options());
+  if (ln && v1) {
+    dg = at::cat({(dRh.narrow(2, 0, 2 * H) * Rhat).sum({0, 1}),
+                  (dRh.narrow(2, 2 * H, H) * RhatN).sum({0, 1})});
+  } else if (ln) {
+    dg = (dRh * Rhat).sum({0, 1});
+  }
+  return {dX, dR, dbias_hh, dh, dg};
 }
 
 std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor h0,
-                                     at::Tensor valid, at::Tensor rmask, at::Tensor zone) {
+                                     at::Tensor valid, at::Tensor rmask, at::Tensor zone,
+                                     at::Tensor ln_hh, bool save) {
   x_proj = x_proj.contiguous();
   const int64_t T = x_proj.size(0), B = x_proj.size(1), H = weight_hh.size(1);
   const bool has_mask = defined(rmask), has_valid = defined(valid);
@@ -241,10 +307,23 @@ std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   // With zoneout the backward needs the cell's own y^ = tanh(.), not the zoned output.
   auto Yhat = has_zone ? at::empty({T, B, H}, x_proj.options()) : at::empty({0}, x_proj.options());
+  const bool ln = defined(ln_hh);
+  auto Rhat = ln ? at::empty({save ? T : 1, B, H}, x_proj.options()) : at::empty({0}, x_proj.options());
+  auto RstdR = ln && save ? at::empty({T, B}, x_proj.options()) : at::empty({0}, x_proj.options());
+  const auto g = ln ? ln_hh.contiguous() : at::Tensor();
+  auto r_buf = ln ? at::empty({B, H}, x_proj.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "tanh_forward", [&] {
     for (int64_t t = 0; t < T; ++t) {
       if (has_mask) at::mul_out(h_in, h, rmask);
-      at::addmm_out(h_next, x_proj[t], has_mask ? h_in : h, R_t);
+      if (ln) {
+        at::mm_out(r_buf, has_mask ? h_in : h, R_t);
+        rnnlab::ln_recurrent_rows<scalar_t>(
+            B, H, r_buf.data_ptr<scalar_t>(), x_proj[t].data_ptr<scalar_t>(), H,
+            g.data_ptr<scalar_t>(), h_next.data_ptr<scalar_t>(),
+            Rhat[save ? t : 0].data_ptr<scalar_t>(), save ? RstdR[t].data_ptr<scalar_t>() : nullptr);
+      } else {
+        at::addmm_out(h_next, x_proj[t], has_mask ? h_in : h, R_t);
+      }
       scalar_t* hn = h_next.data_ptr<scalar_t>();
       const int64_t n = B * H;
       at::parallel_for(0, n, 4096, [&](int64_t k0, int64_t k1) {
@@ -262,12 +341,14 @@ std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at
       std::swap(h, h_next);
     }
   });
-  return {Y, h, Yhat};
+  if (!save) Rhat = at::empty({0}, x_proj.options());
+  return {Y, h, Yhat, Rhat, RstdR};
 }
 
 std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor Y, at::Tensor h0,
                                       at::Tensor weight_hh, at::Tensor valid, at::Tensor rmask,
-                                      at::Tensor zone, at::Tensor Yhat) {
+                                      at::Tensor zone, at::Tensor Yhat, at::Tensor ln_hh,
+                                      at::Tensor Rhat, at::Tensor RstdR) {
   dY = dY.contiguous();
   const int64_t T = dY.size(0), B = dY.size(1), H = dY.size(2);
   const bool has_mask = defined(rmask), has_valid = defined(valid);
@@ -276,6 +357,9 @@ std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor 
   auto dh = dhT.contiguous().clone(), dh_next = at::empty_like(dh);
   const bool has_zone = defined(zone);
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
+  const bool ln = defined(ln_hh);
+  const auto g = ln ? ln_hh.contiguous() : at::Tensor();
+  auto dProd = ln ? at::empty({T, B, H}, dY.options()) : dPre;  // d(R h) before the normalisation
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "tanh_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const uint8_t* vt = has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr;
@@ -294,7 +378,12 @@ std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor 
             dp[k] = (dhp[k] + dYt[k]) * (z != nullptr ? 1 - z[k] : scalar_t(1)) * (1 - y[k] * y[k]);
         }
       });
-      at::mm_out(dh_next, dPre[t], weight_hh);
+      if (ln) {
+        rnnlab::ln_recurrent_rows_backward<scalar_t>(
+            B, H, dp, H, g.data_ptr<scalar_t>(), Rhat[t].data_ptr<scalar_t>(),
+            RstdR[t].data_ptr<scalar_t>(), dProd[t].data_ptr<scalar_t>(), H);
+      }
+      at::mm_out(dh_next, dProd[t], weight_hh);
       if (has_mask) dh_next.mul_(rmask);
       if (has_zone) {  // the zoned-out part of y_t is y_{t-1}
         scalar_t* dn = dh_next.data_ptr<scalar_t>();
@@ -305,6 +394,7 @@ std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor 
     }
   });
   const auto hin_all = previous_states(h0, Y, rmask);
-  auto dR = at::mm(dPre.reshape({T * B, H}).t(), hin_all.reshape({T * B, H}));
-  return {dPre, dR, dh};
+  auto dR = at::mm(dProd.reshape({T * B, H}).t(), hin_all.reshape({T * B, H}));
+  auto dg = ln ? (dPre * Rhat).sum({0, 1}) : at::empty({0}, dY.options());
+  return {dPre, dR, dh, dg};
 }

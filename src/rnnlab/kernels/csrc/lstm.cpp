@@ -20,6 +20,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include "layer_norm.h"
 #include "safe_math.h"
 
 #include <algorithm>
@@ -39,67 +40,6 @@ Layout make_layout(const std::vector<int64_t>& l, const std::vector<int64_t>& f)
 }
 
 inline bool defined(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
-
-constexpr double kLayerNormEps = 1e-5;  // torch.nn.functional.layer_norm's default
-
-// xhat = (x - mean) / sqrt(var + eps) over n values (biased variance, two passes in double);
-// returns 1 / sqrt(var + eps).
-template <typename scalar_t>
-inline scalar_t normalise_row(const scalar_t* x, scalar_t* xhat, int64_t n) {
-  double sum = 0;
-  for (int64_t k = 0; k < n; ++k) sum += x[k];
-  const double mean = sum / n;
-  double sq = 0;
-  for (int64_t k = 0; k < n; ++k) sq += (x[k] - mean) * (x[k] - mean);
-  const scalar_t rstd = scalar_t(1.0 / std::sqrt(sq / n + kLayerNormEps));
-  const scalar_t m = scalar_t(mean);
-  for (int64_t k = 0; k < n; ++k) xhat[k] = (x[k] - m) * rstd;
-  return rstd;
-}
-
-// The gradient through xhat = LN(x) for one row: dx = rstd (dxhat - mean(dxhat)
-// - xhat mean(dxhat xhat)).
-template <typename scalar_t>
-inline void normalise_row_backward(const scalar_t* dxhat, const scalar_t* xhat, scalar_t rstd,
-                                   scalar_t* dx, int64_t n) {
-  double s1 = 0, s2 = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    s1 += dxhat[k];
-    s2 += double(dxhat[k]) * xhat[k];
-  }
-  const scalar_t m1 = scalar_t(s1 / n), m2 = scalar_t(s2 / n);
-  for (int64_t k = 0; k < n; ++k) dx[k] = rstd * (dxhat[k] - m1 - xhat[k] * m2);
-}
-
-// Layer norm of the recurrent product, row by row: pre = xp + g * LN(r); the normalised rows and
-// 1/sigma go to rhat and rstd (rhat may be a per-step scratch when nothing is saved).
-template <typename scalar_t>
-void ln_recurrent_rows(int64_t B, int64_t GH, const scalar_t* r, const scalar_t* xp,
-                       const scalar_t* g, scalar_t* pre, scalar_t* rhat, scalar_t* rstd) {
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      scalar_t* rh = rhat + b * GH;
-      const scalar_t s = normalise_row(r + b * GH, rh, GH);
-      if (rstd != nullptr) rstd[b] = s;
-      const scalar_t* x = xp + b * GH;
-      scalar_t* p = pre + b * GH;
-      for (int64_t k = 0; k < GH; ++k) p[k] = x[k] + g[k] * rh[k];
-    }
-  });
-}
-
-template <typename scalar_t>
-void ln_recurrent_rows_backward(int64_t B, int64_t GH, const scalar_t* dpre, const scalar_t* g,
-                                const scalar_t* rhat, const scalar_t* rstd, scalar_t* dr) {
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<scalar_t> dxhat(GH);
-    for (int64_t b = b0; b < b1; ++b) {
-      const scalar_t* d = dpre + b * GH;
-      for (int64_t k = 0; k < GH; ++k) dxhat[k] = d[k] * g[k];
-      normalise_row_backward(dxhat.data(), rhat + b * GH, rstd[b], dr + b * GH, GH);
-    }
-  });
-}
 
 // Layer norm of c_t (before the output activation): gain, bias, and where to save the
 // normalised rows and 1/sigma (nullptr: off, or nothing saved).
@@ -172,7 +112,7 @@ void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scala
       if (norm.on()) {
         scalar_t* co = c_norm.data();
         scalar_t* xh = norm.xhat != nullptr ? norm.xhat + b * H : co + H;
-        const scalar_t s = normalise_row(cn, xh, H);
+        const scalar_t s = rnnlab::normalise_row(cn, xh, H);
         if (norm.rstd != nullptr) norm.rstd[b] = s;
         for (int64_t h = 0; h < H; ++h) co[h] = norm.gain[h] * xh[h] + norm.bias[h];
         c_out = co;
@@ -268,7 +208,7 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
           dco[h] = gy * O[h] * (1 - k_h * hc[h] * hc[h]);
           dxhat[h] = dco[h] * norm.gain[h];
         }
-        normalise_row_backward(dxhat, norm.xhat + r, norm.rstd[b], dc_norm, H);
+        rnnlab::normalise_row_backward(dxhat, norm.xhat + r, norm.rstd[b], dc_norm, H);
         via_norm = dc_norm;
       }
       for (int64_t h = 0; h < H; ++h) {
@@ -348,7 +288,8 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
       if (has_mask) at::mul_out(y_in, y, rmask);
       if (ln_r) {
         at::mm_out(r, has_mask ? y_in : y, R_t);
-        ln_recurrent_rows<scalar_t>(B, GH, r.data_ptr<scalar_t>(), x_proj[t].data_ptr<scalar_t>(),
+        rnnlab::ln_recurrent_rows<scalar_t>(B, GH, r.data_ptr<scalar_t>(),
+                                    x_proj[t].data_ptr<scalar_t>(), GH,
                                     g_hh.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(),
                                     Rhat[save ? t : 0].data_ptr<scalar_t>(),
                                     save ? RstdR[t].data_ptr<scalar_t>() : nullptr);
@@ -451,10 +392,10 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
           has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr, norm,
           ln_c ? dCout[t].data_ptr<scalar_t>() : nullptr);
       if (ln_r) {
-        ln_recurrent_rows_backward<scalar_t>(
-            B, GH, dPre[t].data_ptr<scalar_t>(), g_hh.data_ptr<scalar_t>(),
+        rnnlab::ln_recurrent_rows_backward<scalar_t>(
+            B, GH, dPre[t].data_ptr<scalar_t>(), GH, g_hh.data_ptr<scalar_t>(),
             Rhat[t].data_ptr<scalar_t>(), RstdR[t].data_ptr<scalar_t>(),
-            dRy[t].data_ptr<scalar_t>());
+            dRy[t].data_ptr<scalar_t>(), GH);
       }
       // Only the recurrent products stay in the loop.
       at::mm_out(dy_prev, dRy[t], weight_hh);

@@ -14,13 +14,15 @@ std::vector<at::Tensor> lstm_backward(at::Tensor, at::Tensor, at::Tensor, at::Te
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       std::vector<int64_t>, std::vector<int64_t>);
 std::vector<at::Tensor> gru_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                    at::Tensor, at::Tensor, bool, bool);
+                                    at::Tensor, at::Tensor, at::Tensor, bool, bool);
 std::vector<at::Tensor> gru_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                     at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor, bool);
 std::vector<at::Tensor> tanh_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                     at::Tensor);
+                                     at::Tensor, at::Tensor, bool);
 std::vector<at::Tensor> tanh_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor);
+                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      at::Tensor, at::Tensor);
 std::vector<at::Tensor> linear_scan_forward(at::Tensor, at::Tensor, at::Tensor);
 std::vector<at::Tensor> linear_scan_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                              at::Tensor);

@@ -1,0 +1,78 @@
+// Layer normalisation (Ba et al. 2016) of rows, forward and backward, for the fused kernels.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace rnnlab {
+
+constexpr double kLayerNormEps = 1e-5;  // torch.nn.functional.layer_norm's default
+
+// xhat = (x - mean) / sqrt(var + eps) over n values (biased variance, two passes in double);
+// returns 1 / sqrt(var + eps).
+template <typename scalar_t>
+inline scalar_t normalise_row(const scalar_t* x, scalar_t* xhat, int64_t n) {
+  double sum = 0;
+  for (int64_t k = 0; k < n; ++k) sum += x[k];
+  const double mean = sum / n;
+  double sq = 0;
+  for (int64_t k = 0; k < n; ++k) sq += (x[k] - mean) * (x[k] - mean);
+  const scalar_t rstd = scalar_t(1.0 / std::sqrt(sq / n + kLayerNormEps));
+  const scalar_t m = scalar_t(mean);
+  for (int64_t k = 0; k < n; ++k) xhat[k] = (x[k] - m) * rstd;
+  return rstd;
+}
+
+// The gradient through xhat = LN(x) for one row: dx = rstd (dxhat - mean(dxhat)
+// - xhat mean(dxhat xhat)).
+template <typename scalar_t>
+inline void normalise_row_backward(const scalar_t* dxhat, const scalar_t* xhat, scalar_t rstd,
+                                   scalar_t* dx, int64_t n) {
+  double s1 = 0, s2 = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    s1 += dxhat[k];
+    s2 += double(dxhat[k]) * xhat[k];
+  }
+  const scalar_t m1 = scalar_t(s1 / n), m2 = scalar_t(s2 / n);
+  for (int64_t k = 0; k < n; ++k) dx[k] = rstd * (dxhat[k] - m1 - xhat[k] * m2);
+}
+
+// Layer norm of the recurrent product, row by row: pre = xp + g * LN(r), where xp advances by
+// xp_stride per row (GH for a per-row input projection, 0 for a bias shared by the rows); the
+// normalised rows and 1/sigma go to rhat and rstd (rhat may be scratch, rstd nullptr).
+template <typename scalar_t>
+void ln_recurrent_rows(int64_t B, int64_t GH, const scalar_t* r, const scalar_t* xp,
+                       int64_t xp_stride, const scalar_t* g, scalar_t* pre, scalar_t* rhat,
+                       scalar_t* rstd) {
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      scalar_t* rh = rhat + b * GH;
+      const scalar_t s = normalise_row(r + b * GH, rh, GH);
+      if (rstd != nullptr) rstd[b] = s;
+      const scalar_t* x = xp + b * xp_stride;
+      scalar_t* p = pre + b * GH;
+      for (int64_t k = 0; k < GH; ++k) p[k] = x[k] + g[k] * rh[k];
+    }
+  });
+}
+
+// The gradient of r from that of pre: dr = LN'(dpre * g), row by row (rows of zeros stay zero).
+// dpre and dr advance by their strides per row (a block of a wider row); rhat is (B, GH).
+template <typename scalar_t>
+void ln_recurrent_rows_backward(int64_t B, int64_t GH, const scalar_t* dpre, int64_t dpre_stride,
+                                const scalar_t* g, const scalar_t* rhat, const scalar_t* rstd,
+                                scalar_t* dr, int64_t dr_stride) {
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<scalar_t> dxhat(GH);
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* d = dpre + b * dpre_stride;
+      for (int64_t k = 0; k < GH; ++k) dxhat[k] = d[k] * g[k];
+      normalise_row_backward(dxhat.data(), rhat + b * GH, rstd[b], dr + b * dr_stride, GH);
+    }
+  });
+}
+
+}  // namespace rnnlab
