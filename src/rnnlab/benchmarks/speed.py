@@ -40,10 +40,11 @@ def torch_module(cell: str) -> type[nn.Module]:
     return TORCH_OF.get(cell, nn.LSTM)
 
 
-def build(name: str, I: int, H: int, backend: str) -> nn.Module:
+def build(name: str, I: int, H: int, backend: str, **options: Any) -> nn.Module:
+    """A torch module (``torch:lstm`` ...) or one of our cells with ``Recurrent``'s options."""
     if name.startswith("torch:"):
         return {"torch:lstm": nn.LSTM, "torch:gru": nn.GRU, "torch:rnn": nn.RNN}[name](I, H)
-    return Recurrent(name, I, H, backend=backend)
+    return Recurrent(name, I, H, backend=backend, **options)
 
 
 def timed(fn, repeats: int) -> float:
@@ -56,10 +57,12 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
-def measure_time(name: str, shape: tuple[int, ...], backend: str, repeats: int) -> dict:
+def measure_time(
+    name: str, shape: tuple[int, ...], backend: str, repeats: int, **options: Any
+) -> dict:
     B, T, I, H = shape
     torch.manual_seed(0)
-    module = build(name, I, H, backend)
+    module = build(name, I, H, backend, **options)
     x = torch.randn(T, B, I)
 
     def forward():
@@ -96,14 +99,14 @@ def matmul_floor(cell: str, shape: tuple[int, ...], repeats: int) -> float:
     return timed(products, repeats)
 
 
-def measure_memory(name: str, shape: tuple[int, ...], backend: str) -> float:
+def measure_memory(name: str, shape: tuple[int, ...], backend: str, **options: Any) -> float:
     """Peak resident-set growth (MiB) of one forward+backward, in a fresh process: the peak is
     reset just before the step (Linux: /proc/self/clear_refs) and read after it (VmHWM)."""
     code = (
         "import sys, torch\n"
         "from rnnlab.benchmarks.speed import build, rss_kib\n"
         f"B, T, I, H = {tuple(shape)}\n"
-        f"m = build({name!r}, I, H, {backend!r})\n"
+        f"m = build({name!r}, I, H, {backend!r}, **{options!r})\n"
         "x = torch.randn(T, B, I)\n"
         "m(torch.randn(2, B, I))[0].sum().backward()\n"  # warm-up: libraries, extension
         "open('/proc/self/clear_refs', 'w').write('5')\n"
@@ -146,6 +149,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--out", type=Path, default=Path("bench/out/speed.json"))
     parser.add_argument(
+        "--layer-norm", action="store_true", help="our cells with layer norm (torch's without)"
+    )
+    parser.add_argument("--zoneout", type=float, default=0.0, help="our cells with zoneout")
+    parser.add_argument(
         "--sweep-t",
         default=None,
         help="T1,T2,...: time forward+backward against T at B=32, I=88, H=256 instead",
@@ -162,6 +169,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     shapes = SHAPES if args.shapes is None else [
         tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")
     ]  # fmt: skip
+    options = {k: v for k, v in (("layer_norm", args.layer_norm), ("zoneout", args.zoneout)) if v}
     rows: list[dict[str, Any]] = []
     for shape in shapes:
         baselines: dict[str, dict[str, float]] = {}
@@ -179,8 +187,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                 "shape": shape,
                 "backend": args.backend,
                 "reference": ref_name,
+                "options": options,
             }
-            row |= measure_time(cell, shape, args.backend, args.repeats)
+            row |= measure_time(cell, shape, args.backend, args.repeats, **options)
             row["matmul_ms"] = matmul_floor(cell, shape, args.repeats)
             row["ref_forward_ms"] = base["forward_ms"]
             row["ref_fwd_bwd_ms"] = base["fwd_bwd_ms"]
@@ -188,7 +197,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             row["forward_ratio"] = row["forward_ms"] / base["forward_ms"]
             row["vs_matmul"] = row["fwd_bwd_ms"] / row["matmul_ms"]
             if not args.no_memory:
-                row["peak_mib"] = measure_memory(cell, shape, args.backend)
+                row["peak_mib"] = measure_memory(cell, shape, args.backend, **options)
                 row["ref_peak_mib"] = base["peak_mib"]
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -196,6 +205,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     print(
         f"rnnlab {rnnlab.__version__}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {machine}, backend {args.backend}"
+        + (f", options {options}" if options else "")
     )
     print(
         "| shape (B,T,I,H) | cell | fwd ms | fwd ratio | fwd+bwd ms | ratio | vs matmul | "

@@ -115,6 +115,7 @@ class SentenceVAEProblem(Problem):
         """The importance-weighted NLL per sentence of a split with k samples (1 for the
         sentence LM, whose NLL is exact), and the perplexity it gives."""
         model = self.model
+        assert isinstance(model, SentenceVAE)
         was_training = model.training
         model.eval()
         k = k if model.latent else 1
