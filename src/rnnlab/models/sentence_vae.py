@@ -105,6 +105,17 @@ class SentenceVAE(nn.Module):
     ) -> VAETerms:
         """words (B, T): each sentence's words then <eos>, padded with <pad>; lengths (B,)."""
         mean, log_var = self.encode(words, lengths)
+        return self._terms(words, lengths, mean, log_var, generator)
+
+    def _terms(
+        self,
+        words: Tensor,
+        lengths: Tensor,
+        mean: Tensor,
+        log_var: Tensor,
+        generator: torch.Generator | None,
+    ) -> VAETerms:
+        """The per-sentence terms at one sample of z from the posterior N(mean, exp(log_var))."""
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
         z = mean + (0.5 * log_var).exp() * noise
         inputs = torch.cat([torch.full_like(words[:, :1], SOS_ID), words[:, :-1]], 1)
@@ -127,9 +138,14 @@ class SentenceVAE(nn.Module):
     def iw_log_likelihood(
         self, words: Tensor, lengths: Tensor, k: int, generator: torch.Generator | None = None
     ) -> Tensor:
-        """(B,) importance-weighted estimate of log p(w) with k posterior samples each."""
+        """(B,) importance-weighted estimate of log p(w) with k posterior samples each (the
+        encoder runs once; the decoder once per sample)."""
         B = words.shape[0]
-        terms = self(words.repeat(k, 1), lengths.repeat(k), generator)
+        mean, log_var = self.encode(words, lengths)
+        terms = self._terms(
+            words.repeat(k, 1), lengths.repeat(k), mean.repeat(k, 1), log_var.repeat(k, 1),
+            generator,
+        )  # fmt: skip
         log_w = (terms.log_lik + terms.log_ratio).view(k, B)
         return importance_weighted_bound(log_w, dim=0)
 
