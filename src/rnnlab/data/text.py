@@ -206,10 +206,16 @@ def sentences(corpus: Corpus, split: str) -> list[Tensor]:
 
 
 def encode_sentence(text: str, vocab: list[str]) -> tuple[Tensor, int]:
-    """A user's sentence as ids (words then <eos>) and the number of words mapped to <unk>."""
+    """A user's sentence as ids (words then <eos>) and the number of words mapped to <unk>.
+    A word is looked up as written, then lower-cased (PTB is lower case but for its ``N``).
+
+    >>> encode_sentence("The N cats", ["<eos>", "<unk>", "the", "N"])
+    (tensor([2, 3, 1, 0]), 1)
+    """
     index = {w: i for i, w in enumerate(vocab)}
     ids, unknown = [], 0
-    for word in text.lower().split():
+    for word in text.split():
+        word = word if word in index else word.lower()
         if word not in index:
             unknown += 1
         ids.append(index.get(word, index[UNK]))
