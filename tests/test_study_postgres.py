@@ -61,7 +61,9 @@ def test_two_workers_on_postgres_one_killed_mid_trial(tmp_path, tiny_npz, postgr
     # The survivor must outlive the grace period of its dead partner's trial, not its own.
     first = _worker(tmp_path, "pg", 0, "--storage", postgres_url, grace=6)
     victim = _worker(tmp_path, "pg", 1, "--storage", postgres_url)
-    deadline = time.time() + 120
+    # Killed only once both train (past loading the C++ extension: a process killed while it
+    # holds torch's extension lock leaves the lock behind, and the survivor would wait on it).
+    deadline = time.time() + 600
     while time.time() < deadline and len(list(studies.glob("pg/trial-*/checkpoint.*"))) < 2:
         time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)  # dies in the middle of a trial
