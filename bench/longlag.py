@@ -21,7 +21,9 @@ import json
 import shlex
 from pathlib import Path
 
+from rows import fmt as _fmt
 from rows import options
+from rows import result_of as _result
 from rows import run_rows as shared_run_rows
 
 from rnnlab.report import run_summary
@@ -74,11 +76,6 @@ def command(name: str, out: Path) -> list[str]:
 
 def run_rows(names: list[str], out: Path) -> None:
     shared_run_rows({name: command(name, out) for name in names}, out)
-
-
-def _result(run: Path) -> dict[str, object]:
-    path = run / "result.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def report(out: Path) -> list[dict[str, object]]:
@@ -160,10 +157,6 @@ def recall_curve(out: Path, png: Path | None) -> None:
         fig.tight_layout()
         fig.savefig(png, dpi=120)
         print(f"\nplot: {png}")
-
-
-def _fmt(value: object, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import json
 import shlex
 from pathlib import Path
 
+from rows import fmt as _fmt
 from rows import options
 from rows import run_rows as shared_run_rows
 
@@ -171,10 +172,6 @@ def report(out: Path) -> list[dict[str, object]]:
             print(f"- {name}: `rnnlab {shlex.join(command(name, out))}`")
     (out / "polyphonic.json").write_text(json.dumps(rows, indent=2) + "\n")
     return rows
-
-
-def _fmt(value: object, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -29,3 +30,14 @@ def run_rows(commands: dict[str, list[str]], out: Path) -> None:
         code = rnnlab_main(argv + ["--no-progress"])
         if code != 0:
             print(f"row {name} failed with exit code {code}", file=sys.stderr)
+
+
+def result_of(run: Path) -> dict[str, object]:
+    """A run's result.json, or {} while it has none."""
+    path = run / "result.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def fmt(value: object, spec: str) -> str:
+    """A table cell: the value formatted, or - where there is none."""
+    return "-" if value is None else format(value, spec)

@@ -27,7 +27,9 @@ import json
 import shlex
 from pathlib import Path
 
+from rows import fmt as _fmt
 from rows import options
+from rows import result_of as _result
 from rows import run_rows as shared_run_rows
 
 from rnnlab.report import run_summary
@@ -82,11 +84,6 @@ def command(name: str, out: Path) -> list[str]:
     # Flags without a value (--tied, --variational) are written as "--tied ''" by options().
     args = [a for a in ROWS[name][3] if a != ""]
     return ["train", *args, "--out", str(out / name)]
-
-
-def _result(run: Path) -> dict[str, object]:
-    path = run / "result.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _history(run: Path) -> list[dict[str, object]]:
@@ -144,10 +141,6 @@ def report(out: Path) -> list[dict[str, object]]:
         print(f"- {row['row']}: `{row['command']}`")
     (out / "text.json").write_text(json.dumps(rows, indent=2) + "\n")
     return rows
-
-
-def _fmt(value: object, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":
