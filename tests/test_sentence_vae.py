@@ -127,6 +127,8 @@ def test_train_generate_reconstruct_interpolate(tmp_path, capsys):
     assert main(["eval", str(run), "--split", "test", "--iw-samples", "5"]) == 0
     out = capsys.readouterr().out
     assert f"importance-weighted NLL {result['test_iw_nll']:.2f}" in out and "(k=5)" in out
+    assert main(["eval", str(run), "--iw-samples", "-1"]) == 2
+    assert "--iw-samples must be" in capsys.readouterr().err
     assert main(["generate", str(lm_run), "--n", "2"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["reconstruct", str(lm_run), "the cat"]) == 2

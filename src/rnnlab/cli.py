@@ -359,6 +359,14 @@ def _eval(args: argparse.Namespace) -> int:
             f"over {figures['tokens']} tokens (checkpoint of epoch {meta.get('epoch')})"
         )
         return 0
+    if args.iw_samples < 0:
+        raise ConfigError(
+            f"--iw-samples must be 0 (off) or a number of samples, got {args.iw_samples}"
+        )
+    if args.iw_samples and cfg.model.model not in ("sentence-vae", "sentence-lm"):
+        raise ConfigError(
+            f"--iw-samples applies to sentence-vae runs, not {cfg.model.model!r} ones"
+        )
     if cfg.model.model in ("sentence-vae", "sentence-lm"):
         from rnnlab.train.sentence_vae import SentenceVAEProblem
 
