@@ -249,6 +249,24 @@ def test_falls_back_to_the_step_loop_without_the_extension():
 
 
 @needs_extension
+def test_a_lock_left_by_a_killed_build_is_cleared_not_waited_on():
+    # torch waits forever on its build directory's "lock" file; one left by a process killed
+    # while it loaded the extension must not hang every later process.
+    lock = cpu.build_directory() / "lock"
+    lock.touch()
+    try:
+        code = "from rnnlab.kernels import cpu\nassert cpu.extension() is not None\n"
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        assert "left by a process killed" in result.stderr
+        assert not lock.exists()
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+@needs_extension
 @pytest.mark.parametrize("cell", ["lstm-v", "gru", "gru-v1", "tanh"])
 def test_nan_propagates_through_the_fused_kernels(cell):
     """Built with -ffast-math, the kernels must still carry a NaN through, or training could not

@@ -5,13 +5,21 @@ and the gate arithmetic of the step fused into one pass; its backward keeps only
 product in the loop and computes the weight gradients after it as single large products. When the
 extension cannot be built (no compiler, say) rnnlab falls back to the step-by-step path with a
 warning; ``RNNLAB_NO_EXTENSION=1`` forces that fallback.
+
+torch guards its build directory with a ``lock`` file that a process killed inside ``load`` leaves
+behind, and every later process then waits on it forever. rnnlab holds its own ``flock`` (which
+the kernel releases when a process dies) around ``load``: whoever holds it is the only rnnlab
+process inside ``load``, so a ``lock`` file it finds there is stale and is removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,6 +41,50 @@ def _headers_digest() -> str:
 
 
 _state: dict[str, Any] = {"module": None, "error": None}
+_NAME = "rnnlab_cpu_kernels"
+
+
+def build_directory() -> Path:
+    """Where torch builds the extension: $TORCH_EXTENSIONS_DIR/rnnlab_cpu_kernels, or torch's
+    default cache directory for this Python and build of torch."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root is not None:
+        return Path(root) / _NAME
+    find = getattr(cpp_extension, "_get_build_directory", None)
+    if find is not None:
+        return Path(find(_NAME, False))
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}_cpu"
+    return Path(cpp_extension.get_default_build_root()) / tag / _NAME
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` for the block (none where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's own lock file is all there is
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_stale_lock(lock: Path) -> None:
+    """torch's lock file, found while holding rnnlab's flock, was left by a dead process."""
+    if lock.exists():
+        warnings.warn(
+            f"rnnlab: removing {lock}, left by a process killed while it built or loaded the "
+            "fused CPU backend",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        lock.unlink(missing_ok=True)
 
 
 def extension() -> ModuleType | None:
@@ -45,19 +97,24 @@ def extension() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        _state["module"] = load(
-            name="rnnlab_cpu_kernels",
-            sources=[str(s) for s in _SOURCES],
-            # Built where it runs, so -march=native is safe; -ffast-math lets the gate loops
-            # use glibc's vector exp and tanh.
-            extra_cflags=[
-                "-O3",
-                "-march=native",
-                "-ffast-math",
-                f"-DRNNLAB_HEADERS={_headers_digest()}",
-            ],
-            verbose=False,
-        )
+        build = build_directory()
+        build.mkdir(parents=True, exist_ok=True)
+        with _exclusive(build / "rnnlab.flock"):
+            _remove_stale_lock(build / "lock")
+            _state["module"] = load(
+                name=_NAME,
+                sources=[str(s) for s in _SOURCES],
+                # Built where it runs, so -march=native is safe; -ffast-math lets the gate loops
+                # use glibc's vector exp and tanh.
+                extra_cflags=[
+                    "-O3",
+                    "-march=native",
+                    "-ffast-math",
+                    f"-DRNNLAB_HEADERS={_headers_digest()}",
+                ],
+                build_directory=str(build),
+                verbose=False,
+            )
     except Exception as exc:  # a missing compiler or headers: fall back, loudly once
         _state["error"] = f"{type(exc).__name__}: {exc}"
         warnings.warn(
