@@ -284,10 +284,10 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
   }
   at::Tensor dg = at::empty({0}, dY.options());
   if (ln && v1) {
-    dg = at::cat({(dRh.narrow(2, 0, 2 * H) * Rhat).sum({0, 1}),
-                  (dRh.narrow(2, 2 * H, H) * RhatN).sum({0, 1})});
+    dg = at::cat({rnnlab::column_dot(dRh.narrow(2, 0, 2 * H), Rhat),
+                  rnnlab::column_dot(dRh.narrow(2, 2 * H, H), RhatN)});
   } else if (ln) {
-    dg = (dRh * Rhat).sum({0, 1});
+    dg = rnnlab::column_dot(dRh, Rhat);
   }
   return {dX, dR, dbias_hh, dh, dg};
 }
@@ -395,6 +395,6 @@ std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor 
   });
   const auto hin_all = previous_states(h0, Y, rmask);
   auto dR = at::mm(dProd.reshape({T * B, H}).t(), hin_all.reshape({T * B, H}));
-  auto dg = ln ? (dPre * Rhat).sum({0, 1}) : at::empty({0}, dY.options());
+  auto dg = ln ? rnnlab::column_dot(dPre, Rhat) : at::empty({0}, dY.options());
   return {dPre, dR, dh, dg};
 }

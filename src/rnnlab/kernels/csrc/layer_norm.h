@@ -1,6 +1,7 @@
 // Layer normalisation (Ba et al. 2016) of rows, forward and backward, for the fused kernels.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -73,6 +74,37 @@ void ln_recurrent_rows_backward(int64_t B, int64_t GH, const scalar_t* dpre, int
       normalise_row_backward(dxhat.data(), rhat + b * GH, rstd[b], dr + b * dr_stride, GH);
     }
   });
+}
+
+// The gain's gradient sum over rows of a * b, column by column, without the (rows, n) product
+// the tensor expression would allocate: a is `a` (rows, n) inside rows of a_stride, b likewise.
+template <typename scalar_t>
+void column_dot(int64_t rows, int64_t n, const scalar_t* a, int64_t a_stride, const scalar_t* b,
+                int64_t b_stride, scalar_t* out) {
+  at::parallel_for(0, n, 64, [&](int64_t k0, int64_t k1) {
+    std::vector<double> acc(k1 - k0, 0.0);
+    for (int64_t r = 0; r < rows; ++r) {
+      const scalar_t* ar = a + r * a_stride;
+      const scalar_t* br = b + r * b_stride;
+      for (int64_t k = k0; k < k1; ++k) acc[k - k0] += double(ar[k]) * br[k];
+    }
+    for (int64_t k = k0; k < k1; ++k) out[k] = scalar_t(acc[k - k0]);
+  });
+}
+
+// at::Tensor form: a and b are (T, B, n) views whose rows are contiguous (a narrow of a wider
+// last dimension included); the result is (n).
+inline at::Tensor column_dot(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t n = a.size(2), rows = a.size(0) * a.size(1);
+  TORCH_CHECK(a.stride(2) == 1 && b.stride(2) == 1 && a.stride(0) == a.size(1) * a.stride(1) &&
+                  b.stride(0) == b.size(1) * b.stride(1),
+              "column_dot: rows must be evenly strided");
+  auto out = at::empty({n}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "column_dot", [&] {
+    column_dot<scalar_t>(rows, n, a.data_ptr<scalar_t>(), a.stride(1), b.data_ptr<scalar_t>(),
+                         b.stride(1), out.data_ptr<scalar_t>());
+  });
+  return out;
 }
 
 }  // namespace rnnlab

@@ -436,9 +436,9 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   if (has_mask) y_prev = y_prev * rmask;
   auto dR = at::mm(dRy.view({T * B, GH}).t(), y_prev.reshape({T * B, H}));
   at::Tensor dg_hh = at::empty({0}, dY.options()), dg_c = dg_hh, db_c = dg_hh;
-  if (ln_r) dg_hh = (dPre * Rhat).sum({0, 1});
+  if (ln_r) dg_hh = rnnlab::column_dot(dPre, Rhat);
   if (ln_c) {
-    dg_c = (dCout * Xc).sum({0, 1});
+    dg_c = rnnlab::column_dot(dCout, Xc);
     db_c = dCout.sum({0, 1});
   }
   at::Tensor dP = at::empty({0}, dY.options());
