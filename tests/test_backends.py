@@ -183,6 +183,29 @@ def test_fused_layer_norm_matches_step_float64(cell, training):
 
 
 @needs_extension
+@pytest.mark.parametrize("cell", ["lstm-v", "gru", "gru-v1"])
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_recurrent_weight_gradients_formed_chunk_by_chunk_match(cell, layer_norm):
+    """The GRUs' dR (and the LSTMs' with layer norm) is formed 16 steps at a time at B = 40:
+    T = 45 makes three chunks, the last one short; lengths leave padded steps in each."""
+    gen = torch.Generator().manual_seed(11)
+    T, B, I, H = 45, 40, 3, 5
+    ref, fast = _pair(cell, I, H, 1, False, torch.float64, layer_norm=layer_norm,
+                      recurrent_dropout=0.2)  # fmt: skip
+    _perturb_(ref, gen)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, I, dtype=torch.float64, generator=gen)
+    lengths = torch.randint(1, T + 1, (B,), generator=gen)
+    weights = torch.randn(T, B, H, dtype=torch.float64, generator=gen)
+    for a, b in zip(
+        _outputs_and_grads(ref, x, lengths, weights, 3),
+        _outputs_and_grads(fast, x, lengths, weights, 3),
+        strict=True,
+    ):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+@needs_extension
 @pytest.mark.parametrize("cell", ["lstm", "lstm-v", "lstm-fgr", "gru", "gru-v1", "tanh"])
 def test_fused_layer_norm_matches_step_float32_and_saves_nothing_without_grad(cell):
     gen = torch.Generator().manual_seed(7)

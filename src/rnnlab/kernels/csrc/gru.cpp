@@ -17,6 +17,7 @@
 
 #include "layer_norm.h"
 #include "safe_math.h"
+#include "weight_grad.h"
 
 #include <algorithm>
 #include <cmath>
@@ -176,7 +177,6 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
   const auto hprev_all = previous_states(h0, Y, at::Tensor());  // unmasked h_{t-1}
   // Every row of dX and dRh is written below (padded rows with zeros): no fill needed.
   auto dX = at::empty({T, B, 3 * H}, dY.options());  // gradient of x_proj
-  auto dRh = at::empty({T, B, 3 * H}, dY.options());  // gradient of the recurrent terms
   auto dh = dhT.contiguous().clone(), dh_next = at::empty_like(dh);
   auto direct = at::empty_like(dh), d_rh = at::empty_like(dh);
   auto rmask_c = has_mask ? rmask.contiguous() : at::Tensor();
@@ -185,9 +185,20 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   const bool ln = defined(ln_hh);
   const auto g = ln ? ln_hh.contiguous() : at::Tensor();
-  // With layer norm the products' own gradients (before the normalisation) go to dR and back to
-  // h_{t-1}; dRh keeps those of the normalised terms (for the gains and b'_h).
-  auto dProd = ln ? at::empty({T, B, 3 * H}, dY.options()) : dRh;
+  // dProd_t, the gradient of the recurrent products (R_ru h_in, R_n (r * h_in) for v1), goes back
+  // to h_{t-1} in the loop and into dR a chunk of steps at a time (weight_grad.h). dRh_t, that of
+  // the recurrent terms (the normalised products with layer norm, else dProd_t itself), gives
+  // b'_h's and the gains' gradients, summed step by step.
+  const auto hin_all = defined(rmask) ? hprev_all * rmask : hprev_all;
+  std::vector<rnnlab::ChunkedWeightGrad::Block> blocks;
+  if (v1) {
+    blocks = {{0, 2 * H, hin_all}, {2 * H, H, acts.narrow(2, 0, H) * hin_all}};
+  } else {
+    blocks = {{0, 3 * H, hin_all}};
+  }
+  rnnlab::ChunkedWeightGrad dR_chunks(T, B, 3 * H, blocks, dY.options());
+  auto dRh_step = ln ? at::empty({B, 3 * H}, dY.options()) : at::Tensor();
+  std::vector<double> dbias_acc(v1 ? 0 : 3 * H, 0.0), dg_acc(ln ? 3 * H : 0, 0.0);
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "gru_backward", [&] {
     const scalar_t* mp = has_mask ? rmask_c.data_ptr<scalar_t>() : nullptr;
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -197,7 +208,9 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
       const scalar_t* dYt = dY[t].data_ptr<scalar_t>();
       const scalar_t* dhp = dh.data_ptr<scalar_t>();
       scalar_t* dx = dX[t].data_ptr<scalar_t>();
-      scalar_t* drh = dRh[t].data_ptr<scalar_t>();
+      const auto dProd_t = dR_chunks.slot(t);
+      scalar_t* dpr = dProd_t.data_ptr<scalar_t>();
+      scalar_t* drh = ln ? dRh_step.data_ptr<scalar_t>() : dpr;
       scalar_t* dir = direct.data_ptr<scalar_t>();
       // Phase 1: through h_t = n + u (h_prev - n) and n = tanh(.).
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
@@ -230,14 +243,13 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
           }
         }
       });
-      scalar_t* dpr = dProd[t].data_ptr<scalar_t>();
       if (v1 && ln) {  // v1's candidate product through its own normalisation
         rnnlab::ln_recurrent_rows_backward<scalar_t>(
             B, H, drh + 2 * H, 3 * H, g.data_ptr<scalar_t>() + 2 * H,
             RhatN[t].data_ptr<scalar_t>(), RstdN[t].data_ptr<scalar_t>(), dpr + 2 * H, 3 * H);
       }
       if (v1) {  // Phase 2: back through R_n (r * h_in) to r and h_in.
-        at::mm_out(d_rh, dProd[t].narrow(1, 2 * H, H), R_n);
+        at::mm_out(d_rh, dProd_t.narrow(1, 2 * H, H), R_n);
         const scalar_t* dg = d_rh.data_ptr<scalar_t>();
         at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
@@ -258,37 +270,35 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
             B, v1 ? 2 * H : 3 * H, drh, 3 * H, g.data_ptr<scalar_t>(), Rhat[t].data_ptr<scalar_t>(),
             RstdR[t].data_ptr<scalar_t>(), dpr, 3 * H);
       }
+      if (!v1) {  // b'_h
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t k = 0; k < 3 * H; ++k) dbias_acc[k] += drh[b * 3 * H + k];
+      }
+      if (ln && v1) {
+        rnnlab::column_dot_add<scalar_t>(B, 2 * H, drh, 3 * H, Rhat[t].data_ptr<scalar_t>(),
+                                         2 * H, dg_acc.data());
+        rnnlab::column_dot_add<scalar_t>(B, H, drh + 2 * H, 3 * H,
+                                         RhatN[t].data_ptr<scalar_t>(), H, dg_acc.data() + 2 * H);
+      } else if (ln) {
+        rnnlab::column_dot_add<scalar_t>(B, 3 * H, drh, 3 * H, Rhat[t].data_ptr<scalar_t>(),
+                                         3 * H, dg_acc.data());
+      }
       // The recurrent product back to h_{t-1}, plus the direct path.
-      if (v1) at::mm_out(dh_next, dProd[t].narrow(1, 0, 2 * H), R_ru);
-      else at::mm_out(dh_next, dProd[t], weight_hh);
+      if (v1) at::mm_out(dh_next, dProd_t.narrow(1, 0, 2 * H), R_ru);
+      else at::mm_out(dh_next, dProd_t, weight_hh);
+      dR_chunks.done(t);
       if (has_mask) dh_next.mul_(rmask_c);
       dh_next.add_(direct);
       pass_padded(vt, B, H, dhp, dh_next.data_ptr<scalar_t>());
       std::swap(dh, dh_next);
     }
   });
-  // Weight gradients as single products over all steps.
-  const auto hin_all = defined(rmask) ? hprev_all * rmask : hprev_all;
-  at::Tensor dR, dbias_hh;
-  if (v1) {
-    const auto r = acts.narrow(2, 0, H);
-    dR = at::cat({at::mm(dProd.narrow(2, 0, 2 * H).reshape({T * B, 2 * H}).t(),
-                         hin_all.reshape({T * B, H})),
-                  at::mm(dProd.narrow(2, 2 * H, H).reshape({T * B, H}).t(),
-                         (r * hin_all).reshape({T * B, H}))},
-                 0);
-    dbias_hh = at::empty({0}, dY.options());
-  } else {
-    dR = at::mm(dProd.reshape({T * B, 3 * H}).t(), hin_all.reshape({T * B, H}));
-    dbias_hh = dRh.sum({0, 1});
-  }
-  at::Tensor dg = at::empty({0}, dY.options());
-  if (ln && v1) {
-    dg = at::cat({rnnlab::column_dot(dRh.narrow(2, 0, 2 * H), Rhat),
-                  rnnlab::column_dot(dRh.narrow(2, 2 * H, H), RhatN)});
-  } else if (ln) {
-    dg = rnnlab::column_dot(dRh, Rhat);
-  }
+  const auto as_tensor = [&](const std::vector<double>& acc) {
+    return at::tensor(acc, dY.options().dtype(at::kDouble)).to(dY.scalar_type());
+  };
+  const auto dR = dR_chunks.result();
+  const auto dbias_hh = v1 ? at::empty({0}, dY.options()) : as_tensor(dbias_acc);
+  const auto dg = ln ? as_tensor(dg_acc) : at::empty({0}, dY.options());
   return {dX, dR, dbias_hh, dh, dg};
 }
 

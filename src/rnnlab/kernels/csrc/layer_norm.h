@@ -76,19 +76,17 @@ void ln_recurrent_rows_backward(int64_t B, int64_t GH, const scalar_t* dpre, int
   });
 }
 
-// The gain's gradient sum over rows of a * b, column by column, without the (rows, n) product
-// the tensor expression would allocate: a is `a` (rows, n) inside rows of a_stride, b likewise.
+// acc[k] += sum over rows of a * b in column k: the gains' gradients without the (rows, n)
+// product a tensor expression would allocate. a is (rows, n) inside rows of a_stride, b likewise.
 template <typename scalar_t>
-void column_dot(int64_t rows, int64_t n, const scalar_t* a, int64_t a_stride, const scalar_t* b,
-                int64_t b_stride, scalar_t* out) {
+void column_dot_add(int64_t rows, int64_t n, const scalar_t* a, int64_t a_stride,
+                    const scalar_t* b, int64_t b_stride, double* acc) {
   at::parallel_for(0, n, 64, [&](int64_t k0, int64_t k1) {
-    std::vector<double> acc(k1 - k0, 0.0);
     for (int64_t r = 0; r < rows; ++r) {
       const scalar_t* ar = a + r * a_stride;
       const scalar_t* br = b + r * b_stride;
-      for (int64_t k = k0; k < k1; ++k) acc[k - k0] += double(ar[k]) * br[k];
+      for (int64_t k = k0; k < k1; ++k) acc[k] += double(ar[k]) * br[k];
     }
-    for (int64_t k = k0; k < k1; ++k) out[k] = scalar_t(acc[k - k0]);
   });
 }
 
@@ -99,12 +97,12 @@ inline at::Tensor column_dot(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.stride(2) == 1 && b.stride(2) == 1 && a.stride(0) == a.size(1) * a.stride(1) &&
                   b.stride(0) == b.size(1) * b.stride(1),
               "column_dot: rows must be evenly strided");
-  auto out = at::empty({n}, a.options());
+  auto acc = at::zeros({n}, a.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "column_dot", [&] {
-    column_dot<scalar_t>(rows, n, a.data_ptr<scalar_t>(), a.stride(1), b.data_ptr<scalar_t>(),
-                         b.stride(1), out.data_ptr<scalar_t>());
+    column_dot_add<scalar_t>(rows, n, a.data_ptr<scalar_t>(), a.stride(1),
+                             b.data_ptr<scalar_t>(), b.stride(1), acc.data_ptr<double>());
   });
-  return out;
+  return acc.to(a.scalar_type());
 }
 
 }  // namespace rnnlab

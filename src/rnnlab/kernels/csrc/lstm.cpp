@@ -15,16 +15,19 @@
 // Layer norm (Ba et al. 2016, sec. 3.1), on when its gains are given: pre = x_proj + g_hh LN(R y)
 // (x_proj already holds g_ih LN(W x) + b) and y_t = h(g_c LN(c_t) + b_c) * o_t. The forward saves
 // the normalised rows and their 1/sigma; the backward turns d pre into d(R y) through the
-// normalisation inside the loop (a row reduction) and forms the gains' gradients after it.
+// normalisation inside the loop (a row reduction) and forms the gains' gradients after it; dR is
+// then formed from d(R y) a chunk of steps at a time (weight_grad.h), not after the loop.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include "layer_norm.h"
 #include "safe_math.h"
+#include "weight_grad.h"
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -366,8 +369,12 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   const auto& c_cell = has_zone ? Chat : C;  // c^_t, the cell's own (before zoneout)
   const bool ln_r = defined(ln_hh), ln_c = defined(ln_c_w);
-  // With LN(R y), d(R y) differs from d pre: it gets its own (T, B, GH) buffer for dR.
-  auto dRy = ln_r ? at::empty({T, B, GH}, dY.options()) : dPre;
+  auto y_prev = at::cat({y0.unsqueeze(0), Y.narrow(0, 0, T - 1)}, 0);  // (T, B, H)
+  if (has_mask) y_prev = y_prev * rmask;
+  // With LN(R y), d(R y) differs from d pre: dR is formed from it a chunk of steps at a time.
+  std::optional<rnnlab::ChunkedWeightGrad> dR_chunks;
+  if (ln_r) dR_chunks.emplace(T, B, GH, std::vector<rnnlab::ChunkedWeightGrad::Block>{{0, GH, y_prev}},
+                              dY.options());
   auto dCout = ln_c ? at::empty({T, B, H}, dY.options()) : at::Tensor();
   const auto g_hh = ln_r ? ln_hh.contiguous() : at::Tensor();
   const auto g_c = ln_c ? ln_c_w.contiguous() : at::Tensor();
@@ -391,14 +398,16 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
           dPre[t].data_ptr<scalar_t>(), dc_prev.data_ptr<scalar_t>(),
           has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr, norm,
           ln_c ? dCout[t].data_ptr<scalar_t>() : nullptr);
+      const auto dRy = ln_r ? dR_chunks->slot(t) : dPre[t];
       if (ln_r) {
         rnnlab::ln_recurrent_rows_backward<scalar_t>(
             B, GH, dPre[t].data_ptr<scalar_t>(), GH, g_hh.data_ptr<scalar_t>(),
             Rhat[t].data_ptr<scalar_t>(), RstdR[t].data_ptr<scalar_t>(),
-            dRy[t].data_ptr<scalar_t>(), GH);
+            dRy.data_ptr<scalar_t>(), GH);
       }
       // Only the recurrent products stay in the loop.
-      at::mm_out(dy_prev, dRy[t], weight_hh);
+      at::mm_out(dy_prev, dRy, weight_hh);
+      if (ln_r) dR_chunks->done(t);
       if (has_mask) dy_prev.mul_(rmask);
       if (has_zone) {  // the zoned-out part of y_t is y_{t-1}
         const scalar_t* zt = zone_c[t].data_ptr<scalar_t>();
@@ -432,9 +441,7 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   });
 
   // Weight gradients as single large products over all steps.
-  auto y_prev = at::cat({y0.unsqueeze(0), Y.narrow(0, 0, T - 1)}, 0);  // (T, B, H)
-  if (has_mask) y_prev = y_prev * rmask;
-  auto dR = at::mm(dRy.view({T * B, GH}).t(), y_prev.reshape({T * B, H}));
+  auto dR = ln_r ? dR_chunks->result() : at::mm(dPre.view({T * B, GH}).t(), y_prev.reshape({T * B, H}));
   at::Tensor dg_hh = at::empty({0}, dY.options()), dg_c = dg_hh, db_c = dg_hh;
   if (ln_r) dg_hh = rnnlab::column_dot(dPre, Rhat);
   if (ln_c) {
