@@ -183,11 +183,11 @@ def test_fused_layer_norm_matches_step_float64(cell, training):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", ["lstm-v", "gru", "gru-v1"])
+@pytest.mark.parametrize("cell", ["lstm-v", "lstm-fgr", "gru", "gru-v1"])
 @pytest.mark.parametrize("layer_norm", [False, True])
 def test_recurrent_weight_gradients_formed_chunk_by_chunk_match(cell, layer_norm):
-    """The GRUs' dR (and the LSTMs' with layer norm) is formed 16 steps at a time at B = 40:
-    T = 45 makes three chunks, the last one short; lengths leave padded steps in each."""
+    """The GRUs' dR (the LSTMs' with layer norm, FGR's dW_gg) is formed 16 steps at a time at
+    B = 40: T = 45 makes three chunks, the last one short; lengths leave padded steps in each."""
     gen = torch.Generator().manual_seed(11)
     T, B, I, H = 45, 40, 3, 5
     ref, fast = _pair(cell, I, H, 1, False, torch.float64, layer_norm=layer_norm,

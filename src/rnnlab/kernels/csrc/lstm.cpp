@@ -359,10 +359,16 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   if (L.fgr) da = daT.contiguous().clone();
   auto dc_prev = at::empty_like(dc);
   auto dy_prev = at::empty_like(dy);
-  at::Tensor da_prev, d_ifo;
+  at::Tensor da_prev;
+  // FGR's dW_gg = sum_t d(ifo)_t^T a_{t-1}, a chunk of steps at a time (weight_grad.h).
+  std::optional<rnnlab::ChunkedWeightGrad> dWgg_chunks;
   if (L.fgr) {
     da_prev = at::empty_like(da);
-    d_ifo = at::empty({B, 3 * H}, dY.options());
+    auto a_all = at::cat({acts.narrow(2, 0, 2 * H), acts.narrow(2, 3 * H, H)}, 2);  // (T,B,3H)
+    auto a_prev = at::cat({a0.unsqueeze(0), a_all.narrow(0, 0, T - 1)}, 0);
+    dWgg_chunks.emplace(T, B, 3 * H,
+                        std::vector<rnnlab::ChunkedWeightGrad::Block>{{0, 3 * H, a_prev}},
+                        dY.options());
   }
   const auto zeros = at::zeros({H}, dY.options());
   const bool has_zone = defined(zone);
@@ -418,9 +424,11 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
             dyp[b * H + h] += zt[b * 2 * H + h] * (dyc[b * H + h] + dYt[b * H + h]);
       }
       if (L.fgr) {  // FGR has all four blocks i, f, z, o: take the rows of i, f and o
+        auto d_ifo = dWgg_chunks->slot(t);
         d_ifo.narrow(1, 0, 2 * H).copy_(dPre[t].narrow(1, 0, 2 * H));
         d_ifo.narrow(1, 2 * H, H).copy_(dPre[t].narrow(1, 3 * H, H));
         at::mm_out(da_prev, d_ifo, weight_gg);
+        dWgg_chunks->done(t);
       }
       if (has_valid) {  // padded rows pass their gradient through unchanged
         const uint8_t* vt = valid_u8[t].data_ptr<uint8_t>();
@@ -457,17 +465,14 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
     for (int k = 0; k < 3; ++k) {
       if (prow[k] < 0) continue;
       const auto& cc = k == 2 ? c_cell : c_prev;  // the output gate's peephole sees c^_t
-      found.emplace_back(prow[k], (dPre.narrow(2, offs[k] * H, H) * cc).sum({0, 1}));
+      found.emplace_back(prow[k], rnnlab::column_dot(dPre.narrow(2, offs[k] * H, H), cc));
     }
     dP = at::zeros_like(P);
     for (auto& [row, g] : found) dP[row].copy_(g);
   }
   at::Tensor dWgg = at::empty({0}, dY.options());
   if (L.fgr) {
-    auto a_all = at::cat({acts.narrow(2, 0, 2 * H), acts.narrow(2, 3 * H, H)}, 2);  // (T,B,3H)
-    auto a_prev = at::cat({a0.unsqueeze(0), a_all.narrow(0, 0, T - 1)}, 0);
-    auto dPre_ifo = at::cat({dPre.narrow(2, 0, 2 * H), dPre.narrow(2, 3 * H, H)}, 2);
-    dWgg = at::mm(dPre_ifo.reshape({T * B, 3 * H}).t(), a_prev.reshape({T * B, 3 * H}));
+    dWgg = dWgg_chunks->result();
   } else {
     da = at::empty({0}, dY.options());
   }
