@@ -55,6 +55,7 @@ class ScanCell(Cell):
     state_widths = (1,)
     zoneout_parts = 1
     recurrent_weights = False
+    scan_kind: int  # which cell the fused CPU kernel computes (csrc/scan.cpp)
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)
@@ -79,19 +80,16 @@ class ScanCell(Cell):
         if recurrent_mask is not None:
             return None
         h0 = state[0]
-        log_a, log_b = self.log_coefficients(x_proj)  # (T, B, H) each
         if x_proj.device.type == "cpu":
             from rnnlab.kernels import cpu
 
             if cpu.extension() is not None:
-                # On a CPU the exact sequential recurrence beats the log-space scan.
-                a, b = torch.exp(log_a), torch.exp(log_b)
-                if valid is not None:
-                    v = valid.unsqueeze(-1)
-                    a, b = torch.where(v, a, 1.0), torch.where(v, b, 0.0)
-                h, h_last = cpu.linear_scan(a, b, h0)
+                # On a CPU the exact sequential recurrence beats the log-space scan; the kernel
+                # computes a_t and b_t from x_proj inside it and keeps only the states.
+                h, h_last = cpu.gated_scan(x_proj, h0, valid, self.scan_kind)
                 out = h if valid is None else torch.where(valid.unsqueeze(-1), h, 0.0)
                 return out, (h_last,)
+        log_a, log_b = self.log_coefficients(x_proj)  # (T, B, H) each
         return self.log_space_scan(log_a, log_b, h0, valid)
 
     @staticmethod
@@ -117,6 +115,7 @@ class MinGRUCell(ScanCell):
     h_t = (1 - z_t) h_{t-1} + z_t g(k_h)."""
 
     gate_rows = 2
+    scan_kind = 0  # the fused CPU kernel's minGRU
 
     def log_coefficients(self, x_proj: Tensor) -> tuple[Tensor, Tensor]:
         k_z, k_h = x_proj.chunk(2, dim=-1)
@@ -128,6 +127,7 @@ class MinLSTMCell(ScanCell):
     i' = i / (f + i): h_t = f'_t h_{t-1} + i'_t g(k_h)."""
 
     gate_rows = 3
+    scan_kind = 1  # the fused CPU kernel's minLSTM
 
     def log_coefficients(self, x_proj: Tensor) -> tuple[Tensor, Tensor]:
         k_f, k_i, k_h = x_proj.chunk(3, dim=-1)

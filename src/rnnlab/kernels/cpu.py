@@ -397,36 +397,44 @@ def tanh_sequence(
     return Y, (hT,)
 
 
-class LinearScanFunction(torch.autograd.Function):
-    """h_t = a_t h_{t-1} + b_t over the first dimension, with its hand-written backward."""
+class GatedScanFunction(torch.autograd.Function):
+    """minGRU / minLSTM from x_proj (the coefficients computed inside the recurrence), with the
+    hand-written backward that recomputes their derivatives from x_proj."""
 
     @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, x_proj: Tensor, h0: Tensor, valid: Tensor, kind: int
+    ) -> tuple[Tensor, Tensor]:
         ext = extension()
         assert ext is not None
-        H, hT = ext.linear_scan_forward(a, b, h0)
-        ctx.save_for_backward(a, H, h0)
+        H, hT = ext.gated_scan_forward(x_proj, h0, valid, kind)
+        ctx.save_for_backward(x_proj, H, h0, valid)
+        ctx.kind = kind
         return H, hT
 
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, dH: Tensor | None, dhT: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        a, H, h0 = ctx.saved_tensors
+    ) -> tuple[Tensor, Tensor, None, None]:
+        x_proj, H, h0, valid = ctx.saved_tensors
         ext = extension()
         assert ext is not None
         dH = torch.zeros_like(H) if dH is None else dH
         dhT = torch.zeros_like(h0) if dhT is None else dhT
-        da, db, dh0 = ext.linear_scan_backward(dH, dhT, a, H, h0)
-        return da, db, dh0
+        dx, dh0 = ext.gated_scan_backward(dH, dhT, x_proj, H, h0, valid, ctx.kind)
+        return dx, dh0, None, None
 
 
-def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-    """All h_t of h_t = a_t h_{t-1} + b_t: a, b (T, ...), h0 (...). Returns (h (T, ...), h_T)."""
-    if _needs_grad(a, b, h0):
-        H, hT = LinearScanFunction.apply(a, b, h0)
+def gated_scan(
+    x_proj: Tensor, h0: Tensor, valid: Tensor | None, kind: int
+) -> tuple[Tensor, Tensor]:
+    """All states of minGRU (kind 0) or minLSTM (kind 1): x_proj (T, B, G*H), h0 (B, H), valid
+    (T, B) bool or None. Returns (h (T, B, H), h_T); h carries the state over padded steps."""
+    v = _empty(x_proj) if valid is None else valid
+    if _needs_grad(x_proj, h0):
+        H, hT = GatedScanFunction.apply(x_proj, h0, v, kind)
         return H, hT
     ext = extension()
     assert ext is not None
-    H, hT = ext.linear_scan_forward(a, b, h0)
+    H, hT = ext.gated_scan_forward(x_proj, h0, v, kind)
     return H, hT

@@ -23,9 +23,10 @@ std::vector<at::Tensor> tanh_forward(at::Tensor, at::Tensor, at::Tensor, at::Ten
 std::vector<at::Tensor> tanh_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor);
-std::vector<at::Tensor> linear_scan_forward(at::Tensor, at::Tensor, at::Tensor);
-std::vector<at::Tensor> linear_scan_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                             at::Tensor);
+
+std::vector<at::Tensor> gated_scan_forward(at::Tensor, at::Tensor, at::Tensor, int64_t);
+std::vector<at::Tensor> gated_scan_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                            at::Tensor, at::Tensor, int64_t);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // The kernels touch no Python object: they release the GIL, so other Python threads (a study
@@ -38,6 +39,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gru_backward, "fused GRU backward (CPU)", release());
   m.def("tanh_forward", &tanh_forward, "fused tanh RNN forward (CPU)", release());
   m.def("tanh_backward", &tanh_backward, "fused tanh RNN backward (CPU)", release());
-  m.def("linear_scan_forward", &linear_scan_forward, "h_t = a_t h_{t-1} + b_t (CPU)", release());
-  m.def("linear_scan_backward", &linear_scan_backward, "its backward (CPU)", release());
+  m.def("gated_scan_forward", &gated_scan_forward, "minGRU / minLSTM from x_proj (CPU)",
+        release());
+  m.def("gated_scan_backward", &gated_scan_backward, "its backward (CPU)", release());
 }
