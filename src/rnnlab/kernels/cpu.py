@@ -159,13 +159,13 @@ class FusedLSTMFunction(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         ext = extension()
         assert ext is not None
-        Y, yT, cT, aT, acts, C, Chat, Rhat, RstdR, Xc, RstdC = ext.lstm_forward(
+        Y, yT, cT, aT, acts, C, Chat, Rhat, RstdR = ext.lstm_forward(
             x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, valid, rmask, zone, ln_hh,
             ln_c_weight, ln_c_bias, layout, flags, True,
         )  # fmt: skip
         ctx.save_for_backward(
             acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat,
-            ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR, Xc, RstdC,
+            ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR,
         )  # fmt: skip
         ctx.layout, ctx.flags = layout, flags
         return Y, yT, cT, aT
@@ -175,7 +175,7 @@ class FusedLSTMFunction(torch.autograd.Function):
         ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None, daT: Tensor | None
     ) -> tuple[Tensor | None, ...]:
         (acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat,
-         ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR, Xc, RstdC) = ctx.saved_tensors  # fmt: skip
+         ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR) = ctx.saved_tensors  # fmt: skip
         fgr = bool(ctx.flags[3])
         ext = extension()
         assert ext is not None
@@ -188,7 +188,7 @@ class FusedLSTMFunction(torch.autograd.Function):
             daT = _empty(Y)
         d_xproj, dR, dP, dWgg, dy0, dc0, da0, dg_hh, dg_c, db_c = ext.lstm_backward(
             dY, dyT, dcT, daT, acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid,
-            rmask, zone, Chat, ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR, Xc, RstdC,
+            rmask, zone, Chat, ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR,
             ctx.layout, ctx.flags,
         )  # fmt: skip
         return (

@@ -50,8 +50,9 @@ template <typename scalar_t>
 struct CellNorm {
   const scalar_t* gain = nullptr;
   const scalar_t* bias = nullptr;
-  scalar_t* xhat = nullptr;  // (B, H) at this step
-  scalar_t* rstd = nullptr;  // (B)
+  // Forward: unused (LN(c) goes to scratch). Backward: where LN(c) (B, H), recomputed from c, is
+  // written for the gains' gradients.
+  scalar_t* xhat = nullptr;
   bool on() const { return gain != nullptr; }
 };
 
@@ -114,9 +115,8 @@ void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scala
       const scalar_t* c_out = cn;  // what the output activation sees
       if (norm.on()) {
         scalar_t* co = c_norm.data();
-        scalar_t* xh = norm.xhat != nullptr ? norm.xhat + b * H : co + H;
-        const scalar_t s = rnnlab::normalise_row(cn, xh, H);
-        if (norm.rstd != nullptr) norm.rstd[b] = s;
+        scalar_t* xh = co + H;
+        rnnlab::normalise_row(cn, xh, H);
         for (int64_t h = 0; h < H; ++h) co[h] = norm.gain[h] * xh[h] + norm.bias[h];
         c_out = co;
       }
@@ -179,6 +179,7 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
         std::copy(dc + r, dc + r + H, dc_prev + r);
         fill_row(dpre + b * GH, scalar_t(0), GH);
         if (d_cout != nullptr) fill_row(d_cout + r, scalar_t(0), H);
+        if (norm.on()) fill_row(norm.xhat + r, scalar_t(0), H);
         continue;
       }
       const scalar_t *I = acts + b * 4 * H, *F = I + H, *Z = I + 2 * H, *O = I + 3 * H;
@@ -187,8 +188,10 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
       const scalar_t* da_f = L.fgr ? da + b * 3 * H + H : zeros;
       const scalar_t* da_o = L.fgr ? da + b * 3 * H + 2 * H : zeros;
       const scalar_t* c_out = c;  // what the output activation saw
-      if (norm.on()) {  // recompute g LN(c) + b from the saved LN(c)
-        const scalar_t* xh = norm.xhat + r;
+      scalar_t rstd_c = 0;
+      if (norm.on()) {  // recompute LN(c) from c (bit for bit the forward's) and g LN(c) + b
+        scalar_t* xh = norm.xhat + r;
+        rstd_c = rnnlab::normalise_row(c, xh, H);
         for (int64_t h = 0; h < H; ++h) hc[h] = norm.gain[h] * xh[h] + norm.bias[h];
         c_out = hc;
       }
@@ -211,7 +214,7 @@ void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scal
           dco[h] = gy * O[h] * (1 - k_h * hc[h] * hc[h]);
           dxhat[h] = dco[h] * norm.gain[h];
         }
-        rnnlab::normalise_row_backward(dxhat, norm.xhat + r, norm.rstd[b], dc_norm, H);
+        rnnlab::normalise_row_backward(dxhat, norm.xhat + r, rstd_c, dc_norm, H);
         via_norm = dc_norm;
       }
       for (int64_t h = 0; h < H; ++h) {
@@ -276,8 +279,6 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   // Layer norm's saved rows: LN(R y) (T, B, GH), LN(c) (T, B, H), and their 1/sigma (T, B).
   auto Rhat = ln_r ? at::empty({save ? T : 1, B, GH}, opts) : at::empty({0}, opts);
   auto RstdR = ln_r && save ? at::empty({T, B}, opts) : at::empty({0}, opts);
-  auto Xc = ln_c && save ? at::empty({T, B, H}, opts) : at::empty({0}, opts);
-  auto RstdC = ln_c && save ? at::empty({T, B}, opts) : at::empty({0}, opts);
   const auto g_hh = ln_r ? ln_hh.contiguous() : at::Tensor();
   const auto g_c = ln_c ? ln_c_w.contiguous() : at::Tensor();
   const auto b_c = ln_c ? ln_c_b.contiguous() : at::Tensor();
@@ -304,10 +305,6 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
       if (ln_c) {
         norm.gain = g_c.data_ptr<scalar_t>();
         norm.bias = b_c.data_ptr<scalar_t>();
-        if (save) {
-          norm.xhat = Xc[t].data_ptr<scalar_t>();
-          norm.rstd = RstdC[t].data_ptr<scalar_t>();
-        }
       }
       forward_step<scalar_t>(
           L, B, H, GH, pre.data_ptr<scalar_t>(), L.fgr ? gg.data_ptr<scalar_t>() : nullptr,
@@ -332,7 +329,7 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   }
   if (!Chat.defined()) Chat = at::empty({0}, x_proj.options());
   if (!save) Rhat = at::empty({0}, opts);
-  return {Y, y, c, a, acts, C, Chat, Rhat, RstdR, Xc, RstdC};
+  return {Y, y, c, a, acts, C, Chat, Rhat, RstdR};
 }
 
 std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor dcT,
@@ -342,7 +339,7 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
                                       at::Tensor weight_gg, at::Tensor valid, at::Tensor rmask,
                                       at::Tensor zone, at::Tensor Chat, at::Tensor ln_hh,
                                       at::Tensor ln_c_w, at::Tensor ln_c_b, at::Tensor Rhat,
-                                      at::Tensor RstdR, at::Tensor Xc, at::Tensor RstdC,
+                                      at::Tensor RstdR,
                                       std::vector<int64_t> layout, std::vector<int64_t> flags) {
   const Layout L = make_layout(layout, flags);
   dY = dY.contiguous();
@@ -381,7 +378,10 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   std::optional<rnnlab::ChunkedWeightGrad> dR_chunks;
   if (ln_r) dR_chunks.emplace(T, B, GH, std::vector<rnnlab::ChunkedWeightGrad::Block>{{0, GH, y_prev}},
                               dY.options());
-  auto dCout = ln_c ? at::empty({T, B, H}, dY.options()) : at::Tensor();
+  // With LN(c): d(g LN(c) + b) and LN(c) of a step (B, H), summed into the gains' gradients.
+  auto dCout = ln_c ? at::empty({B, H}, dY.options()) : at::Tensor();
+  auto Xc = ln_c ? at::empty({B, H}, dY.options()) : at::Tensor();
+  std::vector<double> dg_c_acc(ln_c ? H : 0, 0.0), db_c_acc(ln_c ? H : 0, 0.0);
   const auto g_hh = ln_r ? ln_hh.contiguous() : at::Tensor();
   const auto g_c = ln_c ? ln_c_w.contiguous() : at::Tensor();
   const auto b_c = ln_c ? ln_c_b.contiguous() : at::Tensor();
@@ -392,8 +392,7 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
       if (ln_c) {
         norm.gain = g_c.data_ptr<scalar_t>();
         norm.bias = b_c.data_ptr<scalar_t>();
-        norm.xhat = Xc[t].data_ptr<scalar_t>();
-        norm.rstd = RstdC[t].data_ptr<scalar_t>();
+        norm.xhat = Xc.data_ptr<scalar_t>();
       }
       backward_step<scalar_t>(
           L, B, H, GH, acts[t].data_ptr<scalar_t>(), c_cell[t].data_ptr<scalar_t>(),
@@ -403,7 +402,14 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
           P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
           dPre[t].data_ptr<scalar_t>(), dc_prev.data_ptr<scalar_t>(),
           has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr, norm,
-          ln_c ? dCout[t].data_ptr<scalar_t>() : nullptr);
+          ln_c ? dCout.data_ptr<scalar_t>() : nullptr);
+      if (ln_c) {
+        const scalar_t* dco = dCout.data_ptr<scalar_t>();
+        rnnlab::column_dot_add<scalar_t>(B, H, dco, H, Xc.data_ptr<scalar_t>(), H,
+                                         dg_c_acc.data());
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t h = 0; h < H; ++h) db_c_acc[h] += dco[b * H + h];
+      }
       const auto dRy = ln_r ? dR_chunks->slot(t) : dPre[t];
       if (ln_r) {
         rnnlab::ln_recurrent_rows_backward<scalar_t>(
@@ -453,8 +459,9 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   at::Tensor dg_hh = at::empty({0}, dY.options()), dg_c = dg_hh, db_c = dg_hh;
   if (ln_r) dg_hh = rnnlab::column_dot(dPre, Rhat);
   if (ln_c) {
-    dg_c = rnnlab::column_dot(dCout, Xc);
-    db_c = dCout.sum({0, 1});
+    const auto opts64 = dY.options().dtype(at::kDouble);
+    dg_c = at::tensor(dg_c_acc, opts64).to(dY.scalar_type());
+    db_c = at::tensor(db_c_acc, opts64).to(dY.scalar_type());
   }
   at::Tensor dP = at::empty({0}, dY.options());
   if (P.defined()) {

@@ -11,8 +11,8 @@ std::vector<at::Tensor> lstm_backward(at::Tensor, at::Tensor, at::Tensor, at::Te
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                      std::vector<int64_t>, std::vector<int64_t>);
+                                      at::Tensor, at::Tensor, std::vector<int64_t>,
+                                      std::vector<int64_t>);
 std::vector<at::Tensor> gru_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                     at::Tensor, at::Tensor, at::Tensor, bool, bool);
 std::vector<at::Tensor> gru_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
