@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from rnnlab.errors import ConfigError
 
@@ -64,7 +66,7 @@ class Cell(nn.Module, ABC):
         """(..., I) -> (..., G*H): W x (layer-normalised if asked) plus the input bias."""
         if not self.options.layer_norm:
             return F.linear(x, self.weight_ih, self.bias)  # one addmm, bias included
-        return layer_norm(x @ self.weight_ih.t(), self.ln_ih_weight) + self.bias
+        return normalised_projection(x, self.weight_ih, self.ln_ih_weight, self.bias)
 
     def chrono_(self, t_max: int) -> None:
         """Chrono initialisation (Tallec & Ollivier 2018): gate biases that make each unit keep its
@@ -136,3 +138,50 @@ class Cell(nn.Module, ABC):
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Layer normalisation over the last dimension (Ba et al. 2016, eq. 4)."""
     return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+def normalised_projection(x: Tensor, weight: Tensor, gain: Tensor, bias: Tensor) -> Tensor:
+    """g LN(x W^T) + b over the last dimension, the same function as
+    ``layer_norm(x @ weight.t(), gain) + bias``, which would keep x W^T ((T, B, G*H): the
+    largest tensor of a layer) alive from the forward to the backward. This keeps x, W and
+    each row's mean and 1/sigma, and recomputes the product in the backward."""
+    return _NormalisedProjection.apply(x, weight, gain, bias)
+
+
+class _NormalisedProjection(torch.autograd.Function):
+    EPS = 1e-5  # F.layer_norm's default
+    CHUNK_ROWS = 4096  # rows per slice of the gain's gradient: no full-size temporary
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, weight: Tensor, gain: Tensor, bias: Tensor
+    ) -> Tensor:
+        p = x @ weight.t()
+        var, mean = torch.var_mean(p, dim=-1, unbiased=False, keepdim=True)
+        rstd = torch.rsqrt(var + _NormalisedProjection.EPS)
+        ctx.save_for_backward(x, weight, gain, mean, rstd)
+        return torch.addcmul(bias, p.sub_(mean).mul_(rstd), gain)
+
+    @staticmethod
+    @once_differentiable  # a second derivative would need mean and 1/sigma's: say so, not guess
+    def backward(  # type: ignore[override]
+        ctx: Any, d_out: Tensor
+    ) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
+        x, weight, gain, mean, rstd = ctx.saved_tensors
+        n = weight.shape[0]
+        xhat = (x @ weight.t()).sub_(mean).mul_(rstd).reshape(-1, n)
+        d = d_out.reshape(-1, n)
+        d_gain = torch.zeros_like(gain)
+        for start in range(0, d.shape[0], _NormalisedProjection.CHUNK_ROWS):
+            rows = slice(start, start + _NormalisedProjection.CHUNK_ROWS)
+            d_gain += (d[rows] * xhat[rows]).sum(0)
+        d_bias = d.sum(0)
+        # Through the normalisation, row by row: dp = rstd (dxhat - mean(dxhat)
+        # - xhat mean(dxhat xhat)), with dxhat = d g.
+        dxhat = d * gain
+        m1 = dxhat.mean(-1, keepdim=True)
+        m2 = torch.bmm(dxhat.unsqueeze(1), xhat.unsqueeze(2)).reshape(-1, 1) / n
+        dp = dxhat.sub_(m1).sub_(xhat.mul_(m2)).mul_(rstd.reshape(-1, 1))
+        d_x = (dp @ weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        d_weight = dp.t() @ x.reshape(-1, x.shape[-1])
+        return d_x, d_weight, d_gain, d_bias

@@ -372,12 +372,15 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   const auto& c_cell = has_zone ? Chat : C;  // c^_t, the cell's own (before zoneout)
   const bool ln_r = defined(ln_hh), ln_c = defined(ln_c_w);
-  auto y_prev = at::cat({y0.unsqueeze(0), Y.narrow(0, 0, T - 1)}, 0);  // (T, B, H)
-  if (has_mask) y_prev = y_prev * rmask;
-  // With LN(R y), d(R y) differs from d pre: dR is formed from it a chunk of steps at a time.
+  // With LN(R y), d(R y) differs from d pre: dR is formed from it a chunk of steps at a time,
+  // against y_{t-1} read from Y (masked where recurrent dropout is on).
   std::optional<rnnlab::ChunkedWeightGrad> dR_chunks;
-  if (ln_r) dR_chunks.emplace(T, B, GH, std::vector<rnnlab::ChunkedWeightGrad::Block>{{0, GH, y_prev}},
-                              dY.options());
+  if (ln_r) {
+    dR_chunks.emplace(T, B, GH,
+                      std::vector<rnnlab::ChunkedWeightGrad::Block>{
+                          {0, GH, Y, y0, has_mask ? rmask : at::Tensor()}},
+                      dY.options());
+  }
   // With LN(c): d(g LN(c) + b) and LN(c) of a step (B, H), summed into the gains' gradients.
   auto dCout = ln_c ? at::empty({B, H}, dY.options()) : at::Tensor();
   auto Xc = ln_c ? at::empty({B, H}, dY.options()) : at::Tensor();
@@ -455,7 +458,14 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   });
 
   // Weight gradients as single large products over all steps.
-  auto dR = ln_r ? dR_chunks->result() : at::mm(dPre.view({T * B, GH}).t(), y_prev.reshape({T * B, H}));
+  at::Tensor dR;
+  if (ln_r) {
+    dR = dR_chunks->result();
+  } else {
+    auto y_prev = at::cat({y0.unsqueeze(0), Y.narrow(0, 0, T - 1)}, 0);  // (T, B, H)
+    if (has_mask) y_prev = y_prev * rmask;
+    dR = at::mm(dPre.view({T * B, GH}).t(), y_prev.reshape({T * B, H}));
+  }
   at::Tensor dg_hh = at::empty({0}, dY.options()), dg_c = dg_hh, db_c = dg_hh;
   if (ln_r) dg_hh = rnnlab::column_dot(dPre, Rhat);
   if (ln_c) {
@@ -465,14 +475,19 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   }
   at::Tensor dP = at::empty({0}, dY.options());
   if (P.defined()) {
-    auto c_prev = at::cat({c0.unsqueeze(0), C.narrow(0, 0, T - 1)}, 0);
     const int64_t offs[3] = {L.off_i, L.off_f, L.off_o};
     const int64_t prow[3] = {L.p_i, L.p_f, L.p_o};
     std::vector<std::pair<int64_t, at::Tensor>> found;
     for (int k = 0; k < 3; ++k) {
       if (prow[k] < 0) continue;
-      const auto& cc = k == 2 ? c_cell : c_prev;  // the output gate's peephole sees c^_t
-      found.emplace_back(prow[k], rnnlab::column_dot(dPre.narrow(2, offs[k] * H, H), cc));
+      const auto d = dPre.narrow(2, offs[k] * H, H);
+      if (k == 2) {  // the output gate's peephole sees c^_t
+        found.emplace_back(prow[k], rnnlab::column_dot(d, c_cell));
+      } else {  // the input and forget gates' see c_{t-1}: c0, then C shifted by one step
+        found.emplace_back(prow[k], rnnlab::column_dot(d.narrow(0, 0, 1), c0.unsqueeze(0)) +
+                                        rnnlab::column_dot(d.narrow(0, 1, T - 1),
+                                                           C.narrow(0, 0, T - 1)));
+      }
     }
     dP = at::zeros_like(P);
     for (auto& [row, g] : found) dP[row].copy_(g);

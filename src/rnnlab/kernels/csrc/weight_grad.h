@@ -17,9 +17,14 @@ class ChunkedWeightGrad {
  public:
   // A block of columns [offset, offset + width) of D_t times X (T, B, m): rows
   // [offset, offset + width) of dR. Blocks cover the columns of D_t that have a product.
+  // With `first` (B, m) given, X is read shifted: the factor of step t is X[t - 1], first's
+  // for t = 0 (the previous states without a (T, B, m) copy of them); `mask` (B, m), when
+  // given, multiplies it.
   struct Block {
     int64_t offset, width;
     at::Tensor X;
+    at::Tensor first = at::Tensor();
+    at::Tensor mask = at::Tensor();
   };
 
   ChunkedWeightGrad(int64_t T, int64_t B, int64_t n, std::vector<Block> blocks,
@@ -40,9 +45,17 @@ class ChunkedWeightGrad {
     const auto D = buffer_.narrow(0, 0, count).reshape({count * B_, n_});
     for (const auto& block : blocks_) {
       const int64_t m = block.X.size(2);
+      at::Tensor X;
+      if (!block.first.defined()) {
+        X = block.X.narrow(0, t, count);
+      } else if (t > 0) {
+        X = block.X.narrow(0, t - 1, count);
+      } else {
+        X = at::cat({block.first.unsqueeze(0), block.X.narrow(0, 0, count - 1)}, 0);
+      }
+      if (block.mask.defined()) X = X * block.mask;
       dR_.narrow(0, block.offset, block.width)
-          .addmm_(D.narrow(1, block.offset, block.width).t(),
-                  block.X.narrow(0, t, count).reshape({count * B_, m}));
+          .addmm_(D.narrow(1, block.offset, block.width).t(), X.reshape({count * B_, m}));
     }
   }
 
