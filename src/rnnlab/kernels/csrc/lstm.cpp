@@ -361,11 +361,16 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   std::optional<rnnlab::ChunkedWeightGrad> dWgg_chunks;
   if (L.fgr) {
     da_prev = at::empty_like(da);
-    auto a_all = at::cat({acts.narrow(2, 0, 2 * H), acts.narrow(2, 3 * H, H)}, 2);  // (T,B,3H)
-    auto a_prev = at::cat({a0.unsqueeze(0), a_all.narrow(0, 0, T - 1)}, 0);
-    dWgg_chunks.emplace(T, B, 3 * H,
-                        std::vector<rnnlab::ChunkedWeightGrad::Block>{{0, 3 * H, a_prev}},
-                        dY.options());
+    // a_{t-1} = (i, f, o)_{t-1}: read from the saved activations (i f z o) shifted by one
+    // step, a0 first; i f fill dW_gg's first 2H columns, o its last H.
+    const auto a0c = a0.contiguous();
+    using Block = rnnlab::ChunkedWeightGrad::Block;
+    dWgg_chunks.emplace(
+        T, B, 3 * H,
+        std::vector<Block>{
+            {0, 3 * H, acts.narrow(2, 0, 2 * H), a0c.narrow(1, 0, 2 * H), at::Tensor(), 0},
+            {0, 3 * H, acts.narrow(2, 3 * H, H), a0c.narrow(1, 2 * H, H), at::Tensor(), 2 * H}},
+        dY.options());
   }
   const auto zeros = at::zeros({H}, dY.options());
   const bool has_zone = defined(zone);

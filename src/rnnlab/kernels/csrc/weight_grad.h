@@ -19,12 +19,14 @@ class ChunkedWeightGrad {
   // [offset, offset + width) of dR. Blocks cover the columns of D_t that have a product.
   // With `first` (B, m) given, X is read shifted: the factor of step t is X[t - 1], first's
   // for t = 0 (the previous states without a (T, B, m) copy of them); `mask` (B, m), when
-  // given, multiplies it.
+  // given, multiplies it. `column` places the block's m columns in dR (blocks over the same
+  // rows of dR with different X then fill its columns side by side).
   struct Block {
     int64_t offset, width;
     at::Tensor X;
     at::Tensor first = at::Tensor();
     at::Tensor mask = at::Tensor();
+    int64_t column = 0;
   };
 
   ChunkedWeightGrad(int64_t T, int64_t B, int64_t n, std::vector<Block> blocks,
@@ -32,7 +34,9 @@ class ChunkedWeightGrad {
       : T_(T), B_(B), n_(n), K_(std::min<int64_t>(T, std::max<int64_t>(16, (512 + B - 1) / B))),
         blocks_(std::move(blocks)) {
     buffer_ = at::empty({K_, B, n}, options);
-    dR_ = at::zeros({n, blocks_.empty() ? 0 : blocks_[0].X.size(2)}, options);
+    int64_t columns = 0;
+    for (const auto& block : blocks_) columns = std::max(columns, block.column + block.X.size(2));
+    dR_ = at::zeros({n, columns}, options);
   }
 
   // Where step t's D_t (B, n) goes.
@@ -55,6 +59,7 @@ class ChunkedWeightGrad {
       }
       if (block.mask.defined()) X = X * block.mask;
       dR_.narrow(0, block.offset, block.width)
+          .narrow(1, block.column, m)
           .addmm_(D.narrow(1, block.offset, block.width).t(), X.reshape({count * B_, m}));
     }
   }
