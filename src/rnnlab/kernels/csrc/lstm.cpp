@@ -61,9 +61,11 @@ struct CellNorm {
 // Absent peepholes and absent gate-recurrence terms read a row of zeros.
 
 template <typename scalar_t>
-inline void sigmoid_row(scalar_t* out, const scalar_t* pre, const scalar_t* peep, const scalar_t* c,
-                        const scalar_t* gg, int64_t H) {
-  for (int64_t h = 0; h < H; ++h) out[h] = rnnlab::sigmoid(pre[h] + peep[h] * c[h] + gg[h]);
+inline void sigmoid_row(scalar_t* out, const scalar_t* pre, const scalar_t* xp,
+                        const scalar_t* peep, const scalar_t* c, const scalar_t* gg, int64_t H) {
+  for (int64_t h = 0; h < H; ++h) {
+    out[h] = rnnlab::sigmoid(pre[h] + xp[h] + peep[h] * c[h] + gg[h]);
+  }
 }
 
 template <typename scalar_t>
@@ -71,9 +73,11 @@ inline void fill_row(scalar_t* out, scalar_t value, int64_t H) {
   for (int64_t h = 0; h < H; ++h) out[h] = value;
 }
 
+// pre (B, GH) is R y_{t-1} (with layer norm: x_proj + g LN(R y), and xp nullptr); xp (B, GH)
+// is x_proj's row of the step, added here rather than copied into pre before the product.
 template <typename scalar_t>
 void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scalar_t* pre,
-                  const scalar_t* gg, const scalar_t* P, const scalar_t* zeros,
+                  const scalar_t* xp, const scalar_t* gg, const scalar_t* P, const scalar_t* zeros,
                   const uint8_t* valid, const scalar_t* y_prev, const scalar_t* c_prev,
                   const scalar_t* a_prev, scalar_t* y_new, scalar_t* c_new, scalar_t* a_new,
                   scalar_t* y_out, scalar_t* acts, scalar_t* c_save, const scalar_t* zone,
@@ -86,30 +90,33 @@ void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scala
     std::vector<scalar_t> c_norm(norm.on() ? 2 * H : 0);  // g LN(c) + b, and LN(c)
     for (int64_t b = b0; b < b1; ++b) {
       const scalar_t* pr = pre + b * GH;
+      const scalar_t* xr = xp != nullptr ? xp + b * GH : nullptr;
+      // x_proj's block k of this row, or a row of zeros
+      const auto xb = [&](int64_t k) { return xr != nullptr ? xr + k * H : zeros; };
       const scalar_t* cp = c_prev + b * H;
       scalar_t* gates = acts != nullptr ? acts + b * 4 * H : scratch.data();
       scalar_t *I = gates, *F = gates + H, *Z = gates + 2 * H, *O = gates + 3 * H;
       const scalar_t* g_i = L.fgr ? gg + b * 3 * H : zeros;
       const scalar_t* g_f = L.fgr ? gg + b * 3 * H + H : zeros;
       const scalar_t* g_o = L.fgr ? gg + b * 3 * H + 2 * H : zeros;
-      const scalar_t* pz = pr + L.off_z * H;
+      const scalar_t *pz = pr + L.off_z * H, *xz = xb(L.off_z);
       if (L.g_act) {
-        for (int64_t h = 0; h < H; ++h) Z[h] = rnnlab::tanh(pz[h]);
+        for (int64_t h = 0; h < H; ++h) Z[h] = rnnlab::tanh(pz[h] + xz[h]);
       } else {
-        for (int64_t h = 0; h < H; ++h) Z[h] = pz[h];
+        for (int64_t h = 0; h < H; ++h) Z[h] = pz[h] + xz[h];
       }
-      if (L.off_i >= 0) sigmoid_row(I, pr + L.off_i * H, p_i, cp, g_i, H);
+      if (L.off_i >= 0) sigmoid_row(I, pr + L.off_i * H, xb(L.off_i), p_i, cp, g_i, H);
       else fill_row(I, scalar_t(1), H);
       if (L.coupled) {
         for (int64_t h = 0; h < H; ++h) F[h] = scalar_t(1) - I[h];
       } else if (L.off_f >= 0) {
-        sigmoid_row(F, pr + L.off_f * H, p_f, cp, g_f, H);
+        sigmoid_row(F, pr + L.off_f * H, xb(L.off_f), p_f, cp, g_f, H);
       } else {
         fill_row(F, scalar_t(1), H);
       }
       scalar_t* cn = c_new + b * H;
       for (int64_t h = 0; h < H; ++h) cn[h] = Z[h] * I[h] + cp[h] * F[h];
-      if (L.off_o >= 0) sigmoid_row(O, pr + L.off_o * H, p_o, cn, g_o, H);
+      if (L.off_o >= 0) sigmoid_row(O, pr + L.off_o * H, xb(L.off_o), p_o, cn, g_o, H);
       else fill_row(O, scalar_t(1), H);
       scalar_t* yn = y_new + b * H;
       const scalar_t* c_out = cn;  // what the output activation sees
@@ -298,7 +305,7 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
                                     Rhat[save ? t : 0].data_ptr<scalar_t>(),
                                     save ? RstdR[t].data_ptr<scalar_t>() : nullptr);
       } else {
-        at::addmm_out(pre, x_proj[t], has_mask ? y_in : y, R_t);
+        at::mm_out(pre, has_mask ? y_in : y, R_t);
       }
       if (L.fgr) at::mm_out(gg, a, Wgg_t);
       CellNorm<scalar_t> norm;
@@ -307,7 +314,9 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
         norm.bias = b_c.data_ptr<scalar_t>();
       }
       forward_step<scalar_t>(
-          L, B, H, GH, pre.data_ptr<scalar_t>(), L.fgr ? gg.data_ptr<scalar_t>() : nullptr,
+          L, B, H, GH, pre.data_ptr<scalar_t>(),
+          ln_r ? nullptr : x_proj.data_ptr<scalar_t>() + t * B * GH,
+          L.fgr ? gg.data_ptr<scalar_t>() : nullptr,
           P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
           has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr, y.data_ptr<scalar_t>(),
           c.data_ptr<scalar_t>(), L.fgr ? a.data_ptr<scalar_t>() : nullptr,
