@@ -272,6 +272,22 @@ def test_falls_back_to_the_step_loop_without_the_extension():
 
 
 @needs_extension
+@pytest.mark.parametrize("shape", [(32, 256, 1024), (13, 37, 148), (1, 128, 512), (9, 5, 7)])
+def test_the_packed_recurrent_product_equals_torch_mm(shape):
+    """The time loops' own product (32-column panels of R, AVX-512 where the CPU has it; torch.mm
+    elsewhere and in float64): rows and columns that do not fill a tile included."""
+    M, K, N = shape
+    gen = torch.Generator().manual_seed(M * K + N)
+    A, W = torch.randn(M, K, generator=gen), torch.randn(N, K, generator=gen)
+    expected = A.double() @ W.double().t()
+    ext = cpu.extension()
+    for out in (ext.packed_product(A, W, True), ext.packed_product(A, W.t().contiguous(), False)):
+        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5 * K**0.5)
+    exact = ext.packed_product(A.double(), W.double(), True)
+    torch.testing.assert_close(exact, expected, rtol=1e-12, atol=1e-12)
+
+
+@needs_extension
 def test_a_lock_left_by_a_killed_build_is_cleared_not_waited_on():
     # torch waits forever on its build directory's "lock" file; one left by a process killed
     # while it loaded the extension must not hang every later process.

@@ -105,11 +105,14 @@ def extension() -> ModuleType | None:
                 name=_NAME,
                 sources=[str(s) for s in _SOURCES],
                 # Built where it runs, so -march=native is safe; -ffast-math lets the gate loops
-                # use glibc's vector exp and tanh.
+                # use glibc's vector exp and tanh. -fopenmp makes at::parallel_for parallel (it
+                # is serial code without _OPENMP); the GOMP symbols resolve to the libgomp that
+                # libtorch_cpu has already loaded, so no second OpenMP runtime is linked in.
                 extra_cflags=[
                     "-O3",
                     "-march=native",
                     "-ffast-math",
+                    "-fopenmp",
                     f"-DRNNLAB_HEADERS={_headers_digest()}",
                 ],
                 build_directory=str(build),

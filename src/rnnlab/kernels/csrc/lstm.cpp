@@ -22,6 +22,7 @@
 #include <ATen/Parallel.h>
 
 #include "layer_norm.h"
+#include "packed_gemm.h"
 #include "safe_math.h"
 #include "weight_grad.h"
 
@@ -262,7 +263,6 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   x_proj = x_proj.contiguous();
   const int64_t T = x_proj.size(0), B = x_proj.size(1), GH = x_proj.size(2);
   const int64_t H = weight_hh.size(1);
-  const auto R_t = weight_hh.t();
   const bool has_mask = defined(rmask), has_valid = defined(valid);
   auto Y = at::empty({T, B, H}, x_proj.options());
   auto acts = save ? at::empty({T, B, 4 * H}, x_proj.options()) : at::Tensor();
@@ -291,6 +291,7 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   const auto b_c = ln_c ? ln_c_b.contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "lstm_forward", [&] {
     // Buffers reused at every step: no allocation inside the loop.
+    const rnnlab::PackedProduct recurrent(weight_hh, true);  // y R^T
     auto pre = at::empty({B, GH}, opts);
     auto r = ln_r ? at::empty({B, GH}, opts) : at::Tensor();
     auto y_in = has_mask ? at::empty_like(y) : at::Tensor();
@@ -298,14 +299,14 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
     for (int64_t t = 0; t < T; ++t) {
       if (has_mask) at::mul_out(y_in, y, rmask);
       if (ln_r) {
-        at::mm_out(r, has_mask ? y_in : y, R_t);
+        recurrent(r, has_mask ? y_in : y);
         rnnlab::ln_recurrent_rows<scalar_t>(B, GH, r.data_ptr<scalar_t>(),
                                     x_proj[t].data_ptr<scalar_t>(), GH,
                                     g_hh.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(),
                                     Rhat[save ? t : 0].data_ptr<scalar_t>(),
                                     save ? RstdR[t].data_ptr<scalar_t>() : nullptr);
       } else {
-        at::mm_out(pre, has_mask ? y_in : y, R_t);
+        recurrent(pre, has_mask ? y_in : y);
       }
       if (L.fgr) at::mm_out(gg, a, Wgg_t);
       CellNorm<scalar_t> norm;
@@ -403,6 +404,7 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   const auto g_c = ln_c ? ln_c_w.contiguous() : at::Tensor();
   const auto b_c = ln_c ? ln_c_b.contiguous() : at::Tensor();
 
+  const rnnlab::PackedProduct recurrent(weight_hh, false);  // d(R y) R
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "lstm_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       CellNorm<scalar_t> norm;
@@ -435,7 +437,7 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
             dRy.data_ptr<scalar_t>(), GH);
       }
       // Only the recurrent products stay in the loop.
-      at::mm_out(dy_prev, dRy, weight_hh);
+      recurrent(dy_prev, dRy);
       if (ln_r) dR_chunks->done(t);
       if (has_mask) dy_prev.mul_(rmask);
       if (has_zone) {  // the zoned-out part of y_t is y_{t-1}

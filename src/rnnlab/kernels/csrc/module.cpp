@@ -3,6 +3,16 @@
 
 #include <vector>
 
+#include "packed_gemm.h"
+
+// For the tests: A W^T (transpose) or A W through the packed recurrent product.
+at::Tensor packed_product(at::Tensor A, at::Tensor W, bool transpose) {
+  const rnnlab::PackedProduct product(W, transpose);
+  auto out = at::empty({A.size(0), transpose ? W.size(0) : W.size(1)}, A.options());
+  product(out, A.contiguous());
+  return out;
+}
+
 std::vector<at::Tensor> lstm_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                      at::Tensor, at::Tensor, at::Tensor, std::vector<int64_t>,
@@ -39,6 +49,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &gru_backward, "fused GRU backward (CPU)", release());
   m.def("tanh_forward", &tanh_forward, "fused tanh RNN forward (CPU)", release());
   m.def("tanh_backward", &tanh_backward, "fused tanh RNN backward (CPU)", release());
+  m.def("packed_product", &packed_product, "A W^T or A W as the time loops compute it (CPU)",
+        release());
   m.def("gated_scan_forward", &gated_scan_forward, "minGRU / minLSTM from x_proj (CPU)",
         release());
   m.def("gated_scan_backward", &gated_scan_backward, "its backward (CPU)", release());
