@@ -16,6 +16,7 @@
 #include <ATen/Parallel.h>
 
 #include "layer_norm.h"
+#include "packed_gemm.h"
 #include "safe_math.h"
 #include "weight_grad.h"
 
@@ -68,8 +69,9 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
   auto acts = at::empty({save ? T : 1, B, 4 * H}, x_proj.options());
   auto h = h0.contiguous().clone(), h_next = at::empty_like(h);
   auto h_in = has_mask ? at::empty_like(h) : at::Tensor();
-  const auto R_ru_t = weight_hh.narrow(0, 0, 2 * H).t(), R_n_t = weight_hh.narrow(0, 2 * H, H).t();
-  const auto R_t = weight_hh.t();
+  // h_in R^T (v1: h_in R_ru^T, and (r * h_in) R_n^T), packed once for the loop.
+  const rnnlab::PackedProduct first(v1 ? weight_hh.narrow(0, 0, 2 * H) : weight_hh, true);
+  const rnnlab::PackedProduct second(weight_hh.narrow(0, 2 * H, H), true);
   auto rh = at::empty({B, v1 ? 2 * H : 3 * H}, x_proj.options());
   auto rhn = at::empty({B, H}, x_proj.options()), r_h = at::empty({B, H}, x_proj.options());
   const bool has_zone = defined(zone);
@@ -91,15 +93,16 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
       if (has_mask) at::mul_out(h_in, h, rmask);
       const auto& hin = has_mask ? h_in : h;
       if (ln) {
-        at::mm_out(r_buf, hin, v1 ? R_ru_t : R_t);
+        first(r_buf, hin);
         rnnlab::ln_recurrent_rows<scalar_t>(
             B, RWidth, r_buf.data_ptr<scalar_t>(), b_hh.data_ptr<scalar_t>(), 0,
             g.data_ptr<scalar_t>(), rh.data_ptr<scalar_t>(), Rhat[save ? t : 0].data_ptr<scalar_t>(),
             save ? RstdR[t].data_ptr<scalar_t>() : nullptr);
       } else if (v1) {
-        at::mm_out(rh, hin, R_ru_t);
+        first(rh, hin);
       } else {
-        at::addmm_out(rh, bias_hh, hin, R_t);
+        first(rh, hin);
+        rh.add_(bias_hh);
       }
       const scalar_t* xp = x_proj[t].data_ptr<scalar_t>();
       const scalar_t* rp = rh.data_ptr<scalar_t>();
@@ -121,13 +124,13 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
         }
       });
       if (v1 && ln) {
-        at::mm_out(n_buf, r_h, R_n_t);
+        second(n_buf, r_h);
         rnnlab::ln_recurrent_rows<scalar_t>(
             B, H, n_buf.data_ptr<scalar_t>(), b_hh.data_ptr<scalar_t>(), 0,
             g.data_ptr<scalar_t>() + 2 * H, rhn.data_ptr<scalar_t>(),
             RhatN[save ? t : 0].data_ptr<scalar_t>(), save ? RstdN[t].data_ptr<scalar_t>() : nullptr);
       } else if (v1) {
-        at::mm_out(rhn, r_h, R_n_t);
+        second(rhn, r_h);
       }
       const scalar_t* np = v1 ? rhn.data_ptr<scalar_t>() : nullptr;
       scalar_t* hn = h_next.data_ptr<scalar_t>();
@@ -180,7 +183,9 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
   auto dh = dhT.contiguous().clone(), dh_next = at::empty_like(dh);
   auto direct = at::empty_like(dh), d_rh = at::empty_like(dh);
   auto rmask_c = has_mask ? rmask.contiguous() : at::Tensor();
-  const auto R_ru = weight_hh.narrow(0, 0, 2 * H), R_n = weight_hh.narrow(0, 2 * H, H);
+  // d(products) R back to h: R (v1: R_ru for the first product, R_n for the second).
+  const rnnlab::PackedProduct back_first(v1 ? weight_hh.narrow(0, 0, 2 * H) : weight_hh, false);
+  const rnnlab::PackedProduct back_n(weight_hh.narrow(0, 2 * H, H), false);
   const bool has_zone = defined(zone);
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   const bool ln = defined(ln_hh);
@@ -249,7 +254,7 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
             RhatN[t].data_ptr<scalar_t>(), RstdN[t].data_ptr<scalar_t>(), dpr + 2 * H, 3 * H);
       }
       if (v1) {  // Phase 2: back through R_n (r * h_in) to r and h_in.
-        at::mm_out(d_rh, dProd_t.narrow(1, 2 * H, H), R_n);
+        back_n(d_rh, dProd_t.narrow(1, 2 * H, H));
         const scalar_t* dg = d_rh.data_ptr<scalar_t>();
         at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
@@ -284,8 +289,7 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
                                          3 * H, dg_acc.data());
       }
       // The recurrent product back to h_{t-1}, plus the direct path.
-      if (v1) at::mm_out(dh_next, dProd_t.narrow(1, 0, 2 * H), R_ru);
-      else at::mm_out(dh_next, dProd_t, weight_hh);
+      back_first(dh_next, v1 ? dProd_t.narrow(1, 0, 2 * H) : dProd_t);
       dR_chunks.done(t);
       if (has_mask) dh_next.mul_(rmask_c);
       dh_next.add_(direct);
@@ -312,7 +316,7 @@ std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   auto Y = at::empty({T, B, H}, x_proj.options());
   auto h = h0.contiguous().clone(), h_next = at::empty_like(h);
   auto h_in = has_mask ? at::empty_like(h) : at::Tensor();
-  const auto R_t = weight_hh.t();
+  const rnnlab::PackedProduct recurrent(weight_hh, true);  // h_in R^T
   const bool has_zone = defined(zone);
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   // With zoneout the backward needs the cell's own y^ = tanh(.), not the zoned output.
@@ -326,18 +330,24 @@ std::vector<at::Tensor> tanh_forward(at::Tensor x_proj, at::Tensor weight_hh, at
     for (int64_t t = 0; t < T; ++t) {
       if (has_mask) at::mul_out(h_in, h, rmask);
       if (ln) {
-        at::mm_out(r_buf, has_mask ? h_in : h, R_t);
+        recurrent(r_buf, has_mask ? h_in : h);
         rnnlab::ln_recurrent_rows<scalar_t>(
             B, H, r_buf.data_ptr<scalar_t>(), x_proj[t].data_ptr<scalar_t>(), H,
             g.data_ptr<scalar_t>(), h_next.data_ptr<scalar_t>(),
             Rhat[save ? t : 0].data_ptr<scalar_t>(), save ? RstdR[t].data_ptr<scalar_t>() : nullptr);
       } else {
-        at::addmm_out(h_next, x_proj[t], has_mask ? h_in : h, R_t);
+        recurrent(h_next, has_mask ? h_in : h);
       }
       scalar_t* hn = h_next.data_ptr<scalar_t>();
       const int64_t n = B * H;
+      // x_proj is added here (layer norm's rows already hold it).
+      const scalar_t* xt = ln ? nullptr : x_proj[t].data_ptr<scalar_t>();
       at::parallel_for(0, n, 4096, [&](int64_t k0, int64_t k1) {
-        for (int64_t k = k0; k < k1; ++k) hn[k] = rnnlab::tanh(hn[k]);
+        if (xt != nullptr) {
+          for (int64_t k = k0; k < k1; ++k) hn[k] = rnnlab::tanh(hn[k] + xt[k]);
+        } else {
+          for (int64_t k = k0; k < k1; ++k) hn[k] = rnnlab::tanh(hn[k]);
+        }
       });
       if (has_zone) {
         std::copy(hn, hn + n, Yhat[t].data_ptr<scalar_t>());
@@ -370,6 +380,7 @@ std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor 
   const bool ln = defined(ln_hh);
   const auto g = ln ? ln_hh.contiguous() : at::Tensor();
   auto dProd = ln ? at::empty({T, B, H}, dY.options()) : dPre;  // d(R h) before the normalisation
+  const rnnlab::PackedProduct back(weight_hh, false);  // d(R h) R
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "tanh_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const uint8_t* vt = has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr;
@@ -393,7 +404,7 @@ std::vector<at::Tensor> tanh_backward(at::Tensor dY, at::Tensor dhT, at::Tensor 
             B, H, dp, H, g.data_ptr<scalar_t>(), Rhat[t].data_ptr<scalar_t>(),
             RstdR[t].data_ptr<scalar_t>(), dProd[t].data_ptr<scalar_t>(), H);
       }
-      at::mm_out(dh_next, dProd[t], weight_hh);
+      back(dh_next, dProd[t]);
       if (has_mask) dh_next.mul_(rmask);
       if (has_zone) {  // the zoned-out part of y_t is y_{t-1}
         scalar_t* dn = dh_next.data_ptr<scalar_t>();

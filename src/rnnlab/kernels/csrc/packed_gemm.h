@@ -53,12 +53,13 @@ class PackedProduct {
 #endif
   }
 
-  // out (M, N) = A (M, K) times the packed matrix; A and out contiguous.
+  // out (M, N) = A (M, K) times the packed matrix; out contiguous, A's rows contiguous (A may be
+  // a block of columns of a wider matrix).
   void operator()(at::Tensor& out, const at::Tensor& A) const {
 #if defined(__AVX512F__)
-    if (packed_.defined() && A.scalar_type() == at::kFloat && A.is_contiguous() &&
+    if (packed_.defined() && A.scalar_type() == at::kFloat && A.stride(1) == 1 &&
         out.is_contiguous()) {
-      const int64_t M = A.size(0);
+      const int64_t M = A.size(0), lda = A.stride(0);
       const float* a = A.data_ptr<float>();
       const float* p = packed_.data_ptr<float>();
       float* c = out.data_ptr<float>();
@@ -67,8 +68,8 @@ class PackedProduct {
           const int64_t width = std::min<int64_t>(32, N_ - q * 32);
           const __mmask16 m0 = mask(width), m1 = mask(width - 16);
           for (int64_t m = 0; m < M; m += 8) {
-            tile(a + m * K_, p + q * K_ * 32, c + m * N_ + q * 32, int(std::min<int64_t>(8, M - m)),
-                 m0, m1);
+            tile(a + m * lda, lda, p + q * K_ * 32, c + m * N_ + q * 32,
+                 int(std::min<int64_t>(8, M - m)), m0, m1);
           }
         }
       });
@@ -85,28 +86,29 @@ class PackedProduct {
   }
 
   // rows (1..8) rows of C, one panel: C[r, 0:32] = sum_k A[r, k] P[k, 0:32].
-  void tile(const float* A, const float* P, float* C, int rows, __mmask16 m0,
+  void tile(const float* A, int64_t lda, const float* P, float* C, int rows, __mmask16 m0,
             __mmask16 m1) const {
     switch (rows) {
-      case 8: return tile_rows<8>(A, P, C, m0, m1);
-      case 7: return tile_rows<7>(A, P, C, m0, m1);
-      case 6: return tile_rows<6>(A, P, C, m0, m1);
-      case 5: return tile_rows<5>(A, P, C, m0, m1);
-      case 4: return tile_rows<4>(A, P, C, m0, m1);
-      case 3: return tile_rows<3>(A, P, C, m0, m1);
-      case 2: return tile_rows<2>(A, P, C, m0, m1);
-      default: return tile_rows<1>(A, P, C, m0, m1);
+      case 8: return tile_rows<8>(A, lda, P, C, m0, m1);
+      case 7: return tile_rows<7>(A, lda, P, C, m0, m1);
+      case 6: return tile_rows<6>(A, lda, P, C, m0, m1);
+      case 5: return tile_rows<5>(A, lda, P, C, m0, m1);
+      case 4: return tile_rows<4>(A, lda, P, C, m0, m1);
+      case 3: return tile_rows<3>(A, lda, P, C, m0, m1);
+      case 2: return tile_rows<2>(A, lda, P, C, m0, m1);
+      default: return tile_rows<1>(A, lda, P, C, m0, m1);
     }
   }
 
   template <int R>
-  void tile_rows(const float* A, const float* P, float* C, __mmask16 m0, __mmask16 m1) const {
+  void tile_rows(const float* A, int64_t lda, const float* P, float* C, __mmask16 m0,
+                 __mmask16 m1) const {
     __m512 c0[R], c1[R];
     for (int r = 0; r < R; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K_; ++k) {
       const __m512 b0 = _mm512_loadu_ps(P + k * 32), b1 = _mm512_loadu_ps(P + k * 32 + 16);
       for (int r = 0; r < R; ++r) {
-        const __m512 a = _mm512_set1_ps(A[r * K_ + k]);
+        const __m512 a = _mm512_set1_ps(A[r * lda + k]);
         c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
         c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
       }
