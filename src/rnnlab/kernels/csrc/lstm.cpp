@@ -272,11 +272,10 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   auto Chat = save && has_zone ? at::empty({T, B, H}, x_proj.options()) : at::Tensor();
   auto y = y0.contiguous().clone(), c = c0.contiguous().clone();
   auto y_next = at::empty_like(y), c_next = at::empty_like(c);
-  at::Tensor a, a_next, Wgg_t;
+  at::Tensor a, a_next;
   if (L.fgr) {
     a = a0.contiguous().clone();
     a_next = at::empty_like(a);
-    Wgg_t = weight_gg.t();
   }
   const auto valid_u8 = has_valid ? valid.to(at::kByte).contiguous() : at::Tensor();
   const auto P = defined(peephole) ? peephole.contiguous() : at::Tensor();
@@ -292,6 +291,8 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "lstm_forward", [&] {
     // Buffers reused at every step: no allocation inside the loop.
     const rnnlab::PackedProduct recurrent(weight_hh, true);  // y R^T
+    std::optional<rnnlab::PackedProduct> gate_recurrent;  // FGR's a W_gg^T
+    if (L.fgr) gate_recurrent.emplace(weight_gg, true);
     auto pre = at::empty({B, GH}, opts);
     auto r = ln_r ? at::empty({B, GH}, opts) : at::Tensor();
     auto y_in = has_mask ? at::empty_like(y) : at::Tensor();
@@ -308,7 +309,7 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
       } else {
         recurrent(pre, has_mask ? y_in : y);
       }
-      if (L.fgr) at::mm_out(gg, a, Wgg_t);
+      if (L.fgr) (*gate_recurrent)(gg, a);
       CellNorm<scalar_t> norm;
       if (ln_c) {
         norm.gain = g_c.data_ptr<scalar_t>();
@@ -405,6 +406,8 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
   const auto b_c = ln_c ? ln_c_b.contiguous() : at::Tensor();
 
   const rnnlab::PackedProduct recurrent(weight_hh, false);  // d(R y) R
+  std::optional<rnnlab::PackedProduct> gate_back;  // FGR's d(ifo) W_gg
+  if (L.fgr) gate_back.emplace(weight_gg, false);
   AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "lstm_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       CellNorm<scalar_t> norm;
@@ -452,7 +455,7 @@ std::vector<at::Tensor> lstm_backward(at::Tensor dY, at::Tensor dyT, at::Tensor 
         auto d_ifo = dWgg_chunks->slot(t);
         d_ifo.narrow(1, 0, 2 * H).copy_(dPre[t].narrow(1, 0, 2 * H));
         d_ifo.narrow(1, 2 * H, H).copy_(dPre[t].narrow(1, 3 * H, H));
-        at::mm_out(da_prev, d_ifo, weight_gg);
+        (*gate_back)(da_prev, d_ifo);
         dWgg_chunks->done(t);
       }
       if (has_valid) {  // padded rows pass their gradient through unchanged
