@@ -35,32 +35,54 @@ inline scalar_t g_prime(scalar_t x) {
   return s * (1 - s);
 }
 
-// The coefficients of one element and, where d is given, the gradient of its inputs from
-// those of a and b: k points at its first row's value, the rows H apart.
-template <typename scalar_t>
-inline void coefficients(int kind, const scalar_t* k, int64_t H, scalar_t& a, scalar_t& b,
-                         const scalar_t* d = nullptr, scalar_t* dk = nullptr) {
-  if (kind == 0) {  // a = 1 - z, b = z g(k_h)
-    const scalar_t kz = k[0], kh = k[H];
-    const scalar_t z = rnnlab::sigmoid(kz), gh = g_act(kh);
-    a = rnnlab::sigmoid(-kz);
-    b = z * gh;
-    if (dk != nullptr) {  // d = {da, db}
-      dk[0] = (d[1] * gh - d[0]) * z * (1 - z);
-      dk[H] = d[1] * z * g_prime(kh);
-    }
+// One (t, b) row of H units, the kind (0: minGRU, 1: minLSTM) a template argument and the rows
+// of x (its gate blocks, H apart) read contiguously, so that the loops vectorise.
+template <int KIND, typename scalar_t>
+inline void coefficients(const scalar_t* x, int64_t k, int64_t H, scalar_t& a, scalar_t& b) {
+  if (KIND == 0) {  // a = 1 - z, b = z g(k_h)
+    a = rnnlab::sigmoid(-x[k]);
+    b = rnnlab::sigmoid(x[k]) * g_act(x[H + k]);
   } else {  // a = f' = sigmoid(-diff), b = i' g(k_h) with diff = log(i / f)
-    const scalar_t kf = k[0], ki = k[H], kh = k[2 * H];
-    const scalar_t diff = softplus(-kf) - softplus(-ki), gh = g_act(kh);
+    const scalar_t diff = softplus(-x[k]) - softplus(-x[H + k]);
     a = rnnlab::sigmoid(-diff);
-    const scalar_t ip = rnnlab::sigmoid(diff);
-    b = ip * gh;
-    if (dk != nullptr) {
-      const scalar_t dd = (d[1] * gh - d[0]) * a * (1 - a);
-      dk[0] = -dd * rnnlab::sigmoid(-kf);
-      dk[H] = dd * rnnlab::sigmoid(-ki);
-      dk[2 * H] = d[1] * ip * g_prime(kh);
+    b = rnnlab::sigmoid(diff) * g_act(x[2 * H + k]);
+  }
+}
+
+template <int KIND, typename scalar_t>
+void forward_row(const scalar_t* x, int64_t H, scalar_t* h, scalar_t* out) {
+  for (int64_t k = 0; k < H; ++k) {
+    scalar_t a, b;
+    coefficients<KIND>(x, k, H, a, b);
+    h[k] = a * h[k] + b;
+    out[k] = h[k];
+  }
+}
+
+// g (B's row of the running gradient of h) takes in dH_t and goes back through step t to
+// h_{t-1}; dx gets x's gradient from da = g prev and db = g.
+template <int KIND, typename scalar_t>
+void backward_row(const scalar_t* x, int64_t H, const scalar_t* prev, const scalar_t* dHt,
+                  scalar_t* g, scalar_t* dx) {
+  for (int64_t k = 0; k < H; ++k) {
+    const scalar_t gt = g[k] + dHt[k], da = gt * prev[k], db = gt;
+    scalar_t a;
+    if (KIND == 0) {  // da/dk_z = -z (1 - z), db/dk_z = z (1 - z) g, db/dk_h = z g'
+      const scalar_t kz = x[k], kh = x[H + k];
+      const scalar_t z = rnnlab::sigmoid(kz), gh = g_act(kh);
+      a = rnnlab::sigmoid(-kz);
+      dx[k] = (db * gh - da) * z * (1 - z);
+      dx[H + k] = db * z * g_prime(kh);
+    } else {  // da/dd = -a (1 - a), db/dd = a (1 - a) g; dd/dk_f = -(1 - f), dd/dk_i = 1 - i
+      const scalar_t kf = x[k], ki = x[H + k], kh = x[2 * H + k];
+      const scalar_t diff = softplus(-kf) - softplus(-ki), gh = g_act(kh);
+      a = rnnlab::sigmoid(-diff);
+      const scalar_t ip = rnnlab::sigmoid(diff), dd = (db * gh - da) * a * (1 - a);
+      dx[k] = -dd * rnnlab::sigmoid(-kf);
+      dx[H + k] = dd * rnnlab::sigmoid(-ki);
+      dx[2 * H + k] = db * ip * g_prime(kh);
     }
+    g[k] = gt * a;
   }
 }
 
@@ -80,16 +102,18 @@ std::vector<at::Tensor> gated_scan_forward(at::Tensor x_proj, at::Tensor h0, at:
     const scalar_t* xp = x_proj.data_ptr<scalar_t>();
     const uint8_t* vp = has_valid ? v8.data_ptr<uint8_t>() : nullptr;
     scalar_t *hp = h.data_ptr<scalar_t>(), *op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, B * H, 1024, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t t = 0; t < T; ++t) {
-        for (int64_t n = n0; n < n1; ++n) {
-          const int64_t b_ = n / H, k = n % H;
-          if (vp == nullptr || vp[t * B + b_]) {
-            scalar_t a, b;
-            coefficients<scalar_t>(int(kind), xp + (t * B + b_) * G * H + k, H, a, b);
-            hp[n] = a * hp[n] + b;
+        for (int64_t b = b0; b < b1; ++b) {
+          const scalar_t* x = xp + (t * B + b) * G * H;
+          scalar_t *hb = hp + b * H, *ob = op + (t * B + b) * H;
+          if (vp != nullptr && !vp[t * B + b]) {  // padding: the state carries over
+            std::copy(hb, hb + H, ob);
+          } else if (kind == 0) {
+            forward_row<0>(x, H, hb, ob);
+          } else {
+            forward_row<1>(x, H, hb, ob);
           }
-          op[t * B * H + n] = hp[n];
         }
       }
     });
@@ -114,22 +138,23 @@ std::vector<at::Tensor> gated_scan_backward(at::Tensor dH, at::Tensor dhT, at::T
     const scalar_t *hs = H_all.data_ptr<scalar_t>(), *h0p = h0.data_ptr<scalar_t>();
     const uint8_t* vp = has_valid ? v8.data_ptr<uint8_t>() : nullptr;
     scalar_t *gp = g.data_ptr<scalar_t>(), *dxp = dx.data_ptr<scalar_t>();
-    at::parallel_for(0, B * H, 1024, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t t = T - 1; t >= 0; --t) {
-        for (int64_t n = n0; n < n1; ++n) {
-          const int64_t b_ = n / H, k = n % H;
-          const int64_t at_k = (t * B + b_) * G * H + k;
-          const scalar_t gt = gp[n] + dp[t * B * H + n];
-          if (vp != nullptr && !vp[t * B + b_]) {  // a = 1, b = 0: the gradient carries over
-            for (int64_t r = 0; r < G; ++r) dxp[at_k + r * H] = 0;
-            gp[n] = gt;
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t row = t * B + b;
+          scalar_t *gb = gp + b * H, *dx_row = dxp + row * G * H;
+          const scalar_t* dHt = dp + row * H;
+          if (vp != nullptr && !vp[row]) {  // a = 1, b = 0: the gradient carries over
+            std::fill(dx_row, dx_row + G * H, scalar_t(0));
+            for (int64_t k = 0; k < H; ++k) gb[k] += dHt[k];
             continue;
           }
-          const scalar_t prev = t > 0 ? hs[(t - 1) * B * H + n] : h0p[n];
-          const scalar_t d[2] = {gt * prev, gt};  // da, db
-          scalar_t a, b;
-          coefficients<scalar_t>(int(kind), xp + at_k, H, a, b, d, dxp + at_k);
-          gp[n] = gt * a;
+          const scalar_t* prev = t > 0 ? hs + ((t - 1) * B + b) * H : h0p + b * H;
+          if (kind == 0) {
+            backward_row<0>(xp + row * G * H, H, prev, dHt, gb, dx_row);
+          } else {
+            backward_row<1>(xp + row * G * H, H, prev, dHt, gb, dx_row);
+          }
         }
       }
     });
