@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -71,7 +72,8 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
   auto h_in = has_mask ? at::empty_like(h) : at::Tensor();
   // h_in R^T (v1: h_in R_ru^T, and (r * h_in) R_n^T), packed once for the loop.
   const rnnlab::PackedProduct first(v1 ? weight_hh.narrow(0, 0, 2 * H) : weight_hh, true);
-  const rnnlab::PackedProduct second(weight_hh.narrow(0, 2 * H, H), true);
+  std::optional<rnnlab::PackedProduct> second;
+  if (v1) second.emplace(weight_hh.narrow(0, 2 * H, H), true);
   auto rh = at::empty({B, v1 ? 2 * H : 3 * H}, x_proj.options());
   auto rhn = at::empty({B, H}, x_proj.options()), r_h = at::empty({B, H}, x_proj.options());
   const bool has_zone = defined(zone);
@@ -124,13 +126,13 @@ std::vector<at::Tensor> gru_forward(at::Tensor x_proj, at::Tensor weight_hh, at:
         }
       });
       if (v1 && ln) {
-        second(n_buf, r_h);
+        (*second)(n_buf, r_h);
         rnnlab::ln_recurrent_rows<scalar_t>(
             B, H, n_buf.data_ptr<scalar_t>(), b_hh.data_ptr<scalar_t>(), 0,
             g.data_ptr<scalar_t>() + 2 * H, rhn.data_ptr<scalar_t>(),
             RhatN[save ? t : 0].data_ptr<scalar_t>(), save ? RstdN[t].data_ptr<scalar_t>() : nullptr);
       } else if (v1) {
-        second(rhn, r_h);
+        (*second)(rhn, r_h);
       }
       const scalar_t* np = v1 ? rhn.data_ptr<scalar_t>() : nullptr;
       scalar_t* hn = h_next.data_ptr<scalar_t>();
@@ -185,7 +187,8 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
   auto rmask_c = has_mask ? rmask.contiguous() : at::Tensor();
   // d(products) R back to h: R (v1: R_ru for the first product, R_n for the second).
   const rnnlab::PackedProduct back_first(v1 ? weight_hh.narrow(0, 0, 2 * H) : weight_hh, false);
-  const rnnlab::PackedProduct back_n(weight_hh.narrow(0, 2 * H, H), false);
+  std::optional<rnnlab::PackedProduct> back_n;
+  if (v1) back_n.emplace(weight_hh.narrow(0, 2 * H, H), false);
   const bool has_zone = defined(zone);
   const auto zone_c = has_zone ? zone.contiguous() : at::Tensor();
   const bool ln = defined(ln_hh);
@@ -254,7 +257,7 @@ std::vector<at::Tensor> gru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor a
             RhatN[t].data_ptr<scalar_t>(), RstdN[t].data_ptr<scalar_t>(), dpr + 2 * H, 3 * H);
       }
       if (v1) {  // Phase 2: back through R_n (r * h_in) to r and h_in.
-        back_n(d_rh, dProd_t.narrow(1, 2 * H, H));
+        (*back_n)(d_rh, dProd_t.narrow(1, 2 * H, H));
         const scalar_t* dg = d_rh.data_ptr<scalar_t>();
         at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
