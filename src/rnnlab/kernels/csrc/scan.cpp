@@ -19,7 +19,7 @@ namespace {
 
 template <typename scalar_t>
 inline scalar_t softplus(scalar_t x) {
-  return std::max(x, scalar_t(0)) + std::log1p(std::exp(-std::abs(x)));
+  return std::max(x, scalar_t(0)) + std::log(scalar_t(1) + std::exp(-std::abs(x)));
 }
 
 // g(x) = x + 1/2 for x >= 0, sigmoid(x) below (Feng et al.), and g'(x).
