@@ -113,3 +113,27 @@ def test_train_a_language_model_from_the_cli(tmp_path, capsys):
     assert lrs == [1.0, 0.5]  # Zaremba's schedule: halved every epoch after the first
     assert main(["train", "--data", "ptb", "--data-dir", str(data), "--no-progress"]) == 2
     assert "train it with --model lm, sentence-vae or sentence-lm" in capsys.readouterr().err
+
+
+def test_a_tied_language_model_checkpoints_resumes_and_evaluates(tmp_path, capsys):
+    """Tied weights share memory; safetensors refuses shared tensors unless they are written once."""
+    (tmp_path / "corpus").mkdir()
+    data = _corpus_dir(tmp_path / "corpus")
+    argv = ["train", "--data", "toy", "--data-dir", str(data), "--model", "lm", "--cell", "lstm",
+            "--hidden-size", "8", "--num-layers", "2", "--tied", "--variational", "--dropout",
+            "0.3", "--bptt", "3", "--batch-size", "2", "--optimizer", "sgd", "--lr", "1",
+            "--no-progress"]  # fmt: skip
+    assert main([*argv, "--epochs", "3", "--out", str(tmp_path / "whole")]) == 0
+    assert main([*argv, "--epochs", "2", "--out", str(tmp_path / "split")]) == 0
+    assert main(["train", "--out", str(tmp_path / "split"), "--resume", "--epochs", "3",
+                 "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+
+    def rows(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+
+    assert rows(tmp_path / "split") == rows(tmp_path / "whole")
+    result = json.loads((tmp_path / "split" / "result.json").read_text())
+    assert main(["eval", str(tmp_path / "split"), "--split", "test"]) == 0
+    assert f"test: ppl {result['test_ppl']:.3f}" in capsys.readouterr().out

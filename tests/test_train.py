@@ -8,7 +8,7 @@ import torch
 from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged
 from rnnlab.models import ModelConfig, RNNPredictor
 from rnnlab.train import RunConfig, TrainConfig, load_run, train_run
-from rnnlab.train.checkpoint import load_model_weights, save_model
+from rnnlab.train.checkpoint import load_model_weights, load_tensors, save_model, save_tensors
 from rnnlab.train.metrics import evaluate_nll
 
 
@@ -65,6 +65,22 @@ def test_checkpoint_round_trip(tmp_path):
     wrong = RNNPredictor(ModelConfig(cell="gru", hidden_size=5))
     with pytest.raises(RunDirError, match="does not match"):
         load_model_weights(tmp_path / "m.safetensors", wrong)
+
+
+def test_shared_tensors_are_written_once_and_come_back_under_every_key(tmp_path):
+    tied = torch.randn(50, 40)
+    block = torch.randn(6, 4)
+    tensors = {"embedding.weight": tied, "decoder.weight": tied, "top": block[:3], "all": block}
+    save_tensors(tmp_path / "t.safetensors", tensors, {"epoch": 1})
+    once = tmp_path / "once.safetensors"
+    save_tensors(once, {"embedding.weight": tied}, {"epoch": 1})
+    size = (tmp_path / "t.safetensors").stat().st_size
+    assert size - once.stat().st_size < 50 * 40 * 4  # the tied matrix is stored once
+    back, meta = load_tensors(tmp_path / "t.safetensors")
+    assert meta == {"epoch": 1} and back.keys() == tensors.keys()
+    for key, value in tensors.items():
+        assert torch.equal(back[key], value), key
+    assert back["embedding.weight"] is back["decoder.weight"]
 
 
 def test_resume_continues_exactly(tiny_npz, tmp_path):

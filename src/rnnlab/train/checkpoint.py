@@ -45,13 +45,41 @@ def read_json(path: Path) -> Any:
         raise RunDirError(f"{path} is not valid JSON ({exc})") from None
 
 
+def _view_of(t: Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]:
+    """What makes two tensors the same view of the same memory."""
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+
+
 def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    """Atomically write tensors with a JSON metadata document."""
+    """Atomically write tensors with a JSON metadata document.
+
+    A tensor that is the same view of the same memory as an earlier one (tied weights: the
+    embedding and the output layer) is written once and recorded as an alias of the first key;
+    ``load_tensors`` gives both keys back. Other tensors sharing memory are written as copies.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
+    written: dict[tuple[Any, ...], str] = {}  # view -> the key it was written under
+    storages: set[int] = set()
+    stored: dict[str, Tensor] = {}
+    aliases: dict[str, str] = {}
+    for key, value in tensors.items():
+        value = value.detach().contiguous().cpu()
+        view = _view_of(value)
+        if view in written:
+            aliases[key] = written[view]
+            continue
+        if view[0] in storages:  # overlapping memory, but another view: write a copy
+            value = value.clone()
+            view = _view_of(value)
+        written[view] = key
+        storages.add(view[0])
+        stored[key] = value
+    metadata = {"rnnlab": json.dumps(meta)}
+    if aliases:
+        metadata["rnnlab.aliases"] = json.dumps(aliases)
     try:
-        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(contiguous, tmp, metadata={"rnnlab": json.dumps(meta)})
+        save_file(stored, tmp, metadata=metadata)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -59,16 +87,21 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -
 
 
 def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Tensors and the JSON metadata written by ``save_tensors``."""
+    """Tensors (aliases included) and the JSON metadata written by ``save_tensors``."""
     if not path.is_file():
         raise RunDirError(f"{path} is missing")
     try:
         with safe_open(str(path), framework="pt") as f:  # one read: tensors and metadata
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
-            raw = (f.metadata() or {}).get("rnnlab", "{}")
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise RunDirError(f"{path} is not a readable safetensors file ({exc})") from None
-    return tensors, json.loads(raw)
+    try:
+        aliases = json.loads(metadata.get("rnnlab.aliases", "{}"))
+        tensors.update({key: tensors[source] for key, source in aliases.items()})
+        return tensors, json.loads(metadata.get("rnnlab", "{}"))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise RunDirError(f"{path} has malformed rnnlab metadata ({exc!r})") from None
 
 
 def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
