@@ -116,7 +116,7 @@ def test_train_a_language_model_from_the_cli(tmp_path, capsys):
 
 
 def test_a_tied_language_model_checkpoints_resumes_and_evaluates(tmp_path, capsys):
-    """Tied weights share memory; safetensors refuses shared tensors unless they are written once."""
+    """Tied weights share memory: safetensors refuses them unless they are written once."""
     (tmp_path / "corpus").mkdir()
     data = _corpus_dir(tmp_path / "corpus")
     argv = ["train", "--data", "toy", "--data-dir", str(data), "--model", "lm", "--cell", "lstm",

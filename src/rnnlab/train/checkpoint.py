@@ -47,7 +47,8 @@ def read_json(path: Path) -> Any:
 
 def _view_of(t: Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]:
     """What makes two tensors the same view of the same memory."""
-    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+    offset = int(t.storage_offset())
+    return (t.untyped_storage().data_ptr(), offset, tuple(t.shape), t.stride(), t.dtype)
 
 
 def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
