@@ -57,7 +57,7 @@ ROWS: dict[str, tuple[str, str, float | None, list[str]]] = {
     "ptb-tied-650-variational": (
         "lm", "75.96 (pytorch/examples, tied 650)", 75.96,
         options(hidden_size=650, dropout=0.5, tied="", variational="", lr_decay=0.25,
-                lr_patience=0, bptt=35, epochs=40, patience=6, **ZAREMBA),
+                lr_patience=0, bptt=35, epochs=40, patience=6, **(ZAREMBA | dict(threads=2))),
     ),
     "ptb-char-lstm-800": (
         "lm", "1.36 bpc (Bai 2018, LSTM, ~3M params)", 1.36,
