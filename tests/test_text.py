@@ -13,6 +13,7 @@ from rnnlab.data.text import Corpus, batchify, bptt_windows, read_corpus
 from rnnlab.errors import DataError
 from rnnlab.models.lm import LanguageModel
 from rnnlab.models.rnn import ModelConfig
+from rnnlab.report import run_summary
 
 LINES = {"train": ["the cat sat", "the dog sat down"], "valid": ["the cat"],
          "test": ["a dog sat"]}  # fmt: skip
@@ -137,3 +138,7 @@ def test_a_tied_language_model_checkpoints_resumes_and_evaluates(tmp_path, capsy
     result = json.loads((tmp_path / "split" / "result.json").read_text())
     assert main(["eval", str(tmp_path / "split"), "--split", "test"]) == 0
     assert f"test: ppl {result['test_ppl']:.3f}" in capsys.readouterr().out
+    # A run stopped by hand (no result.json) still reports its parameter count, the tied weight
+    # counted once.
+    (tmp_path / "split" / "result.json").unlink()
+    assert run_summary(tmp_path / "split")["num_params"] == result["num_params"]
