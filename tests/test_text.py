@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from rnnlab.cli import main
 from rnnlab.data.text import Corpus, batchify, bptt_windows, read_corpus
-from rnnlab.errors import DataError
+from rnnlab.errors import DataError, RunDirError
 from rnnlab.models.lm import LanguageModel
 from rnnlab.models.rnn import ModelConfig
 from rnnlab.report import run_summary
@@ -142,3 +142,6 @@ def test_a_tied_language_model_checkpoints_resumes_and_evaluates(tmp_path, capsy
     # counted once.
     (tmp_path / "split" / "result.json").unlink()
     assert run_summary(tmp_path / "split")["num_params"] == result["num_params"]
+    (tmp_path / "split" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(RunDirError, match="model.safetensors is not a readable safetensors file"):
+        run_summary(tmp_path / "split")

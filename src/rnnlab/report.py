@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-
 from rnnlab.errors import RunDirError
-from rnnlab.train.checkpoint import read_json
+from rnnlab.train.checkpoint import read_json, stored_parameter_count
 from rnnlab.train.loop import CONFIG, METRICS, MODEL, RESULT
 
 
@@ -40,7 +37,7 @@ def run_summary(run: Path) -> dict[str, Any]:
         "cell": config["model"]["cell"],
         "hidden_size": config["model"]["hidden_size"],
         "num_layers": config["model"]["num_layers"],
-        "num_params": stored_parameter_count(run / MODEL),
+        "num_params": stored_parameter_count(run / MODEL) if (run / MODEL).is_file() else None,
         "best_epoch": best.get("epoch"),
         "valid_nll": best.get("valid_nll"),
         "test_nll": best.get("test_nll"),
@@ -52,19 +49,6 @@ def run_summary(run: Path) -> dict[str, Any]:
         "wall_time_s": round(sum(r["seconds"] for r in history), 1),
         "status": "running" if history else "not started",
     }
-
-
-def stored_parameter_count(path: Path) -> int | None:
-    """The parameters in a saved model, read from the file's header without loading a tensor.
-
-    Models have no buffers, and a tied weight is stored once, so this is the model's parameter
-    count. None before the first epoch has saved a model.
-    """
-    if not path.is_file():
-        return None
-    with safe_open(str(path), framework="pt") as f:
-        names = f.keys()  # a safe_open handle is not iterable
-        return sum(math.prod(f.get_slice(name).get_shape()) for name in names)
 
 
 def _score_key(history: list[dict[str, Any]]) -> str:

@@ -11,6 +11,7 @@ document in the metadata holding the counters, the optimizer's scalar state and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -103,6 +104,18 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return tensors, json.loads(metadata.get("rnnlab", "{}"))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise RunDirError(f"{path} has malformed rnnlab metadata ({exc!r})") from None
+
+
+def stored_parameter_count(path: Path) -> int:
+    """The parameters in a saved model, read from the file's header without loading a tensor.
+
+    Models have no buffers and a tied weight is stored once, so this is the model's count.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise RunDirError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
 def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
