@@ -147,8 +147,12 @@ def test_train_a_vrnn_from_the_cli(tiny_npz, tmp_path, capsys):
     run = tmp_path / "run"
     argv = ["train", "--data", str(tiny_npz), "--model", "vrnn", "--output", "nade",
             "--cell", "lstm", "--hidden-size", "8", "--z-size", "2", "--nade-size", "4",
-            "--dropout", "0", "--epochs", "2", "--kl-anneal", "4", "--iw-samples", "7",
+            "--epochs", "2", "--kl-anneal", "4", "--iw-samples", "7",
             "--batch-size", "2", "--out", str(run), "--no-progress"]  # fmt: skip
+    assert main([*argv, "--dropout", "0.3"]) == 2  # the VRNN has no dropout: refused
+    assert "--dropout is not an option of the vrnn model" in capsys.readouterr().err
+    assert main(["train", "--data", str(tiny_npz), "--model", "vrnn", "--mixtures", "3"]) == 2
+    assert "--mixtures applies only with --output gmm" in capsys.readouterr().err
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "negative ELBO" in out and "(k=7)" in out

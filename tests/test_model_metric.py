@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from rnnlab.data import to_tensors
 from rnnlab.errors import ConfigError
+from rnnlab.metrics import evaluate_nll
 from rnnlab.models import ModelConfig, RNNPredictor
-from rnnlab.train.metrics import evaluate_nll
 
 
 @torch.no_grad()

@@ -76,7 +76,8 @@ def test_train_rnn_nade_from_the_cli(tiny_npz, tmp_path, capsys):
             "--hidden-size", "6", "--nade-size", "5", "--epochs", "2", "--batch-size", "2",
             "--out", str(run), "--no-progress"]  # fmt: skip
     assert main(argv) == 0
-    config = json.loads((run / "config.json").read_text())["model"]
-    assert (config["model"], config["output"], config["nade_size"]) == ("rnn", "nade", 5)
+    document = json.loads((run / "config.json").read_text())
+    assert (document["family"], document["config"]["nade_size"]) == ("rnn-nade", 5)
+    assert json.loads((run / "result.json").read_text())["model"] == "rnn-nade"
     assert main(["eval", str(run)]) == 0
     assert "test: NLL" in capsys.readouterr().out

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from rnnlab.cli import main
+from rnnlab.families.sentence import mutual_information
 from rnnlab.losses import free_bits_kl, kl_weight
 from rnnlab.models.rnn import ModelConfig
 from rnnlab.models.sentence_vae import SentenceVAE
-from rnnlab.train.sentence_vae import mutual_information
 
 
 def test_kl_schedules():
@@ -119,6 +119,11 @@ def test_train_generate_reconstruct_interpolate(tmp_path, capsys):
     assert len(capsys.readouterr().out.splitlines()) == 2
     lm_run = tmp_path / "lm"
     argv[argv.index("sentence-vae")] = "sentence-lm"
+    assert main(argv[: argv.index("--out") + 1] + [str(lm_run), "--no-progress"]) == 2
+    assert "--z-size is not an option of the sentence-lm model" in capsys.readouterr().err
+    for latent in ("--z-size", "--kl-anneal", "--kl-schedule", "--free-bits", "--iw-samples"):
+        k = argv.index(latent)
+        del argv[k : k + 2]
     assert main(argv[: argv.index("--out") + 1] + [str(lm_run), "--no-progress"]) == 0
     assert "sentence-lm/lstm" in capsys.readouterr().out
     lm_result = json.loads((lm_run / "result.json").read_text())
@@ -132,14 +137,22 @@ def test_train_generate_reconstruct_interpolate(tmp_path, capsys):
     assert main(["generate", str(lm_run), "--n", "2"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["reconstruct", str(lm_run), "the cat"]) == 2
-    assert "not a sentence-vae one" in capsys.readouterr().err
+    assert "needs a model with an encoder (sentence-vae)" in capsys.readouterr().err
     assert main(["reconstruct", str(run), "the cat sat zebra"]) == 0
     out = capsys.readouterr().out
     assert "1 word(s)" in out and "<unk>" in out
     assert main(["interpolate", str(run), "the cat", "a dog ran", "--steps", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[-3:]] == ["0.00", "0.50", "1.00"]
-    # The same run on a corpus with another vocabulary: one clear line.
+    # The run directory keeps its vocabulary: with the corpus changed, then gone, it still
+    # decodes the same sentences.
+    assert main(["reconstruct", str(run), "the cat"]) == 0
+    before = capsys.readouterr().out
     (tmp_path / "toy.train.txt").write_text("entirely new words here\n")
-    assert main(["reconstruct", str(run), "the cat"]) == 2
-    assert "vocabulary mismatch" in capsys.readouterr().err
+    assert main(["reconstruct", str(run), "the cat"]) == 0
+    assert capsys.readouterr().out == before
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"toy.{split}.txt").unlink()
+    assert main(["reconstruct", str(run), "the cat"]) == 0
+    assert capsys.readouterr().out == before
+    assert main(["generate", str(run), "--n", "2"]) == 0

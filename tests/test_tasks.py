@@ -11,9 +11,9 @@ from rnnlab import Recurrent
 from rnnlab.cli import main
 from rnnlab.data.tasks import TASKS, TaskData, make_task
 from rnnlab.errors import ConfigError
+from rnnlab.families.task import evaluate_task
 from rnnlab.models.rnn import ModelConfig
 from rnnlab.models.task import TaskModel
-from rnnlab.train.tasks import evaluate_task
 
 
 def gen(seed=0):
@@ -268,7 +268,7 @@ def test_a_short_run_learns_a_tiny_recall_task(tmp_path, capsys):
     assert result["trivial"]["step_accuracy"] == 1 / 8
     assert result["task"] == {"task": "recall", "seq_len": 12, "kind": "steps", "delay": 2}
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["frame_size"] == 8 and config["model"]["dropout"] == 0.0
+    assert config["family"] == "task" and config["config"]["dropout"] == 0.0
     assert main(["eval", str(run), "--split", "test"]) == 0
     assert "step_accuracy" in capsys.readouterr().out
 

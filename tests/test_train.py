@@ -5,20 +5,19 @@ import json
 import pytest
 import torch
 
+import rnnlab
 from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged
+from rnnlab.families.music import RNNConfig, load_sequences
+from rnnlab.metrics import evaluate_nll
 from rnnlab.models import ModelConfig, RNNPredictor
-from rnnlab.train import RunConfig, TrainConfig, load_run, train_run
+from rnnlab.train import load_run, train_run
 from rnnlab.train.checkpoint import load_model_weights, load_tensors, save_model, save_tensors
-from rnnlab.train.metrics import evaluate_nll
 
 
 def _cfg(data, **train):
-    model = ModelConfig(
-        cell="lstm-cifg", hidden_size=6, dropout=0.2, zoneout=0.1, recurrent_dropout=0.1
-    )
-    return RunConfig(
-        model, TrainConfig(**{"data": str(data), "batch_size": 2, "lr": 0.01, **train})
-    )
+    options = dict(cell="lstm-cifg", hidden_size=6, dropout=0.2, zoneout=0.1,
+                   recurrent_dropout=0.1, data=str(data), batch_size=2, lr=0.01)  # fmt: skip
+    return RNNConfig(**(options | train))
 
 
 def test_run_directory_contents(tiny_npz, tmp_path):
@@ -26,30 +25,39 @@ def test_run_directory_contents(tiny_npz, tmp_path):
     result = train_run(out, _cfg(tiny_npz, epochs=3), progress=False, log=lambda s: None)
     assert {p.name for p in out.iterdir()} == {
         "config.json",
+        "assets.json",
         "metrics.jsonl",
         "model.safetensors",
         "checkpoint.safetensors",
         "result.json",
     }
-    assert json.loads((out / "config.json").read_text())["model"]["cell"] == "lstm-cifg"
+    document = json.loads((out / "config.json").read_text())
+    assert document["family"] == "rnn" and document["config"]["cell"] == "lstm-cifg"
+    assert document["score"] == {"name": "nll", "label": "NLL", "unit": "nats/frame",
+                                 "direction": "minimize"}  # fmt: skip
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     saved = json.loads((out / "result.json").read_text())
     assert saved == result
     for key in ("best_epoch", "valid_nll", "test_nll", "num_params", "wall_time_s", "versions"):
         assert key in result
-    assert result["valid_nll"] == min(r["valid_nll"] for r in rows)
+    assert result["valid_nll"] == min(r["valid_nll"] for r in rows) == result["valid_score"]
+    assert result["test_nll"] == result["test_score"] and result["model"] == "rnn"
 
 
 def test_eval_recomputes_the_reported_metric(tiny_npz, tmp_path):
     out = tmp_path / "run"
     result = train_run(out, _cfg(tiny_npz, epochs=3), progress=False, log=lambda s: None)
-    cfg, model, meta = load_run(out)
-    from rnnlab.train.loop import load_sequences
-
-    data = load_sequences(cfg.train.data)
-    assert evaluate_nll(model, data["test"]).nll == pytest.approx(result["test_nll"], rel=1e-6)
-    assert meta["epoch"] == result["best_epoch"]
+    run = load_run(out)
+    data = load_sequences(run.cfg.data)
+    assert evaluate_nll(run.model, data["test"]).nll == pytest.approx(result["test_nll"], rel=1e-6)
+    assert run.meta["epoch"] == result["best_epoch"]
+    model = rnnlab.load(out)  # the one-line API: the same weights, in evaluation mode
+    assert not model.training
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), run.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -99,8 +107,7 @@ def test_resume_continues_exactly(tiny_npz, tmp_path):
         ]
 
     assert rows(split) == rows(whole)
-    _, a, _ = load_run(whole)
-    _, b, _ = load_run(split)
+    a, b = load_run(whole).model, load_run(split).model
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(p, q), name
 
@@ -165,6 +172,19 @@ def test_window_training_runs(tiny_npz, tmp_path):
 
 def test_train_config_validation():
     with pytest.raises(ConfigError, match="Did you mean 'adam'"):
-        TrainConfig(optimizer="adma")
+        RNNConfig(optimizer="adma")
     with pytest.raises(ConfigError, match="lr must be positive"):
-        TrainConfig(lr=0)
+        RNNConfig(lr=0)
+    with pytest.raises(ConfigError, match="finite"):
+        RNNConfig(clip=float("nan"))
+    with pytest.raises(ConfigError, match="hidden_size must be int"):
+        RNNConfig.from_dict({"hidden_size": "8"})
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['hiden_size'\]"):
+        RNNConfig.from_dict({"hiden_size": 8})
+
+
+def test_a_failed_start_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match="does not exist"):
+        train_run(out, RNNConfig(data=str(tmp_path / "missing.npz")), progress=False)
+    assert not out.exists()

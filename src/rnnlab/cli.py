@@ -1,12 +1,18 @@
-"""The ``rnnlab`` command line: argument parsing only; the work is done by library functions."""
+"""The ``rnnlab`` command line: argument parsing only; the work is done by library functions.
+
+``rnnlab train`` builds its options from the chosen family's config (``rnnlab.families``):
+``rnnlab train --model X --help`` lists X's options with X's defaults, and an option X has no
+field for is refused with the families that do take it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import MISSING, fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,32 @@ _EXIT_ERROR, _EXIT_INTERRUPTED = 2, 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    traceback = "--traceback" in argv[: _command_index(argv) + 1]
+    try:
+        if _command_index(argv) < len(argv) and argv[_command_index(argv)] == "train":
+            rest = [a for a in argv[_command_index(argv) + 1 :]]
+            return _train(rest)
+        return _dispatch(argv)
+    except RnnlabError as exc:
+        if traceback:
+            raise
+        print(f"rnnlab: error: {exc}", file=sys.stderr)
+        return _EXIT_ERROR
+    except KeyboardInterrupt:
+        print("rnnlab: interrupted", file=sys.stderr)
+        return _EXIT_INTERRUPTED
+
+
+def _command_index(argv: list[str]) -> int:
+    """Where the command is: after the global options (only --traceback)."""
+    k = 0
+    while k < len(argv) and argv[k] == "--traceback":
+        k += 1
+    return k
+
+
+def _dispatch(argv: list[str]) -> int:
     parser = build_parser()
     # `rnnlab bench speed ...` hands every option after it to the benchmark's own parser.
     args, extra = parser.parse_known_args(argv)
@@ -26,16 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return _EXIT_ERROR
+    return int(args.handler(args) or 0)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a float that is a number (no nan or inf)."""
     try:
-        return int(args.handler(args) or 0)
-    except RnnlabError as exc:
-        if args.traceback:
-            raise
-        print(f"rnnlab: error: {exc}", file=sys.stderr)
-        return _EXIT_ERROR
-    except KeyboardInterrupt:
-        print("rnnlab: interrupted", file=sys.stderr)
-        return _EXIT_INTERRUPTED
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,31 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(title="commands")
 
-    train = sub.add_parser(
-        "train", help="train a model into a run directory", argument_default=argparse.SUPPRESS
+    sub.add_parser(
+        "train",
+        help="train a model into a run directory (`rnnlab train --model X --help`: X's options)",
     )
-    _add_config_options(train)
-    train.add_argument("--out", type=Path, help="run directory (default: runs/<data>-<cell>-...)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.set_defaults(handler=_train)
 
-    ev = sub.add_parser("eval", help="recompute a run's NLL from its checkpoint")
+    ev = sub.add_parser("eval", help="recompute a run's score from its checkpoint")
     ev.add_argument("run", type=Path)
     ev.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ev.add_argument("--data", default=None, help="evaluate on this dataset instead of the run's")
-    ev.add_argument(
-        "--iw-samples",
-        type=int,
-        default=0,
-        help="sentence VAE: also the importance-weighted NLL with this many samples",
-    )
+    ev.add_argument("--iw-samples", type=int, default=0,
+                    help="latent models: also the importance-weighted NLL with this many "
+                    "samples")  # fmt: skip
     ev.set_defaults(handler=_eval)
 
     cmp = sub.add_parser("compare", help="a markdown table of runs (and their learning curves)")
     cmp.add_argument("runs", type=Path, nargs="+")
-    cmp.add_argument("--plot", type=Path, default=None, help="write learning curves to this PNG")
+    cmp.add_argument("--plot", type=Path, default=None,
+                     help="write learning curves to this PNG (a panel per score unit)")  # fmt: skip
     cmp.set_defaults(handler=_compare)
+
+    up = sub.add_parser("upgrade", help="rewrite run directories of an older rnnlab")
+    up.add_argument("runs", type=Path, nargs="+")
+    up.set_defaults(handler=_upgrade)
+
+    models = sub.add_parser("models", help="the model families (`rnnlab train --model NAME`)")
+    models.set_defaults(handler=_models)
 
     data = sub.add_parser("data", help="list and describe datasets")
     data_sub = data.add_subparsers(title="data commands")
@@ -88,23 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out-dir", type=Path, default=None, help="default: $RNNLAB_DATA or cache")
     imp.set_defaults(handler=_import_midi)
 
-    smp = sub.add_parser("sample", help="sample a piece from a run: MIDI and/or a piano-roll PNG")
+    smp = sub.add_parser("sample", help="draw from a run: music as MIDI and a piano roll, a "
+                         "series' forecast as CSV and a plot")  # fmt: skip
     smp.add_argument("run", type=Path)
-    smp.add_argument("--out", type=Path, default=None, help="write a MIDI file here")
-    smp.add_argument("--png", type=Path, default=None, help="draw the piano roll here")
-    smp.add_argument("--frames", type=int, default=200)
+    smp.add_argument("--out", type=Path, default=None, help="a MIDI file (music) or CSV (series)")
+    smp.add_argument("--png", type=Path, default=None, help="a piano roll or a forecast plot")
+    smp.add_argument("--frames", type=int, default=None,
+                     help="frames to draw (music: 200) or the forecast horizon (series: the "
+                     "run's)")  # fmt: skip
     smp.add_argument("--seed", type=int, default=0)
     smp.add_argument("--frames-per-beat", type=int, default=2, help="for the MIDI file's timing")
-    smp.add_argument("--bpm", type=float, default=100.0)
+    smp.add_argument("--bpm", type=finite_float, default=100.0)
     smp.set_defaults(handler=_sample)
 
-    gen = sub.add_parser(
-        "generate", help="sentences from a sentence-VAE run's prior (or a sentence-LM run)"
-    )
+    gen = sub.add_parser("generate", help="text from a language model or a sentence model")
     gen.add_argument("run", type=Path)
-    gen.add_argument("--n", type=int, default=5, help="how many sentences")
-    gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy decoding")
-    gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest words")
+    gen.add_argument("--n", type=int, default=5, help="how many sentences (lines)")
+    gen.add_argument("--temperature", type=finite_float, default=0.0, help="0: greedy decoding")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens")
+    gen.add_argument("--max-len", type=int, default=50, help="tokens at most per line")
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(handler=_generate)
     rec = sub.add_parser("reconstruct", help="encode a sentence and decode it (posterior mean)")
@@ -118,9 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     inter.add_argument("--steps", type=int, default=8)
     inter.set_defaults(handler=_interpolate)
 
-    study = sub.add_parser(
-        "study", help="hyperparameter studies on Optuna (Greff et al.'s protocol)"
-    )
+    study = sub.add_parser("study", help="hyperparameter studies on Optuna (any model family)")
     study_sub = study.add_subparsers(title="study commands")
     for command, text in (("create", "a new study from a search space"),
                           ("run", "a worker: pull and run trials until the study is done"),
@@ -169,250 +204,158 @@ def _bench_speed(args: argparse.Namespace) -> None:
 
 
 # --- train ---------------------------------------------------------------------------------------
-def _config_fields() -> list[tuple[str, Any]]:
-    from rnnlab.models.rnn import ModelConfig
-    from rnnlab.train.config import TrainConfig
+def train_parser(family: Any) -> argparse.ArgumentParser:
+    """``rnnlab train``'s options for one family: its config's fields, grouped, its defaults."""
+    from rnnlab.families import FAMILIES
+    from rnnlab.families.base import GROUPS, choices_of, field_type
 
-    return [("model", f) for f in fields(ModelConfig)] + [("train", f) for f in fields(TrainConfig)]
-
-
-_MODEL_HELP = {
-    "model": "rnn, rnn-nade (an RNN with a NADE output) or vrnn (Chung et al. 2015)",
-    "output": "the distribution of a frame: bernoulli, nade, gaussian or gmm",
-    "mixtures": "components of the gmm output",
-    "z_size": "VRNN: latent units per step",
-    "feature_size": "VRNN: units of its feature, prior, encoder and decoder nets (0: hidden)",
-    "embedding_size": "LM: word embedding units (0: hidden size)",
-    "tied": "LM: tie the output layer to the embedding (Press & Wolf 2017)",
-    "variational": "LM: one dropout mask per sequence (Gal & Ghahramani 2016)",
-    "embedding_dropout": "LM: drop whole words from the embedding",
-    "weight_drop": "LM: DropConnect on the recurrent weights (Merity et al. 2017)",
-    "init": "LM: every weight uniform in [-init, init] (0: each module's own)",
-    "word_dropout": "sentence VAE: decoder inputs replaced by <unk> in training",
-    "latent_every_step": "sentence VAE: z joins every decoder input, not only the first state",
-    "nade_size": "hidden units of the NADE output",
-    "cell": "recurrent cell (see `rnnlab cells`)",
-    "frame_size": "units per frame (88 piano keys)",
-    "hidden_size": "units per layer",
-    "num_layers": "stacked recurrent layers",
-    "dropout": "dropout between layers and before the output",
-    "layer_norm": "layer normalisation (Ba et al. 2016)",
-    "forget_bias": "initial forget-gate bias (LSTM family)",
-    "recurrent_dropout": "variational recurrent dropout (Gal & Ghahramani 2016)",
-    "zoneout": "zoneout probability (Krueger et al. 2017)",
-    "backend": "auto (fused where it applies), step (the reference loop) or fused",
-    "chrono": "chrono initialisation with this T_max (Tallec & Ollivier 2018; 0: off)",
-}
-
-
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per config field: the dataclasses are the single source of truth."""
-    for _group, f in _config_fields():
+    listing = "\n".join(f"  {f.name:13} {f.title}" for f in FAMILIES.values())
+    parser = argparse.ArgumentParser(
+        prog="rnnlab train",
+        description=f"Train a {family.name} model ({family.title}); selected by "
+        f"{family.score.label} ({family.score.unit}) on the validation set.",
+        epilog=f"model families (--model NAME; `rnnlab train --model NAME --help`):\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--model", help=f"the model family (default: the one --data implies, "
+                        f"else rnn); this is {family.name}")  # fmt: skip
+    groups = {g: parser.add_argument_group(f"{g} options") for g in GROUPS}
+    for f in fields(family.config_type):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        help_text = f.metadata.get("help") or _MODEL_HELP.get(f.name, "")
-        help_text = f"{help_text} (default: {default})"
-        if f.type in (bool, "bool"):
-            parser.add_argument(flag, action="store_true", dest=f.name, help=help_text)
+        kind = field_type(f)
+        names = choices_of(f)
+        extra = f"; one of {', '.join(names)}" if names and len(names) <= 16 else ""
+        help_text = f"{f.metadata.get('help', '')}{extra} (default: {f.default!r})"
+        group = groups[f.metadata.get("group", "model")]
+        if kind is bool:
+            group.add_argument(flag, action="store_true", dest=f.name, help=help_text)
         else:
-            kind = {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(flag, type=kind, dest=f.name, help=help_text)
+            convert = finite_float if kind is float else kind
+            group.add_argument(flag, type=convert, dest=f.name, help=help_text)
+    run = groups["system"]
+    run.add_argument("--out", type=Path, help="run directory (default: runs/<data>-<model>-...)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
 
 
-def _train(args: argparse.Namespace) -> int:
-    from rnnlab.data.tasks import is_task
-    from rnnlab.models.rnn import ModelConfig
-    from rnnlab.train.config import RunConfig, TrainConfig
+def _family_for_train(argv: list[str]) -> Any:
+    """The family whose options parse this command line (see rnnlab.families.choose_family);
+    for --resume, the run directory's own."""
+    from rnnlab.families import choose_family
+
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("--model", "--data", "--data-dir", "--out"):
+        pre.add_argument(flag)
+    pre.add_argument("--resume", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    if known.resume and known.out and known.model is None:
+        from rnnlab.train.loop import read_run_config
+
+        return read_run_config(Path(known.out))[0]
+    given = {k: v for k, v in vars(known).items() if v is not None}
+    return choose_family(known.model, given)
+
+
+def _refuse_unknown(extra: list[str], family: Any) -> None:
+    """An option of another family (or of none) named, with who takes it."""
+    import difflib
+
+    from rnnlab.families import FAMILIES
+
+    flag = next((a.split("=")[0] for a in extra if a.startswith("-")), extra[0])
+    name = flag.lstrip("-").replace("-", "_")
+    owners = [f.name for f in FAMILIES.values() if name in {x.name for x in fields(f.config_type)}]
+    if owners:
+        raise ConfigError(
+            f"{flag} is not an option of the {family.name} model (it is one of "
+            f"{', '.join(owners)}); `rnnlab train --model {family.name} --help` lists its options"
+        )
+    own = ["--" + f.name.replace("_", "-") for f in fields(family.config_type)]
+    close = difflib.get_close_matches(flag, own, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ConfigError(f"unrecognised argument {flag!r}{hint} (`rnnlab train --help`)")
+
+
+def _train(argv: list[str]) -> int:
     from rnnlab.train.loop import train_run
-    from rnnlab.train.tasks import resolve_task_config, with_task_defaults
 
-    given = {group: {} for group in ("model", "train")}  # type: dict[str, dict[str, Any]]
-    for group, f in _config_fields():
-        if hasattr(args, f.name):
-            given[group][f.name] = getattr(args, f.name)
+    family = _family_for_train(argv)
+    parser = train_parser(family)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _refuse_unknown(extra, family)
+    given = {f.name: getattr(args, f.name) for f in fields(family.config_type)
+             if hasattr(args, f.name)}  # fmt: skip
     progress = not getattr(args, "no_progress", False)
     if getattr(args, "resume", False):
         if not hasattr(args, "out"):
             raise ConfigError("--resume needs --out RUN, the run directory to continue")
-        other = sorted(set(given["model"]) | set(given["train"]) - {"epochs"})
+        other = sorted(set(given) - {"epochs"} | ({"model"} if hasattr(args, "model") else set()))
         if other:
             raise ConfigError(
                 f"--resume continues a run with its own config.json; only --epochs may change "
                 f"(got {', '.join('--' + k.replace('_', '-') for k in other)})"
             )
-        result = train_run(
-            args.out, None, resume=True, epochs=given["train"].get("epochs"), progress=progress
-        )
         out = args.out
+        result = train_run(out, None, resume=True, epochs=given.get("epochs"), progress=progress)
     else:
-        train_cfg = TrainConfig(**given["train"])
-        if is_task(train_cfg.data):
-            model_cfg = resolve_task_config(given["model"], train_cfg)
-            train_cfg = with_task_defaults(train_cfg)
-        else:
-            model_cfg = ModelConfig(**given["model"])
-        cfg = RunConfig(model_cfg, train_cfg)
-        out = getattr(args, "out", None) or _default_out(cfg)
-        print(
-            f"training {cfg.model.cell} (H={cfg.model.hidden_size}) on {cfg.train.data} into {out}"
-        )
+        cfg = family.config_type(**given)
+        cfg.check_given(given)
+        cfg = family.resolve(cfg)
+        out = getattr(args, "out", None) or _default_out(family, cfg)
+        print(f"training {family.name} ({_architecture(cfg)}) on {cfg.data} into {out}")
         try:
             result = train_run(out, cfg, progress=progress)
         except KeyboardInterrupt:
-            print(f"interrupted; continue with: rnnlab train --out {out} --resume", file=sys.stderr)
+            if (Path(out) / "config.json").is_file():
+                print(f"interrupted; continue with: rnnlab train --out {out} --resume",
+                      file=sys.stderr)  # fmt: skip
             raise
-    if "task" in result:
-        print(_task_summary(result, out))
-        return 0
-    if "test_ppl" in result or "test_bpc" in result:
-        key = "ppl" if "test_ppl" in result else "bpc"
-        print(
-            f"{result['data']} lm/{result['cell']}: test {key} {result['test_' + key]:.3f} "
-            f"(NLL {result['test_nll']:.4f} nats/token; valid {key} {result['valid_' + key]:.3f}) "
-            f"at the best validation epoch {result['best_epoch']}; {result['num_params']:,} "
-            f"parameters, {result['wall_time_s']:.0f} s; run: {out}"
-        )
-        return 0
-    if "test_mutual_info" in result:
-        iw = result.get("test_iw_nll")
-        iw_text = (
-            "n/a"
-            if iw is None
-            else (
-                f"{iw:.2f} nats/sentence (k={result['iw_samples']}, "
-                f"ppl {result['test_iw_ppl']:.1f})"
-            )
-        )
-        print(
-            f"{result['data']} {result.get('model', 'sentence-vae')}/{result['cell']}: "
-            "test negative ELBO "
-            f"{result['test_neg_elbo']:.2f} nats/sentence (a bound), importance-weighted test NLL "
-            f"{iw_text}; KL {result['test_kl']:.2f}, active units {result['test_active_units']}, "
-            f"MI {result['test_mutual_info']:.2f}; {result['num_params']:,} parameters, "
-            f"{result['wall_time_s']:.0f} s; run: {out}"
-        )
-        return 0
-    if "test_neg_elbo" in result:
-        iw = result.get("test_iw_nll")
-        iw_text = "n/a" if iw is None else f"{iw:.4f} (k={result['iw_samples']})"
-        print(
-            f"{result['data']} vrnn/{result['cell']}: test negative ELBO "
-            f"{result['test_neg_elbo']:.4f} nats/frame (a bound), importance-weighted test NLL "
-            f"{iw_text}, at the best "
-            f"validation epoch {result['best_epoch']}; {result['num_params']:,} parameters, "
-            f"{result['wall_time_s']:.0f} s; run: {out}"
-        )
-        return 0
-    print(
-        f"{result['data']} {result['cell']}: test NLL {result['test_nll']:.4f} nats/frame at the "
-        f"best validation epoch {result['best_epoch']} (valid {result['valid_nll']:.4f}); "
-        f"{result['num_params']:,} parameters, {result['wall_time_s']:.0f} s; run: {out}"
-    )
+    print(family.summary(result, out))
     return 0
 
 
-def _task_summary(result: dict[str, Any], out: Any) -> str:
-    """The model's test figures beside the trivial predictor's, and the solved flag."""
-    trivial = result["trivial"]
-    metric = next(k for k in trivial if k not in ("loss", "predictor"))
-    loss = "n/a" if trivial["loss"] is None else f"{trivial['loss']:.4g}"
-    test_loss = result["test_loss"]
-    test_loss = "n/a" if test_loss is None else f"{test_loss:.4g}"
-    return (
-        f"{result['data']} (T={result['task'].get('seq_len')}) {result['cell']}: test loss "
-        f"{test_loss}, {metric} {result.get('test_' + metric)}, wrong "
-        f"{result.get('test_wrong')}/{result.get('test_count')}; trivial predictor "
-        f"({trivial['predictor']}): loss {loss}, {metric} {trivial[metric]:.4g}; "
-        f"solved: {'yes' if result['solved'] else 'no'} ({result['stopped']}, epoch "
-        f"{result['best_epoch']}); {result['num_params']:,} parameters, "
-        f"{result['wall_time_s']:.0f} s; run: {out}"
-    )
+def _architecture(cfg: Any) -> str:
+    cell = getattr(cfg, "cell", "?")
+    layers = getattr(cfg, "num_layers", 1)
+    return f"{cell}, H={getattr(cfg, 'hidden_size', '?')}" + (f" x {layers}" if layers > 1 else "")
 
 
-def _default_out(cfg: Any) -> Path:
-    data = Path(cfg.train.data).stem if "." in cfg.train.data else cfg.train.data
+def _default_out(family: Any, cfg: Any) -> Path:
+    data = Path(cfg.data).stem if "." in cfg.data else cfg.data
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return (
-        Path("runs") / f"{data}-{cfg.model.cell}-h{cfg.model.hidden_size}-s{cfg.train.seed}-{stamp}"
-    )
+    cell, hidden = getattr(cfg, "cell", ""), getattr(cfg, "hidden_size", "")
+    return Path("runs") / f"{data}-{family.name}-{cell}-h{hidden}-s{cfg.seed}-{stamp}"
 
 
-# --- eval, compare, data --------------------------------------------------------------------------
+# --- eval, sample, generate ---------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
-    from rnnlab.data.tasks import is_task
-    from rnnlab.train.loop import load_run, load_sequences
-    from rnnlab.train.metrics import evaluate_nll
+    from rnnlab.families import FAMILIES
+    from rnnlab.train.loop import load_run
 
-    cfg, model, meta = load_run(args.run)
-    data = args.data or cfg.train.data
-    if cfg.train.data != data and (is_task(data) or is_task(cfg.train.data)):
-        raise ConfigError(f"a run on {cfg.train.data!r} cannot be evaluated on {data!r}")
-    if cfg.model.model == "lm":
-        from rnnlab.train.text import TextProblem
-
-        text = TextProblem(replace(cfg, train=replace(cfg.train, data=data)))
-        text.model = model
-        figures = text.evaluate(args.split)
-        key = "bpc" if "bpc" in figures else "ppl"
-        print(
-            f"{data} {args.split}: {key} {figures[key]:.3f}, NLL {figures['score']:.4f} nats/token "
-            f"over {figures['tokens']} tokens (checkpoint of epoch {meta.get('epoch')})"
-        )
-        return 0
     if args.iw_samples < 0:
-        raise ConfigError(
-            f"--iw-samples must be 0 (off) or a number of samples, got {args.iw_samples}"
-        )
-    if args.iw_samples and cfg.model.model not in ("sentence-vae", "sentence-lm"):
-        raise ConfigError(
-            f"--iw-samples applies to sentence-vae runs, not {cfg.model.model!r} ones"
-        )
-    if cfg.model.model in ("sentence-vae", "sentence-lm"):
-        from rnnlab.train.sentence_vae import SentenceVAEProblem
-
-        vae = SentenceVAEProblem(replace(cfg, train=replace(cfg.train, data=data)))
-        vae.model = model
-        figures = vae.evaluate(args.split)
-        print(
-            f"{data} {args.split}: negative ELBO {figures['score']:.2f} nats/sentence (one "
-            f"posterior sample), KL {figures['kl']:.2f}, active units {figures['active_units']}, "
-            f"MI {figures['mutual_info']:.2f} (checkpoint of epoch {meta.get('epoch')})"
-        )
-        if args.iw_samples:
-            iw = vae.iw_nll(args.split, args.iw_samples)
-            print(
-                f"{data} {args.split}: importance-weighted NLL {iw[args.split + '_iw_nll']:.2f} "
-                f"nats/sentence, ppl {iw[args.split + '_iw_ppl']:.2f} (k={iw['iw_samples']})"
-            )
-        return 0
-    if cfg.model.model == "vrnn":
-        from rnnlab.train.latent import VRNNProblem
-
-        vrnn = VRNNProblem(replace(cfg, train=replace(cfg.train, data=data)))
-        vrnn.model = model
-        summary = vrnn.evaluate(args.split)
-        print(
-            f"{data} {args.split}: negative ELBO {summary['score']:.4f} nats/frame (a bound; one "
-            f"posterior sample per piece), KL {summary['kl_per_frame']:.4f} per frame "
-            f"(checkpoint of epoch {meta.get('epoch')})"
-        )
-        return 0
-    if is_task(data):
-        from rnnlab.train.tasks import TaskProblem
-
-        if args.split == "train":
-            raise ConfigError("long-lag tasks draw fresh training sequences; use valid or test")
-        problem = TaskProblem(cfg)
-        problem.model = model
-        summary = problem.evaluate(args.split)
-        listed = ", ".join(f"{k} {v}" for k, v in summary.items())
-        print(f"{data} {args.split}: {listed} (checkpoint of epoch {meta.get('epoch')})")
-        return 0
-    result = evaluate_nll(model, load_sequences(data)[args.split])
-    print(
-        f"{data} {args.split}: NLL {result.nll:.4f} nats/frame over {result.frames} frames "
-        f"(checkpoint of epoch {meta.get('epoch')})"
-    )
+        raise ConfigError(f"--iw-samples must be 0 (off) or a number of samples, got "
+                          f"{args.iw_samples}")  # fmt: skip
+    run = load_run(args.run)
+    family, data = run.family, args.data or run.cfg.data
+    if data != run.cfg.data and not (family.portable_data and family.accepts(data, {})):
+        raise ConfigError(f"a {family.name} run on {run.cfg.data!r} cannot be evaluated on "
+                          f"{data!r}")  # fmt: skip
+    problem = run.problem(data)
+    figures = problem.evaluate(args.split)
+    epoch = f" (checkpoint of epoch {run.meta.get('epoch')})"
+    for line in family.eval_lines(args.split, figures, data):
+        print(line + epoch)
+    if args.iw_samples:
+        iw = problem.importance_weighted(args.split, args.iw_samples)
+        if iw is None:
+            latent = [f.name for f in FAMILIES.values() if f.latent]
+            raise ConfigError(f"--iw-samples applies to models with latent variables "
+                              f"({', '.join(latent)}), not {family.name}")  # fmt: skip
+        for line in family.iw_lines(args.split, iw, data):
+            print(line)
     return 0
 
 
@@ -457,8 +400,8 @@ def _data_show(args: argparse.Namespace) -> int:
 
 
 def _import_midi(args: argparse.Namespace) -> int:
-    from rnnlab.data.midi import import_midi_dir, user_data_dir
-    from rnnlab.data.polyphonic import BUNDLED, save_npz
+    from rnnlab.data.midi import import_midi_dir
+    from rnnlab.data.polyphonic import BUNDLED, save_npz, user_data_dir
 
     if args.name in BUNDLED or "/" in args.name or not args.name:
         raise ConfigError(f"--name {args.name!r}: choose a plain name other than a bundled set's")
@@ -483,78 +426,90 @@ def _import_midi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample(args: argparse.Namespace) -> int:
-    import torch
+def _upgrade(args: argparse.Namespace) -> int:
+    from rnnlab.train.legacy import upgrade_run
 
-    from rnnlab.data.midi import plot_roll, write_midi
-    from rnnlab.data.tasks import is_task
-    from rnnlab.train.loop import load_run
-
-    if args.out is None and args.png is None:
-        raise ConfigError("sample needs --out piece.mid, --png roll.png, or both")
-    if args.frames < 1:
-        raise ConfigError(f"--frames must be positive, got {args.frames}")
-    cfg, model, meta = load_run(args.run)
-    if is_task(cfg.train.data):
-        raise ConfigError(f"{args.run} is a {cfg.train.data!r} task run; sampling is for music")
-    generator = torch.Generator().manual_seed(args.seed)
-    roll = model.sample(args.frames, batch_size=1, generator=generator)[0].numpy().astype(bool)
-    if args.out is not None:
-        write_midi(roll, args.out, args.frames_per_beat, args.bpm)
-        print(f"MIDI: {args.out} ({args.frames} frames, {roll.sum(1).mean():.1f} notes a frame)")
-    if args.png is not None:
-        title = f"{cfg.model.cell} on {cfg.train.data}, epoch {meta.get('epoch')}, seed {args.seed}"
-        plot_roll(roll, args.png, title)
-        print(f"piano roll: {args.png}")
+    for run in args.runs:
+        name = upgrade_run(run)
+        print(f"{run}: upgraded ({name}); the old config is kept as config.v1.json")
     return 0
 
 
-def _load_sentence_vae(run: Path, latent: bool = True) -> tuple[Any, list[str]]:
-    """The model of a sentence-vae run (or, when ``latent`` is False, of a sentence-lm run too)."""
+def _models(args: argparse.Namespace) -> int:
+    from rnnlab.families import FAMILIES
+
+    print("| model | what | selected by | draws |\n| --- | --- | --- | --- |")
+    for f in FAMILIES.values():
+        draws = {"frames": "rnnlab sample", "text": "rnnlab generate"}.get(f.draws or "", "-")
+        print(f"| {f.name} | {f.title} | {f.score.label} ({f.score.unit}) | {draws} |")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from rnnlab.families import SampleRequest
     from rnnlab.train.loop import load_run
 
-    cfg, model, _ = load_run(run)
-    kinds = ("sentence-vae",) if latent else ("sentence-vae", "sentence-lm")
-    if cfg.model.model not in kinds:
-        raise ConfigError(f"{run} is a {cfg.model.model!r} run, not a {' or '.join(kinds)} one")
-    from rnnlab.data.text import sentence_vocab
-    from rnnlab.train.text import load_corpus
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError(f"--frames must be positive, got {args.frames}")
+    if args.bpm <= 0 or args.frames_per_beat < 1:
+        raise ConfigError("--bpm and --frames-per-beat must be positive")
+    run = load_run(args.run)
+    if run.family.draws != "frames":
+        hint = "; it writes text: rnnlab generate RUN" if run.family.draws == "text" else ""
+        raise ConfigError(f"{args.run} is a {run.family.name} run, which draws no frames{hint}")
+    if args.out is None and args.png is None:
+        raise ConfigError("sample needs --out FILE, --png FILE, or both")
+    label = (f"{run.family.name} {getattr(run.cfg, 'cell', '')} on {run.cfg.data}, epoch "
+             f"{run.meta.get('epoch')}")  # fmt: skip
+    request = SampleRequest(args.out, args.png, args.frames or 0, args.seed,
+                            args.frames_per_beat, args.bpm, label)  # fmt: skip
+    for line in run.family.sample(run.model, run.cfg, run.assets, request):
+        print(line)
+    return 0
 
-    corpus, _ = load_corpus(cfg.train.data, cfg.train.data_dir)
-    return model, sentence_vocab(corpus)
+
+def _generate(args: argparse.Namespace) -> int:
+    from rnnlab.train.loop import load_run
+
+    if args.n < 1 or args.max_len < 1 or args.top_k < 0 or args.temperature < 0:
+        raise ConfigError("--n and --max-len must be positive, --top-k and --temperature >= 0")
+    run = load_run(args.run)
+    if run.family.draws != "text":
+        hint = "; it draws frames: rnnlab sample RUN" if run.family.draws == "frames" else ""
+        raise ConfigError(f"{args.run} is a {run.family.name} run, which writes no text{hint}")
+    for line in run.family.generate(run.model, run.assets, args.n, args.temperature, args.top_k,
+                                    args.seed, args.max_len):  # fmt: skip
+        print(line)
+    return 0
+
+
+def _load_encoder(run_dir: Path) -> Any:
+    from rnnlab.families import FAMILIES
+    from rnnlab.train.loop import load_run
+
+    run = load_run(run_dir)
+    if not hasattr(run.family, "encode"):
+        able = [f.name for f in FAMILIES.values() if hasattr(f, "encode")]
+        raise ConfigError(f"{run_dir} is a {run.family.name} run; this needs a model with an "
+                          f"encoder ({', '.join(able)})")  # fmt: skip
+    return run
+
+
+def _encode(run: Any, text: str) -> Any:
+    mean, unknown = run.family.encode(run.model, run.assets, text)
+    if unknown:
+        print(f"rnnlab: note: {unknown} word(s) of {text!r} are not in the vocabulary: <unk>")
+    return mean
 
 
 def _words(ids: list[int], vocab: list[str]) -> str:
     return " ".join(vocab[i] for i in ids)
 
 
-def _encode(model: Any, text: str, vocab: list[str]) -> Any:
-    import torch
-
-    from rnnlab.data.text import encode_sentence
-
-    ids, unknown = encode_sentence(text, vocab)
-    if unknown:
-        print(f"rnnlab: note: {unknown} word(s) of {text!r} are not in the vocabulary: <unk>")
-    mean, _ = model.encode(ids[None], torch.tensor([len(ids)]))
-    return mean
-
-
-def _generate(args: argparse.Namespace) -> int:
-    import torch
-
-    model, vocab = _load_sentence_vae(args.run, latent=False)
-    gen = torch.Generator().manual_seed(args.seed)
-    z = torch.randn(args.n, model.z_size, generator=gen)
-    for ids in model.generate(z, temperature=args.temperature, top_k=args.top_k, generator=gen):
-        print(_words(ids, vocab))
-    return 0
-
-
 def _reconstruct(args: argparse.Namespace) -> int:
-    model, vocab = _load_sentence_vae(args.run)
-    mean = _encode(model, args.sentence, vocab)
-    print(_words(model.generate(mean)[0], vocab))
+    run = _load_encoder(args.run)
+    mean = _encode(run, args.sentence)
+    print(_words(run.model.generate(mean)[0], run.assets["vocab"]))
     return 0
 
 
@@ -563,11 +518,12 @@ def _interpolate(args: argparse.Namespace) -> int:
 
     if args.steps < 2:
         raise ConfigError(f"--steps must be at least 2, got {args.steps}")
-    model, vocab = _load_sentence_vae(args.run)
-    a, b = _encode(model, args.first, vocab), _encode(model, args.second, vocab)
+    run = _load_encoder(args.run)
+    a, b = _encode(run, args.first), _encode(run, args.second)
     weights = torch.linspace(0, 1, args.steps)[:, None]
-    for w, ids in zip(weights, model.generate((1 - weights) * a + weights * b), strict=True):
-        print(f"{float(w):.2f}  {_words(ids, vocab)}")
+    decoded = run.model.generate((1 - weights) * a + weights * b)
+    for w, ids in zip(weights, decoded, strict=True):
+        print(f"{float(w):.2f}  {_words(ids, run.assets['vocab'])}")
     return 0
 
 

@@ -134,12 +134,6 @@ def import_midi_dir(
     return rolls, skipped
 
 
-def user_data_dir() -> Path:
-    """Where imported datasets live: $RNNLAB_DATA, else ~/.cache/rnnlab/data."""
-    env = os.environ.get("RNNLAB_DATA")
-    return Path(env) if env else Path.home() / ".cache" / "rnnlab" / "data"
-
-
 def write_midi(roll: np.ndarray, path: Path, frames_per_beat: int = 2, bpm: float = 100.0) -> None:
     """A (T, 88) roll as a one-track piano MIDI file; a key held over consecutive frames is one
     note."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -94,16 +95,34 @@ def load_polyphonic(name_or_path: str | Path) -> PianoRolls:
         if not path.is_file():
             raise DataError(f"data file {path} does not exist")
         return loaders[path.suffix.lower()](path)
-    from rnnlab.data.midi import user_data_dir  # sets made by `rnnlab data import-midi`
-    from rnnlab.data.tasks import task_names  # the other datasets `rnnlab train` knows
-
-    imported = user_data_dir() / f"{text}.npz"
+    imported = user_data_dir() / f"{text}.npz"  # sets made by `rnnlab data import-midi`
     if "/" not in text and imported.is_file():
         return load_npz(imported)
+    raise unknown_name("dataset", text, [*BUNDLED, "<path>.mat", "<path>.pickle", "<path>.npz"])
 
-    formats = ["<path>.mat", "<path>.pickle", "<path>.npz"]
-    texts = ["ptb (--model lm)", "ptb-char (--model lm)"]
-    raise unknown_name("dataset", text, list(BUNDLED) + task_names() + texts + formats)
+
+def is_polyphonic(name_or_path: str) -> bool:
+    """Whether ``name_or_path`` names piano rolls: a bundled or imported set, a .mat or
+    .pickle file, or an .npz file in rnnlab's roll format (checked by its array names)."""
+    if name_or_path in BUNDLED:
+        return True
+    path = Path(name_or_path)
+    suffix = path.suffix.lower()
+    if suffix in (".mat", ".pickle", ".pkl"):
+        return True
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return "train_rolls" in npz.files
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+            return True  # unreadable: let the roll reader say what is wrong with it
+    return "/" not in name_or_path and (user_data_dir() / f"{name_or_path}.npz").is_file()
+
+
+def user_data_dir() -> Path:
+    """Where imported datasets live: $RNNLAB_DATA, else ~/.cache/rnnlab/data."""
+    env = os.environ.get("RNNLAB_DATA")
+    return Path(env) if env else Path.home() / ".cache" / "rnnlab" / "data"
 
 
 # --- the bundled sets ---------------------------------------------------------------------------

@@ -140,8 +140,11 @@ def _download_ptb(cache: Path, searched: list[str]) -> Path:
     return cache
 
 
-def read_corpus(name: str, data_dir: Path | None = None, chars: bool = False) -> Corpus:
-    """A corpus by name; ``chars`` for the character view. Raises DataError naming the file for
+def read_corpus(
+    name: str, data_dir: Path | None = None, chars: bool = False, vocab: list[str] | None = None
+) -> Corpus:
+    """A corpus by name; ``chars`` for the character view; ``vocab`` a stored vocabulary (a run
+    directory's) instead of the one of the training split. Raises DataError naming the file for
     a file that is not UTF-8 or a training split with no tokens."""
     directory = find_corpus(name, data_dir)
     splits = {}
@@ -154,7 +157,7 @@ def read_corpus(name: str, data_dir: Path | None = None, chars: bool = False) ->
         splits[split] = [line for line in splits[split] if line.strip()]
         if not splits[split]:
             raise DataError(f"{path}: empty (no lines with tokens)")
-    return Corpus.from_lines(splits, chars=chars)
+    return Corpus.from_lines(splits, chars=chars, vocab=vocab)
 
 
 def batchify(stream: Tensor, batch_size: int) -> Tensor:

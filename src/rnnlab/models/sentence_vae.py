@@ -8,7 +8,10 @@
     prior     p(z) = N(0, I)
 
 ``dropout`` acts on the non-recurrent connections: the encoder's and the decoder's input
-embeddings and the decoder's outputs before the softmax (training only).
+embeddings, between stacked layers, and the decoder's outputs before the softmax (training only).
+Encoder and decoder are ``Recurrent`` stacks with every layer option of the config (layers, layer
+norm, recurrent dropout, zoneout, ...); with L layers, z sets every decoder layer's h_0
+(``to_state`` maps z to L * H units) and the encoder's top layer gives the posterior.
 
 The same class is the baseline Bowman et al. compare against, a language model over independent
 sentences (``model="sentence-lm"``): no encoder and no latent, the decoder starting from a zero
@@ -35,8 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.losses import gaussian_kl, gaussian_log_prob, importance_weighted_bound
-from rnnlab.models.rnn import ModelConfig
-from rnnlab.recurrent import Recurrent
+from rnnlab.models.rnn import ModelConfig, make_recurrent
 
 SOS_ID, EOS_ID, UNK_ID, PAD_ID = 0, 1, 2, 3  # the sentence view's fixed ids (rnnlab.data.text)
 
@@ -60,13 +62,11 @@ class SentenceVAE(nn.Module):
         self.z_size = Z if self.latent else 0
         self.embedding = nn.Embedding(vocab_size, E, padding_idx=PAD_ID)
         if self.latent:
-            self.encoder = Recurrent(config.cell, E, H, batch_first=True, backend=config.backend)
+            self.encoder = make_recurrent(config, E)
             self.to_posterior = nn.Linear(H, 2 * Z)
-            self.to_state = nn.Linear(Z, H)
+            self.to_state = nn.Linear(Z, config.num_layers * H)  # every layer's h_0
         extra = Z if config.latent_every_step and self.latent else 0
-        self.decoder = Recurrent(
-            config.cell, E + extra, H, batch_first=True, backend=config.backend
-        )
+        self.decoder = make_recurrent(config, E + extra)
         self.output = nn.Linear(H, vocab_size)
         self.parts = len(self.decoder.layer_cells[0].state_widths)
 
@@ -79,7 +79,7 @@ class SentenceVAE(nn.Module):
             empty = words.new_zeros((words.shape[0], 0), dtype=self.output.weight.dtype)
             return empty, empty
         _, state = self.encoder(self._embed(words), lengths=lengths)
-        mean, log_var = self.to_posterior(state[0][0]).chunk(2, -1)
+        mean, log_var = self.to_posterior(state[0][-1]).chunk(2, -1)  # the top layer's
         return mean, log_var
 
     def decode_logits(
@@ -94,10 +94,11 @@ class SentenceVAE(nn.Module):
         return self.output(out), state
 
     def _initial_state(self, z: Tensor) -> tuple[Tensor, ...]:
+        L, B, H = self.config.num_layers, z.shape[0], self.config.hidden_size
         if self.latent:
-            h0 = torch.tanh(self.to_state(z))[None]  # (1, B, H)
+            h0 = torch.tanh(self.to_state(z)).view(B, L, H).transpose(0, 1)  # (L, B, H)
         else:
-            h0 = z.new_zeros((1, z.shape[0], self.config.hidden_size))
+            h0 = z.new_zeros((L, B, H))
         return (h0,) + tuple(torch.zeros_like(h0) for _ in range(self.parts - 1))
 
     def forward(

@@ -21,7 +21,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,8 @@ import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged, unknown_name
-from rnnlab.models.rnn import ModelConfig
-from rnnlab.study.space import check_space, suggest
-from rnnlab.train.config import RunConfig, TrainConfig
+from rnnlab.errors import ConfigError, RnnlabError, RunDirError, TrainingDiverged, unknown_name
+from rnnlab.study.space import check_space, run_config, space_family, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SAMPLERS = ("random", "tpe")
@@ -136,7 +133,8 @@ def _counting(study: optuna.Study) -> list[int]:
     return [
         t.number
         for t in study.get_trials(deepcopy=False)
-        if t.state in live or (t.state == TrialState.FAIL and t.user_attrs.get("diverged"))
+        if t.state in live
+        or (t.state == TrialState.FAIL and ("diverged" in t.user_attrs or "error" in t.user_attrs))
     ]
 
 
@@ -146,8 +144,9 @@ def _surplus(study: optuna.Study, number: int, target: int) -> bool:
 
 
 def counted(study: optuna.Study) -> int:
-    """Trials that count toward the target: complete, running, pruned, or failed
-    because training diverged (a crashed worker's failure is retried, so it does not count)."""
+    """Trials that count toward the target: complete, running, pruned, or failed because
+    training diverged or the trial's options were refused (a crashed worker's failure is
+    retried, so it does not count)."""
     return len(_counting(study))
 
 
@@ -191,7 +190,15 @@ def run_worker(
         number = trial.number if retried is None else retried
         out = runs / f"trial-{number:04d}"
         params = suggest(trial, settings["space"])
-        cfg = _run_config(settings["space"], params, seed=number)
+        family = space_family(settings["space"])
+        try:
+            cfg = run_config({**settings["space"].get("fixed", {}), **params, "seed": number})
+        except RnnlabError as exc:  # a drawn value the family refuses: this trial fails
+            trial.set_user_attr("error", str(exc))
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"trial {trial.number} refused: {exc}")
+            done += 1
+            continue
         log(f"trial {trial.number}{'' if retried is None else f' (retry of {retried})'}: "
             f"{json.dumps(params)} -> {out}")  # fmt: skip
         stop = threading.Event()
@@ -207,7 +214,7 @@ def run_worker(
                     resume=resume,
                     progress=False,
                     log=log,
-                    epoch_callback=_pruning_callback(trial) if pruning else None,
+                    epoch_callback=_pruning_callback(trial, family) if pruning else None,
                 )
             except TrainingDiverged as exc:
                 trial.set_user_attr("diverged", str(exc))
@@ -215,6 +222,10 @@ def run_worker(
                 log(f"trial {trial.number} diverged: {exc}")
             except optuna.TrialPruned:
                 study.tell(trial, state=TrialState.PRUNED)
+            except RnnlabError as exc:  # bad data, a refused option: a failure, not a crash
+                trial.set_user_attr("error", str(exc))
+                study.tell(trial, state=TrialState.FAIL)
+                log(f"trial {trial.number} failed: {exc}")
             else:
                 _record(study, trial, result, out)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -229,10 +240,12 @@ def run_worker(
 
 
 def _record(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any], out: Path) -> None:
-    for key in ("test_nll", "valid_nll", "num_params", "epochs_run", "wall_time_s"):
+    """The trial's value is the family's validation score; its test score and unit beside it."""
+    for key in ("family", "score", "valid_score", "test_score", "num_params", "epochs_run",
+                "wall_time_s"):  # fmt: skip
         trial.set_user_attr(key, result.get(key))
     trial.set_user_attr("run", str(out))
-    value = result["valid_nll"]
+    value = result["valid_score"]
     if value is None or not math.isfinite(value):
         study.tell(trial, state=TrialState.FAIL)
     else:
@@ -246,22 +259,15 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) 
         stop.wait(HEARTBEAT_S)
 
 
-def _pruning_callback(trial: optuna.Trial) -> Callable[[dict[str, Any]], None]:
+def _pruning_callback(trial: optuna.Trial, family: Any) -> Callable[[dict[str, Any]], None]:
+    key = f"valid_{family.score.name}"
+
     def report(row: dict[str, Any]) -> None:
-        trial.report(row["valid_nll"], row["epoch"])
+        trial.report(row[key], row["epoch"])
         if trial.should_prune():
             raise optuna.TrialPruned()
 
     return report
-
-
-def _run_config(space: dict[str, Any], params: dict[str, Any], seed: int) -> RunConfig:
-    """Fixed options and the trial's parameters, split into the model and training configs."""
-    options = {**space.get("fixed", {}), **params, "seed": seed}
-    model_keys = {f.name for f in fields(ModelConfig)}
-    model = {k: v for k, v in options.items() if k in model_keys}
-    train = {k: v for k, v in options.items() if k not in model_keys}
-    return RunConfig(ModelConfig(**model), TrainConfig(**train))
 
 
 def status(name: str, storage: str) -> dict[str, Any]:
@@ -281,8 +287,9 @@ def status(name: str, storage: str) -> dict[str, Any]:
         if best is None
         else {
             "number": best.number,
-            "valid_nll": best.value,
-            "test_nll": best.user_attrs.get("test_nll"),
+            "score": best.user_attrs.get("score"),
+            "valid_score": best.value,
+            "test_score": best.user_attrs.get("test_score", best.user_attrs.get("test_nll")),
             "params": best.params,
         },  # fmt: skip
     }

@@ -8,7 +8,9 @@ hyperparameter, a distribution, and the options every trial shares.
      "fixed": {"data": "jsb", "optimizer": "sgd", "epochs": 20}}
 
 ``one_minus_log`` samples 1 - x with x log-uniform in [low, high] (Greff et al.'s momentum).
-Parameter and fixed names are ``rnnlab train`` options (model or training config fields).
+Parameter and fixed names are ``rnnlab train`` options of one model family: the family named by
+a fixed ``model``, else the one the fixed ``data`` implies (music's ``rnn`` without either).
+A study compares one family's score, so ``model`` cannot be a searched parameter.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ import optuna
 
 from rnnlab.cells import cell_names
 from rnnlab.errors import ConfigError, unknown_name
-from rnnlab.models.rnn import ModelConfig
-from rnnlab.train.config import TrainConfig
+from rnnlab.families import Family, choose_family
 
 TYPES = ("categorical", "int", "float", "one_minus_log")
 
@@ -72,12 +73,26 @@ def load_space(name_or_path: str) -> dict[str, Any]:
     return space
 
 
+def space_family(space: dict[str, Any]) -> Family:
+    """The model family a space trains (see the module docstring)."""
+    fixed = space.get("fixed", {})
+    return choose_family(fixed.get("model"), fixed)
+
+
 def check_space(space: dict[str, Any]) -> None:
-    known = {f.name for f in fields(ModelConfig)} | {f.name for f in fields(TrainConfig)}
+    """The space's shape, its names against its family's options, and its fixed values and each
+    parameter's first value against the family's checks (so a bad value fails at create time,
+    not in a worker)."""
     if set(space) - {"params", "fixed"} or "params" not in space:
         raise ConfigError("a search space has 'params' and optionally 'fixed'")
+    if "model" in space["params"]:
+        raise ConfigError(
+            "a study compares one model family's score: fix 'model', do not search it"
+        )
+    family = space_family(space)
+    known = {f.name for f in fields(family.config_type)}
     for name in {**space["params"], **space.get("fixed", {})}:
-        if name not in known:
+        if name not in known | {"model"}:
             raise unknown_name("option", name, sorted(known))
     for name, spec in space["params"].items():
         if spec.get("type") not in TYPES:
@@ -86,6 +101,28 @@ def check_space(space: dict[str, Any]) -> None:
             raise ConfigError(f"parameter {name!r}: categorical needs choices")
         if spec["type"] != "categorical" and not spec.get("low", 0) < spec.get("high", 0):
             raise ConfigError(f"parameter {name!r}: needs low < high")
+    first = {name: _first(spec) for name, spec in space["params"].items()}
+    run_config({**space.get("fixed", {}), **first})
+
+
+def _first(spec: dict[str, Any]) -> Any:
+    if spec["type"] == "categorical":
+        return spec["choices"][0]
+    if spec["type"] == "one_minus_log":
+        return 1.0 - spec["low"]
+    return spec["low"]
+
+
+def run_config(options: dict[str, Any]) -> Any:
+    """The family config of a trial from its options (fixed values and drawn parameters)."""
+    options = dict(options)
+    family = choose_family(options.pop("model", None), options)
+    known = {f.name: f for f in fields(family.config_type)}
+    typed = {k: float(v) if str(known[k].type) == "float" and isinstance(v, int) else v
+             for k, v in options.items()}  # fmt: skip
+    cfg = family.config_type(**typed)
+    cfg.check_given(typed)
+    return family.resolve(cfg)
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:

@@ -1,15 +1,14 @@
-"""Training, evaluation and checkpoints."""
+"""Training, evaluation and checkpoints (family-agnostic: see rnnlab.families)."""
 
-from rnnlab.train.config import RunConfig, TrainConfig
-from rnnlab.train.loop import load_run, train_run, train_step
-from rnnlab.train.metrics import NLL, evaluate_nll, frame_nll
+from rnnlab.metrics import NLL, evaluate_nll, frame_nll
+from rnnlab.train.loop import LoadedRun, load, load_run, train_run, train_step
 
 __all__ = [
     "NLL",
-    "RunConfig",
-    "TrainConfig",
+    "LoadedRun",
     "evaluate_nll",
     "frame_nll",
+    "load",
     "load_run",
     "train_run",
     "train_step",

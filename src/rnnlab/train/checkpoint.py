@@ -24,6 +24,16 @@ from torch import Tensor, nn
 
 from rnnlab.errors import RunDirError
 
+# The files of a run directory (see rnnlab.train.loop).
+CONFIG, ASSETS, METRICS, CHECKPOINT, MODEL, RESULT = (
+    "config.json",
+    "assets.json",
+    "metrics.jsonl",
+    "checkpoint.safetensors",
+    "model.safetensors",
+    "result.json",
+)
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:

@@ -1,21 +1,27 @@
-"""The training loop: one screen for a step, one for an epoch, one for a run.
+"""The training loop: one screen for a step, one for an epoch, one for a run. It knows nothing of
+any family: the run's ``Problem`` (``rnnlab.families``) gives the batches, the loss and the score.
 
 A run directory holds:
-  config.json        the resolved RunConfig
+  config.json        {"format": 2, "family": NAME, "score": {...}, "config": {the options}}
+  assets.json        what rebuilds the model without the data (vocabulary, normalisation, the
+                     data's description), written with config.json
   metrics.jsonl      one line per finished epoch
   checkpoint.safetensors   the last finished epoch: model, optimizer, counters, RNG (for --resume)
   model.safetensors  the weights of the best-validation epoch
   result.json        the outcome, written when training ends
+
+Nothing is written until the data has loaded and the model is built, so a run that fails to
+start leaves no directory behind to block the corrected command.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +30,17 @@ from torch import nn
 from tqdm import tqdm
 
 import rnnlab
-from rnnlab.data import Batch, load_polyphonic, make_batches, split_windows, to_tensors
-from rnnlab.errors import ConfigError, DataError, RunDirError, TrainingDiverged
+from rnnlab.data import Batch
+from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged
+from rnnlab.families import Family, Problem, family_of, get_family
 from rnnlab.models.rnn import RNNPredictor, count_parameters
 from rnnlab.train.checkpoint import (
+    ASSETS,
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    MODEL,
+    RESULT,
     atomic_write_text,
     load_model_weights,
     load_training_checkpoint,
@@ -36,16 +49,8 @@ from rnnlab.train.checkpoint import (
     save_training_checkpoint,
     write_json,
 )
-from rnnlab.train.config import RunConfig
-from rnnlab.train.metrics import evaluate_nll
 
-CONFIG, METRICS, CHECKPOINT, MODEL, RESULT = (
-    "config.json",
-    "metrics.jsonl",
-    "checkpoint.safetensors",
-    "model.safetensors",
-    "result.json",
-)
+FORMAT = 2  # of config.json; format 1 (rnnlab before the families) is read by train.legacy
 
 
 def set_seed(seed: int) -> None:
@@ -53,8 +58,8 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    t = cfg.train
+def make_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    t = cfg
     params = model.parameters()
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
@@ -138,116 +143,9 @@ def _restore_weights(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
             p.copy_(original)
 
 
-def load_sequences(data: str) -> dict[str, list[torch.Tensor]]:
-    rolls = load_polyphonic(data)
-    return {split: to_tensors(pieces) for split, pieces in rolls.splits.items()}
-
-
-class Problem(ABC):
-    """What a run trains: its model, its training batches and its evaluation. ``score`` names the
-    number that selects the best epoch (lower is better): ``nll`` for music, ``loss`` for tasks."""
-
-    score = "nll"
-    model: nn.Module
-
-    @abstractmethod
-    def train_batches(self, epoch: int) -> Iterable[Any]:
-        """The batches of one epoch, in order."""
-
-    @abstractmethod
-    def batch_loss(self, batch: Any) -> tuple[torch.Tensor, float, float]:
-        """(loss to minimise, the score summed over the batch, how many terms it sums)."""
-
-    @abstractmethod
-    def evaluate(self, split: str) -> dict[str, Any]:
-        """At least ``{"score": ...}``; anything else is reported beside it."""
-
-    def finalise(self, out: Path) -> None:  # noqa: B027 (a hook: most problems need nothing)
-        """Called once training ends, before ``result`` (the VRNN's IW estimate is made here)."""
-
-    def result(self, valid: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
-        """The problem's own fields of result.json, from the best epoch's evaluations."""
-        return {f"valid_{self.score}": valid["score"], f"test_{self.score}": test["score"]}
-
-
-class MusicProblem(Problem):
-    """Next-frame prediction on polyphonic music: NLL per frame."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        t = cfg.train
-        self.cfg = cfg
-        self.data = load_sequences(t.data)
-        self.first_inputs: list[torch.Tensor] | None = None
-        if t.window:
-            # Windows give more updates per epoch on long pieces (truncated backpropagation
-            # without carrying the state); each window's first input is the true previous frame.
-            self.data["train"], self.first_inputs = split_windows(self.data["train"], t.window)
-        if self.data["train"][0].shape[-1] != cfg.model.frame_size:
-            raise DataError(
-                f"{t.data}: frames have {self.data['train'][0].shape[-1]} units, the model "
-                f"expects {cfg.model.frame_size}"
-            )
-        self.model = self.build_model()
-
-    def build_model(self) -> nn.Module:
-        return RNNPredictor(self.cfg.model)
-
-    def train_batches(self, epoch: int) -> Iterable[Batch]:
-        t = self.cfg.train
-        # The shuffle of each epoch depends only on (seed, epoch): resuming reproduces it exactly.
-        generator = torch.Generator().manual_seed(t.seed * 1_000_003 + epoch)
-        return make_batches(
-            self.data["train"],
-            t.batch_size,
-            shuffle=True,
-            generator=generator,
-            first_inputs=self.first_inputs,
-        )
-
-    def batch_loss(self, batch: Batch) -> tuple[torch.Tensor, float, float]:
-        out = self.model(batch.x, batch.lengths, batch.first_input)
-        return out.nll_per_frame, -float(out.total.detach()), batch.num_frames
-
-    def evaluate(self, split: str) -> dict[str, Any]:
-        return {"score": evaluate_nll(self.model, self.data[split]).nll}  # type: ignore[arg-type]
-
-
-def make_problem(cfg: RunConfig) -> Problem:
-    from rnnlab.data.tasks import is_task
-    from rnnlab.train.text import is_text
-
-    text = is_text(cfg.train.data, cfg.train.data_dir)
-    if text != (cfg.model.model in ("lm", "sentence-vae", "sentence-lm")):
-        raise ConfigError(
-            f"{cfg.train.data!r} is a text corpus: "
-            "train it with --model lm, sentence-vae or sentence-lm"
-            if text
-            else f"--model {cfg.model.model} needs a text corpus (ptb, ptb-char or --data-dir), "
-            f"not {cfg.train.data!r}"
-        )
-
-    if is_task(cfg.train.data):
-        from rnnlab.train.tasks import TaskProblem
-
-        return TaskProblem(cfg)
-    if cfg.model.model == "vrnn":
-        from rnnlab.train.latent import VRNNProblem
-
-        return VRNNProblem(cfg)
-    if cfg.model.model == "lm":
-        from rnnlab.train.text import TextProblem
-
-        return TextProblem(cfg)
-    if cfg.model.model in ("sentence-vae", "sentence-lm"):
-        from rnnlab.train.sentence_vae import SentenceVAEProblem
-
-        return SentenceVAEProblem(cfg)
-    return MusicProblem(cfg)
-
-
 def train_run(
     out: Path,
-    cfg: RunConfig | None,
+    cfg: Any,
     *,
     resume: bool = False,
     epochs: int | None = None,
@@ -255,25 +153,32 @@ def train_run(
     log: Callable[[str], None] = print,
     epoch_callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train into ``out`` (new) or continue it (``resume``, optionally with more ``epochs``).
-    ``epoch_callback`` sees each finished epoch's metrics row after its checkpoint is written
-    (a study's pruner raises from it to stop the run).
+    """Train ``cfg`` (a family's config) into ``out`` (new), or continue ``out`` (``resume``,
+    optionally with more ``epochs``). ``epoch_callback`` sees each finished epoch's metrics row
+    after its checkpoint is written (a study's pruner raises from it to stop the run).
 
     Returns the result dictionary also written to ``out/result.json``.
     """
     out = Path(out)
-    cfg = _prepare_run_dir(out, cfg, resume, epochs)
-    t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    set_seed(t.seed)
-    problem = make_problem(cfg)
+    if resume:
+        family, cfg, assets = _resume_run_dir(out, cfg, epochs)
+    elif cfg is None:
+        raise ConfigError("a new run needs a configuration")
+    else:
+        family, assets = family_of(cfg), None
+        _check_new_run_dir(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    problem = family.problem(cfg, assets)
+    if not resume:
+        _create_run_dir(out, family, cfg, problem.assets())
     model = problem.model
     optimizer = make_optimizer(model, cfg)
     counters: dict[str, Any] = {
         "epoch": 0,
         "best_epoch": 0,
-        "best_valid": math.inf,
+        "best_valid": family.score.worst,
         "best_test": None,
         "best_valid_eval": None,
         "best_test_eval": None,
@@ -286,36 +191,27 @@ def train_run(
         counters = load_training_checkpoint(out / CHECKPOINT, model, optimizer)
         log(f"resuming {out} after epoch {counters['epoch']}")
 
-    bar = tqdm(
-        total=t.epochs,
-        initial=counters["epoch"],
-        disable=not progress,
-        unit="epoch",
-        desc=f"{t.data}/{cfg.model.cell}",
-        leave=False,
-    )
+    key = family.score.name
+    bar = tqdm(total=cfg.epochs, initial=counters["epoch"], disable=not progress, unit="epoch",
+               desc=f"{cfg.data}/{family.name}", leave=False)  # fmt: skip
     stopped = "max-epochs"
     try:
-        for epoch in range(counters["epoch"] + 1, t.epochs + 1):
-            if counters["bad_epochs"] >= t.patience > 0:
+        for epoch in range(counters["epoch"] + 1, cfg.epochs + 1):
+            if counters["bad_epochs"] >= cfg.patience > 0:
                 stopped = "early-stopping"
                 break
-            row = _run_epoch(problem, optimizer, cfg, epoch, counters, out)
+            row = _run_epoch(problem, family, optimizer, cfg, epoch, counters, out)
             _save_epoch(out, model, optimizer, counters, row)
             if epoch_callback is not None:
                 epoch_callback(row)
             bar.update(1)
-            key = problem.score
-            bar.set_postfix(
-                train=f"{row['train_' + key]:.4g}",
-                valid=f"{row['valid_' + key]:.4g}",
-                best=f"{counters['best_valid']:.4g}",
-            )
+            bar.set_postfix(train=f"{row['train_' + key]:.4g}", valid=f"{row['valid_' + key]:.4g}",
+                            best=f"{counters['best_valid']:.4g}")  # fmt: skip
             if row.get("valid_stop"):  # a task's validation set meets its stopping rule
                 stopped = "solved"
                 break
         else:
-            if counters["bad_epochs"] >= t.patience > 0:
+            if counters["bad_epochs"] >= cfg.patience > 0:
                 stopped = "early-stopping"
     except TrainingDiverged as exc:
         kept = counters["epoch"]
@@ -326,21 +222,27 @@ def train_run(
     finally:
         bar.close()
 
-    problem.finalise(out)
+    if (out / MODEL).is_file():
+        load_model_weights(out / MODEL, model)  # the best epoch's weights, for finalise
+        model.eval()
+        problem.finalise()
+    valid_eval = counters["best_valid_eval"] or {"score": None}
+    test_eval = counters["best_test_eval"] or {"score": None}
     result = {
-        "data": t.data,
-        "model": cfg.model.model,
-        "cell": cfg.model.cell,
-        "hidden_size": cfg.model.hidden_size,
-        "num_layers": cfg.model.num_layers,
+        "family": family.name,
+        "model": family.name,
+        "data": cfg.data,
+        "cell": getattr(cfg, "cell", None),
+        "hidden_size": getattr(cfg, "hidden_size", None),
+        "num_layers": getattr(cfg, "num_layers", 1),
         "num_params": count_parameters(model),
         "epochs_run": counters["epoch"],
         "stopped": stopped,
         "best_epoch": counters["best_epoch"],
-        **problem.result(
-            counters["best_valid_eval"] or {"score": None},
-            counters["best_test_eval"] or {"score": None},
-        ),
+        "score": family.score.to_dict(),
+        "valid_score": valid_eval["score"],
+        "test_score": test_eval["score"],
+        **problem.result(valid_eval, test_eval),
         "wall_time_s": round(counters["wall_time"], 1),
         "threads": torch.get_num_threads(),
         "versions": {"rnnlab": rnnlab.__version__, "torch": torch.__version__},
@@ -351,38 +253,41 @@ def train_run(
 
 def _run_epoch(
     problem: Problem,
+    family: Family,
     optimizer: torch.optim.Optimizer,
-    cfg: RunConfig,
+    cfg: Any,
     epoch: int,
     counters: dict[str, Any],
     out: Path,
 ) -> dict[str, Any]:
     """Train one epoch, validate, keep the best model, adjust the LR; updates ``counters``."""
-    t = cfg.train
     model = problem.model
+    score = family.score
     start = time.perf_counter()
-    if t.lr_decay_start:  # a fixed schedule: lr * decay^(epochs past the start)
+    if cfg.lr_decay_start:  # a fixed schedule: lr * decay^(epochs past the start)
         for group in optimizer.param_groups:
-            group["lr"] = max(t.lr * t.lr_decay ** max(0, epoch - t.lr_decay_start), t.min_lr)
+            group["lr"] = max(cfg.lr * cfg.lr_decay ** max(0, epoch - cfg.lr_decay_start),
+                              cfg.min_lr)  # fmt: skip
     total, terms, norms = 0.0, 0.0, []
     for batch in problem.train_batches(epoch):
         box: list[float] = []
-        stats = optimise(model, _batch_loss(problem, batch, box), optimizer, t.clip, t.weight_noise)
+        stats = optimise(model, _batch_loss(problem, batch, box), optimizer, cfg.clip,
+                         cfg.weight_noise)  # fmt: skip
         total += stats.total
         terms += box[0]
         norms.append(stats.grad_norm)
     valid_eval = problem.evaluate("valid")
     valid = valid_eval["score"]
     if not math.isfinite(valid):
-        raise TrainingDiverged(f"the validation {problem.score} became {valid}")
+        raise TrainingDiverged(f"the validation {score.label} became {valid}")
     lr = optimizer.param_groups[0]["lr"]
     test_eval = None
     # A task run stops at the first epoch that solves its validation set: that epoch is then the
-    # run's model, even where another epoch had a lower validation loss.
+    # run's model, even where another epoch had a better validation score.
     newly_solved = bool(valid_eval.get("stop")) and not (counters["best_valid_eval"] or {}).get(
         "stop"
     )
-    if valid < counters["best_valid"] or newly_solved:
+    if score.better(valid, counters["best_valid"]) or newly_solved:
         test_eval = problem.evaluate("test")
         counters.update(
             best_valid=valid,
@@ -393,20 +298,23 @@ def _run_epoch(
             bad_epochs=0,
             lr_bad_epochs=0,
         )
-        meta = {"epoch": epoch, f"valid_{problem.score}": valid}
-        meta[f"test_{problem.score}"] = test_eval["score"]
+        meta = {
+            "epoch": epoch,
+            f"valid_{score.name}": valid,
+            f"test_{score.name}": test_eval["score"],
+        }
         save_model(out / MODEL, model, meta)
     else:
         counters["bad_epochs"] += 1
         counters["lr_bad_epochs"] += 1
-        if counters["lr_bad_epochs"] >= t.lr_patience and not t.lr_decay_start:
+        if counters["lr_bad_epochs"] >= cfg.lr_patience and not cfg.lr_decay_start:
             for group in optimizer.param_groups:
-                group["lr"] = max(group["lr"] * t.lr_decay, t.min_lr)
+                group["lr"] = max(group["lr"] * cfg.lr_decay, cfg.min_lr)
             counters["lr_bad_epochs"] = 0
     seconds = time.perf_counter() - start
     counters["wall_time"] += seconds
     counters["epoch"] = epoch
-    key = problem.score
+    key = score.name
     row: dict[str, Any] = {
         "epoch": epoch,
         f"train_{key}": total / terms,
@@ -447,59 +355,128 @@ def _save_epoch(
     atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in counters["history"]))
 
 
-def _prepare_run_dir(
-    out: Path, cfg: RunConfig | None, resume: bool, epochs: int | None
-) -> RunConfig:
-    """Create a new run directory, or check and read an existing one for --resume."""
-    if resume:
-        if not (out / CONFIG).is_file():
-            raise RunDirError(f"{out} is not a run directory (no {CONFIG}); nothing to resume")
-        saved = RunConfig.from_dict(read_json(out / CONFIG))
-        if cfg is not None and cfg != saved:
-            raise ConfigError(
-                f"--resume continues {out} with its own {CONFIG}; only --epochs may change"
-            )
-        if epochs is not None and epochs != saved.train.epochs:
-            saved = RunConfig(saved.model, replace(saved.train, epochs=epochs))
-            write_json(out / CONFIG, saved.to_dict())
-        return saved
-    if cfg is None:
-        raise ConfigError("a new run needs a configuration")
+# --- run directories ---------------------------------------------------------------------------
+def _check_new_run_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file, not a directory")
     if out.exists() and any(out.iterdir()):
         raise RunDirError(
             f"{out} already exists and is not empty; "
             "continue it with --resume or choose another --out"
         )
+
+
+def _create_run_dir(out: Path, family: Family, cfg: Any, assets: dict[str, Any]) -> None:
+    """config.json and assets.json, written once the problem is built (its data loaded)."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG, cfg.to_dict())
-    return cfg
+    try:
+        write_json(out / ASSETS, assets)
+        write_json(out / CONFIG, config_document(family, cfg))
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
-def load_run(run: Path) -> tuple[RunConfig, Any, dict[str, Any]]:
-    """The config and best-validation model of a run directory (for eval, sample, compare): an
-    RNNPredictor for music, a TaskModel for a long-lag task."""
-    from rnnlab.data.tasks import is_task
+def config_document(family: Family, cfg: Any) -> dict[str, Any]:
+    return {"format": FORMAT, "family": family.name, "score": family.score.to_dict(),
+            "config": cfg.to_dict()}  # fmt: skip
 
-    run = Path(run)
+
+def read_run_config(run: Path) -> tuple[Family, Any, bool]:
+    """The family and config of a run directory, and whether it is in the old format (1)."""
     if not run.is_dir() or not (run / CONFIG).is_file():
         raise RunDirError(f"{run} is not a run directory (no {CONFIG})")
-    cfg = RunConfig.from_dict(read_json(run / CONFIG))
+    document = read_json(run / CONFIG)
+    if not isinstance(document, dict):
+        raise RunDirError(f"{run / CONFIG}: not a run configuration")
+    if "format" not in document:
+        from rnnlab.train.legacy import upgrade_config
+
+        name, options = upgrade_config(document, run)
+        family = get_family(name)
+        return family, family.config_type.from_dict(options), True
+    if document.get("format") != FORMAT or set(document) != {"format", "family", "score", "config"}:
+        raise RunDirError(f"{run / CONFIG}: format {document.get('format')!r} is not one this "
+                          f"rnnlab reads ({FORMAT})")  # fmt: skip
+    family = get_family(str(document["family"]))
+    try:
+        cfg = family.config_type.from_dict(document["config"])
+    except ConfigError as exc:
+        raise RunDirError(f"{run / CONFIG}: {exc}") from None
+    return family, cfg, False
+
+
+def read_assets(run: Path, family: Family, cfg: Any, legacy: bool) -> dict[str, Any]:
+    """assets.json, or for a run in the old format what its data gives (as before: from the
+    dataset or corpus its config names)."""
+    if (run / ASSETS).is_file():
+        assets: dict[str, Any] = read_json(run / ASSETS)
+        return assets
+    if not legacy:
+        raise RunDirError(f"{run} has no {ASSETS}: the run directory is incomplete")
+    return family.problem(cfg).assets()
+
+
+def _resume_run_dir(out: Path, cfg: Any, epochs: int | None) -> tuple[Family, Any, dict[str, Any]]:
+    family, saved, legacy = read_run_config(out)
+    if legacy:
+        raise RunDirError(f"{out} was written by an older rnnlab; upgrade it first with: "
+                          f"rnnlab upgrade {out}")  # fmt: skip
+    if cfg is not None and cfg != saved:
+        raise ConfigError(
+            f"--resume continues {out} with its own {CONFIG}; only --epochs may change"
+        )
+    assets = read_assets(out, family, saved, legacy)
+    if epochs is not None and epochs != saved.epochs:
+        saved = replace(saved, epochs=epochs)
+        write_json(out / CONFIG, config_document(family, saved))
+    return family, saved, assets
+
+
+@dataclass
+class LoadedRun:
+    """A run directory read back: its family, config, assets, and best-validation model (in
+    evaluation mode) with the metadata of its epoch."""
+
+    path: Path
+    family: Family
+    cfg: Any
+    assets: dict[str, Any]
     model: nn.Module
-    if is_task(cfg.train.data):
-        from rnnlab.models.task import TaskModel
-        from rnnlab.train.tasks import task_of
+    meta: dict[str, Any]
 
-        model = TaskModel(cfg.model, task_of(cfg.train))
-    elif cfg.model.model == "vrnn":
-        from rnnlab.models.vrnn import VRNN
+    def problem(self, data: str | None = None) -> Problem:
+        """The run's problem (its data loaded; ``data`` another dataset of the same kind) with
+        the trained model in it."""
+        cfg = self.cfg if data is None else replace(self.cfg, data=data)
+        problem = self.family.problem(cfg, self.assets)
+        problem.model = self.model
+        return problem
 
-        model = VRNN(cfg.model)
-    elif cfg.model.model in ("lm", "sentence-vae", "sentence-lm"):
-        model = make_problem(cfg).model  # the vocabulary comes from the corpus
-    else:
-        model = RNNPredictor(cfg.model)
+
+def load_run(run: Path) -> LoadedRun:
+    """A run directory's family, config, assets and best-validation model."""
+    run = Path(run)
+    family, cfg, legacy = read_run_config(run)
     if not (run / MODEL).is_file():
         raise RunDirError(f"{run} has no {MODEL} yet (no epoch has finished)")
+    assets = read_assets(run, family, cfg, legacy)
+    model = family.build_model(cfg, assets)
     meta = load_model_weights(run / MODEL, model)
     model.eval()
-    return cfg, model, meta
+    return LoadedRun(run, family, cfg, assets, model, meta)
+
+
+def load(run: str | Path) -> nn.Module:
+    """The trained model of a run directory, ready to use (evaluation mode, best-validation
+    weights); text models carry their vocabulary as ``model.vocab``.
+
+    >>> model = rnnlab.load("runs/my-run")  # doctest: +SKIP
+    """
+    return load_run(Path(run)).model
+
+
+def config_fields(cfg_type: type) -> list[str]:
+    return [f.name for f in fields(cfg_type)]

@@ -1,0 +1,374 @@
+"""The plugin contract of a model family, and the options families share.
+
+A family is one module of ``rnnlab.families`` holding three things:
+
+- a **config**: a frozen dataclass built from the shared option groups below (``TrainOptions``,
+  ``RecurrentOptions``) and its own fields, with its own defaults. Every field is an option of
+  ``rnnlab train --model NAME`` (its ``help`` and ``group`` come from the field's metadata), so a
+  family that cannot honour an option simply has no such field and the option is refused;
+- a **Problem**: what one run trains, built from a config (and, for a run directory, the assets it
+  stored): the model, the training batches, the loss, the evaluation of a split (its ``score``),
+  the result fields, and the assets that make a run directory self-contained (vocabulary, data
+  description, normalisation statistics);
+- a **Family** object, registered in ``rnnlab.families.FAMILIES``: its name, config type, score
+  (name, label, unit, direction), which ``--data`` values imply it, the summary line, and what it
+  can generate (``sample`` / ``generate`` commands).
+
+The trainer, the CLI, ``compare``, the study runner and the report only call these; none of them
+compares a family's name.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from rnnlab.cells import CELLS
+from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.recurrent import BACKENDS
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+GROUPS = ("data", "model", "training", "evaluation", "system")
+
+
+def option(
+    default: Any,
+    help: str,
+    group: str = "model",
+    *,
+    choices: Sequence[str] | Callable[[], Iterable[str]] | None = None,
+    low: float | None = None,
+    positive: bool = False,
+    below: float | None = None,
+    requires: dict[str, tuple[Any, ...]] | None = None,
+) -> Any:
+    """A config field with its command-line help and its checks: ``choices`` (names, or a function
+    giving them), ``low`` (inclusive minimum), ``positive``, ``below`` (exclusive maximum), and
+    ``requires`` ({other field: values}: the option only means something when the other field
+    has one of those values; giving it otherwise is an error)."""
+    assert group in GROUPS, group
+    meta = {"help": help, "group": group, "choices": choices, "low": low, "positive": positive,
+            "below": below, "requires": requires or {}}  # fmt: skip
+    return field(default=default, metadata=meta)
+
+
+def default(cls: type, name: str, value: Any) -> Any:
+    """The field ``name`` of a shared option group with a family's own default."""
+    base: Field[Any] = cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    return field(default=value, metadata=base.metadata)
+
+
+def choices_of(f: Field[Any]) -> list[str] | None:
+    spec = f.metadata.get("choices")
+    if spec is None:
+        return None
+    return list(spec() if callable(spec) else spec)
+
+
+@dataclass(frozen=True)
+class FamilyConfig:
+    """The base of every family's config: type and range checks driven by field metadata, and
+    conversion from a JSON dictionary that rejects unknown keys."""
+
+    family: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = _coerce(f, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)  # 1 where a float is expected is 1.0
+            _check_field(f, value)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{cls.family}: unknown option(s) {unknown}; its options: {sorted(known)}"
+            )
+        return cls(**{k: _coerce(known[k], v) for k, v in data.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def check_given(self, given: Iterable[str]) -> None:
+        """Refuse an option the user gave that means nothing with the other options chosen."""
+        by_name = {f.name: f for f in fields(self)}
+        for name in given:
+            for other, values in by_name[name].metadata.get("requires", {}).items():
+                if getattr(self, other) not in values:
+                    need = " or ".join(f"--{other.replace('_', '-')} {v}" for v in values)
+                    raise ConfigError(
+                        f"--{name.replace('_', '-')} applies only with {need} "
+                        f"(this {self.family} run has {other} {getattr(self, other)!r})"
+                    )
+
+
+def field_type(f: Field[Any]) -> type:
+    return {"int": int, "float": float, "str": str, "bool": bool}[str(f.type)]
+
+
+def _coerce(f: Field[Any], value: Any) -> Any:
+    """JSON's numbers: an integer where a float is expected is that float."""
+    if field_type(f) is float and type(value) is int:
+        return float(value)
+    return value
+
+
+def _check_field(f: Field[Any], value: Any) -> None:
+    kind, meta, name = field_type(f), f.metadata, f.name
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
+    names = choices_of(f)
+    if names is not None and value not in names:
+        raise unknown_name(name.replace("_", " "), value, names)
+    if meta.get("positive") and value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    if meta.get("low") is not None and value < meta["low"]:
+        raise ConfigError(f"{name} must be at least {meta['low']}, got {value}")
+    if meta.get("below") is not None and value >= meta["below"]:
+        raise ConfigError(f"{name} must be below {meta['below']}, got {value}")
+
+
+# --- the option groups families share --------------------------------------------------------
+@dataclass(frozen=True)
+class TrainOptions(FamilyConfig):
+    """How any model is trained."""
+
+    data: str = option("jsb", "the dataset: a name (`rnnlab data list`) or a file", "data")
+    optimizer: str = option("adam", "adam, rmsprop (Chung et al.) or sgd", "training",
+                            choices=OPTIMIZERS)  # fmt: skip
+    lr: float = option(3e-3, "initial learning rate", "training", positive=True)
+    momentum: float = option(0.0, "momentum (rmsprop and sgd)", "training", low=0.0)
+    weight_decay: float = option(0.0, "L2 penalty", "training", low=0.0)
+    batch_size: int = option(16, "sequences per batch", "training", positive=True)
+    epochs: int = option(200, "maximum number of epochs", "training", positive=True)
+    weight_noise: float = option(
+        0.0,
+        "std of Gaussian noise added to every weight matrix at each training step (Graves "
+        "2011; Chung et al. 2014 used 0.075)",
+        "training",
+        low=0.0,
+    )
+    clip: float = option(1.0, "max gradient norm (0: no clipping)", "training", low=0.0)
+    patience: int = option(
+        20, "stop after this many epochs without a better validation score (0: never)",
+        "training", low=0,
+    )  # fmt: skip
+    lr_decay: float = option(0.5, "LR factor on a validation plateau (or per epoch, see "
+                             "--lr-decay-start)", "training", positive=True, low=None)  # fmt: skip
+    lr_patience: int = option(5, "epochs without improvement before the LR decays", "training",
+                              low=0)  # fmt: skip
+    min_lr: float = option(1e-5, "the LR never decays below this", "training", low=0.0)
+    lr_decay_start: int = option(
+        0,
+        "after this epoch multiply the LR by --lr-decay every epoch (Zaremba's schedule); "
+        "0: decay on validation plateaus instead",
+        "training",
+        low=0,
+    )
+    seed: int = option(0, "seed of every random choice", "system")
+    threads: int = option(0, "torch CPU threads (0: torch's default)", "system", low=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lr_decay > 1.0:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+
+
+@dataclass(frozen=True)
+class RecurrentOptions(FamilyConfig):
+    """The recurrent stack (``rnnlab.Recurrent``)."""
+
+    cell: str = option("gru", "recurrent cell (see `rnnlab cells`)", choices=lambda: CELLS)
+    hidden_size: int = option(200, "units per layer", positive=True)
+    num_layers: int = option(1, "stacked recurrent layers", positive=True)
+    dropout: float = option(0.3, "dropout between layers and before the output", low=0.0,
+                            below=1.0)  # fmt: skip
+    layer_norm: bool = option(False, "layer normalisation (Ba et al. 2016)")
+    forget_bias: float = option(1.0, "initial forget-gate bias (LSTM family)")
+    recurrent_dropout: float = option(
+        0.0, "variational recurrent dropout (Gal & Ghahramani 2016)", low=0.0, below=1.0
+    )
+    zoneout: float = option(0.0, "zoneout probability (Krueger et al. 2017)", low=0.0, below=1.0)
+    backend: str = option("auto", "auto (fused where it applies), step (the reference loop) or "
+                          "fused", "system", choices=BACKENDS)  # fmt: skip
+    chrono: int = option(0, "chrono initialisation with this T_max (Tallec & Ollivier 2018; 0: "
+                         "off)", low=0)  # fmt: skip
+
+
+RECURRENT_KEYS = tuple(f.name for f in fields(RecurrentOptions))
+
+
+# --- the score, the problem, the family -------------------------------------------------------
+@dataclass(frozen=True)
+class Score:
+    """The number that selects a run's best epoch: ``name`` keys result.json and metrics.jsonl
+    (``valid_<name>``, ``test_<name>``); ``label`` and ``unit`` head tables and axes."""
+
+    name: str
+    label: str
+    unit: str
+    direction: str = "minimize"
+
+    def better(self, new: float, old: float) -> bool:
+        return new < old if self.direction == "minimize" else new > old
+
+    @property
+    def worst(self) -> float:
+        return math.inf if self.direction == "minimize" else -math.inf
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "label": self.label, "unit": self.unit,
+                "direction": self.direction}  # fmt: skip
+
+
+class Problem(ABC):
+    """What one run trains: built from its config (and, for an existing run directory, the
+    assets it stored), it owns the data, the model, the loss and the evaluation."""
+
+    model: nn.Module
+
+    def assets(self) -> dict[str, Any]:
+        """What the run directory must keep to rebuild the model without the data (written to
+        assets.json at the start of training): vocabulary, normalisation, data description."""
+        return {}
+
+    @abstractmethod
+    def train_batches(self, epoch: int) -> Iterable[Any]:
+        """The batches of one epoch, in order (a function of the seed and the epoch only)."""
+
+    @abstractmethod
+    def batch_loss(self, batch: Any) -> tuple[torch.Tensor, float, float]:
+        """(loss to minimise, the score summed over the batch, how many terms it sums)."""
+
+    @abstractmethod
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """At least ``{"score": ...}``; anything else is reported beside it."""
+
+    def finalise(self) -> None:  # noqa: B027 (a hook: most problems need nothing)
+        """Called once training ends, with the best-validation weights loaded (the latent
+        families' importance-weighted test estimate is made here)."""
+
+    def result(self, valid: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
+        """The problem's own fields of result.json, from the best epoch's evaluations."""
+        return {}
+
+    def importance_weighted(self, split: str, k: int) -> dict[str, Any] | None:
+        """The importance-weighted NLL of a split with k samples (latent families); None where
+        the family's NLL is exact."""
+        return None
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """What `rnnlab sample` asks of a family that draws frames or forecasts."""
+
+    out: Path | None
+    png: Path | None
+    frames: int
+    seed: int
+    frames_per_beat: int
+    bpm: float
+    run_label: str
+
+
+class Family(ABC):
+    """A registered model family (see the module docstring)."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # one line for `rnnlab train --help`
+    config_type: ClassVar[type[Any]]
+    score: ClassVar[Score]
+    latent: ClassVar[bool] = False  # has latent variables: eval --iw-samples applies
+    draws: ClassVar[str | None] = None  # "frames" (rnnlab sample) or "text" (rnnlab generate)
+
+    implied_by_data: ClassVar[bool] = True  # data this family accepts implies it (no --model)
+    portable_data: ClassVar[bool] = True  # a run can be evaluated on other data it accepts
+
+    def accepts(self, data: str, options: dict[str, Any]) -> bool:
+        """Whether this family can train on ``--data data`` (with the other ``options`` given);
+        where ``implied_by_data``, such data selects it when ``--model`` is not given."""
+        return False
+
+    def data_help(self) -> str:
+        """What ``--data`` takes for this family (for error messages)."""
+        return "see `rnnlab data list`"
+
+    def resolve(self, cfg: Any) -> Any:
+        """The config with data-dependent values filled in (so config.json says them)."""
+        return cfg
+
+    @abstractmethod
+    def problem(self, cfg: Any, assets: dict[str, Any] | None = None) -> Problem:
+        """The run's problem: data loaded, model built (assets given: the run directory's)."""
+
+    @abstractmethod
+    def build_model(self, cfg: Any, assets: dict[str, Any]) -> nn.Module:
+        """The model alone, from the config and the stored assets (no data read)."""
+
+    def summary(self, result: dict[str, Any], out: Path) -> str:
+        """The line `rnnlab train` prints at the end of a run."""
+        return f"{headline(result)}: {score_text(self.score, result)}; {tail(result, out)}"
+
+    def eval_lines(self, split: str, figures: dict[str, Any], data: str) -> list[str]:
+        s = self.score
+        rest = ", ".join(f"{k} {_fmt(v)}" for k, v in figures.items() if k != "score")
+        return [f"{data} {split}: {s.label} {figures['score']:.4f} {s.unit}"
+                + (f" ({rest})" if rest else "")]  # fmt: skip
+
+    def iw_lines(self, split: str, iw: dict[str, Any], data: str) -> list[str]:
+        value = iw[f"{split}_iw_nll"]
+        return [f"{data} {split}: importance-weighted NLL {value:.4f} {self.score.unit} "
+                f"(k={iw['iw_samples']})"]  # fmt: skip
+
+    def known_data(self) -> list[str]:
+        """Dataset names this family knows (for "did you mean" in errors)."""
+        return []
+
+    def sample(self, model: nn.Module, cfg: Any, assets: dict[str, Any],
+               request: SampleRequest) -> list[str]:  # fmt: skip
+        raise ConfigError(f"{self.name} runs cannot be sampled")
+
+    def generate(self, model: nn.Module, assets: dict[str, Any], n: int, temperature: float,
+                 top_k: int, seed: int, max_len: int) -> list[str]:  # fmt: skip
+        raise ConfigError(f"{self.name} runs generate no text")
+
+
+def headline(result: dict[str, Any]) -> str:
+    return f"{result['data']} {result['model']}/{result['cell']}"
+
+
+def tail(result: dict[str, Any], out: Path) -> str:
+    return (f"{result['num_params']:,} parameters, {result['wall_time_s']:.0f} s; "
+            f"run: {out}")  # fmt: skip
+
+
+def score_text(score: Score, result: dict[str, Any]) -> str:
+    test, valid = result.get("test_score"), result.get("valid_score")
+    return (f"test {score.label} {_fmt(test)} {score.unit} at the best validation epoch "
+            f"{result['best_epoch']} (valid {_fmt(valid)})")  # fmt: skip
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return "n/a" if value is None else str(value)
+
+
+def field_by_name(cfg_type: type) -> dict[str, Field[Any]]:
+    return {f.name: f for f in fields(cfg_type)}
+
+
+def field_default(f: Field[Any]) -> Any:
+    return None if f.default is MISSING else f.default

@@ -1,0 +1,347 @@
+"""Real-valued series, your own data (``rnnlab train --data FILE.csv``, ``.npy``, ``.npz``): a
+probabilistic next-step model p(x_t | x_<t), a Gaussian (or a mixture, ``--output gmm``) whose
+parameters the recurrent state sets, over inputs normalised by the training part's mean and
+standard deviation.
+
+Splits are by time: each sequence's first steps train, the next ``--valid-fraction`` validate and
+the last ``--test-fraction`` test, and a split is always scored with the whole history before it
+as context. Scores, in the data's own units:
+
+- **NLL per step**: -sum log p(x_t | x_<t) over the split's steps / their number, in nats
+  (log p in original units = log p of the normalised value - sum_d log std_d).
+- **Forecasts over a horizon** (after training, test split): from origins every ``horizon`` steps,
+  ``--forecast-samples`` trajectories are drawn by feeding each sample back; MAE of the median
+  forecast and the CRPS of the samples (Gneiting & Raftery 2007), beside the **seasonal-naive**
+  forecast (the value one season earlier; its CRPS is its MAE) on the same origins and steps.
+  The season is ``--season`` or, at 0, detected from the training part's autocorrelation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from rnnlab.data import Batch, make_batches, split_windows
+from rnnlab.data.series import (
+    Normaliser,
+    Series,
+    crps_from_samples,
+    detect_season,
+    read_series,
+    seasonal_naive,
+    time_splits,
+)
+from rnnlab.errors import ConfigError, DataError
+from rnnlab.families.base import (
+    Family,
+    Problem,
+    RecurrentOptions,
+    SampleRequest,
+    Score,
+    TrainOptions,
+    default,
+    option,
+    tail,
+)
+from rnnlab.families.music import music_model_config
+from rnnlab.models.rnn import RNNPredictor
+
+SUFFIXES = (".csv", ".npy", ".npz")
+FORECAST_SEED = 2**40 + 31
+
+
+@dataclass(frozen=True)
+class SeriesConfig(TrainOptions, RecurrentOptions):
+    family: ClassVar[str] = "series"
+    data: str = option("", "a .csv file (a header row, one row per step, numeric columns), or "
+                       ".npy/.npz arrays of shape (T, D)", "data")  # fmt: skip
+    columns: str = option("", "CSV: the value columns, comma-separated (default: all but the id "
+                          "column)", "data")  # fmt: skip
+    id_column: str = option("", "CSV: a column whose value separates sequences", "data")
+    valid_fraction: float = option(0.15, "the share of each sequence's steps that validates "
+                                   "(after the training steps)", "data", positive=True,
+                                   below=1.0)  # fmt: skip
+    test_fraction: float = option(0.15, "the share of each sequence's last steps that tests",
+                                  "data", positive=True, below=1.0)  # fmt: skip
+    window: int = option(64, "train on windows of this many steps (0: whole training parts)",
+                         "data", low=0)  # fmt: skip
+    cell: str = default(RecurrentOptions, "cell", "lstm")
+    hidden_size: int = default(RecurrentOptions, "hidden_size", 64)
+    dropout: float = default(RecurrentOptions, "dropout", 0.0)
+    epochs: int = default(TrainOptions, "epochs", 100)
+    patience: int = default(TrainOptions, "patience", 10)
+    lr_patience: int = default(TrainOptions, "lr_patience", 3)
+    output: str = option("gaussian", "the distribution of a step: gaussian (diagonal) or gmm",
+                         choices=("gaussian", "gmm"))  # fmt: skip
+    mixtures: int = option(5, "components of the gmm output", positive=True,
+                           requires={"output": ("gmm",)})  # fmt: skip
+    horizon: int = option(0, "forecast horizon in steps (0: the season, or 10 without one)",
+                          "evaluation", low=0)  # fmt: skip
+    season: int = option(0, "the seasonal-naive baseline's period (0: detected from the "
+                         "training part's autocorrelation)", "evaluation", low=0)  # fmt: skip
+    forecast_samples: int = option(100, "sampled trajectories per forecast (for CRPS)",
+                                   "evaluation", positive=True)  # fmt: skip
+
+
+def read_config_series(cfg: Any) -> Series:
+    if not cfg.data:
+        raise ConfigError("the series family needs --data FILE (.csv, .npy or .npz)")
+    columns = [c.strip() for c in cfg.columns.split(",") if c.strip()] or None
+    return read_series(Path(cfg.data), columns=columns, id_column=cfg.id_column or None)
+
+
+class SeriesProblem(Problem):
+    def __init__(self, cfg: SeriesConfig, assets: dict[str, Any] | None) -> None:
+        self.cfg = cfg
+        series = read_config_series(cfg)
+        self.series = series
+        self.ranges = [time_splits(len(s), cfg.valid_fraction, cfg.test_fraction)
+                       for s in series.sequences]  # fmt: skip
+        train_parts = [s[r["train"][0] : r["train"][1]]
+                       for s, r in zip(series.sequences, self.ranges, strict=True)]  # fmt: skip
+        if assets is not None:
+            self.normaliser = Normaliser.from_dict(assets["normaliser"])
+            self.season, self.horizon = int(assets["season"]), int(assets["horizon"])
+        else:
+            self.normaliser = Normaliser.fit(train_parts)
+            longest = max(train_parts, key=len)
+            self.season = cfg.season or detect_season(longest)
+            self.horizon = cfg.horizon or (self.season if self.season > 1 else 10)
+        test_len = min(r["test"][1] - r["test"][0] for r in self.ranges)
+        self.horizon = min(self.horizon, test_len)
+        self.scaled = [torch.from_numpy(self.normaliser.apply(s)).float()
+                       for s in series.sequences]  # fmt: skip
+        train = [z[r["train"][0] : r["train"][1]] for z, r in zip(self.scaled, self.ranges,
+                                                                    strict=True)]  # fmt: skip
+        self.first_inputs: list[torch.Tensor] | None = None
+        self.train = train
+        if cfg.window:
+            self.train, self.first_inputs = split_windows(train, cfg.window)
+        self.model = build_series_model(cfg, series.dim, self.normaliser)
+        self.forecast: dict[str, Any] = {}
+
+    def assets(self) -> dict[str, Any]:
+        return {"normaliser": self.normaliser.to_dict(), "columns": self.series.columns,
+                "dim": self.series.dim, "season": self.season, "horizon": self.horizon,
+                "data": self.series.describe()}  # fmt: skip
+
+    def train_batches(self, epoch: int) -> Iterable[Batch]:
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return make_batches(self.train, self.cfg.batch_size, shuffle=True, generator=generator,
+                            first_inputs=self.first_inputs)  # fmt: skip
+
+    def batch_loss(self, batch: Batch) -> tuple[torch.Tensor, float, float]:
+        out = self.model(batch.x, batch.lengths, batch.first_input)
+        frames = batch.num_frames
+        log_det = self.normaliser.log_det()
+        # Reported in original units; the loss itself is the normalised NLL per step.
+        return out.nll_per_frame, -float(out.total.detach()) + frames * log_det, frames
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, Any]:
+        """The NLL per step of a split, each step predicted from its whole history."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total, steps = 0.0, 0
+        for z, r in zip(self.scaled, self.ranges, strict=True):
+            start, end = r[split]
+            out = model(z[None, :end], torch.tensor([end]))
+            total += float(out.log_prob[0, start:end].double().sum())
+            steps += end - start
+        model.train(was_training)
+        nll = -total / steps + self.normaliser.log_det()
+        return {"score": nll if math.isfinite(nll) else math.nan, "steps": steps}
+
+    def finalise(self) -> None:
+        self.forecast = self.forecast_scores("test")
+
+    @torch.no_grad()
+    def forecast_scores(self, split: str) -> dict[str, Any]:
+        """MAE and CRPS of sampled forecasts over the horizon from origins every ``horizon``
+        steps of the split, beside the seasonal-naive forecast's on the same steps."""
+        h, n = self.horizon, self.cfg.forecast_samples
+        gen = torch.Generator().manual_seed(FORECAST_SEED)
+        crps, errors, naive = [], [], []
+        for x, z, r in zip(self.series.sequences, self.scaled, self.ranges, strict=True):
+            start, end = r[split]
+            origins = list(range(start, end - h + 1, h))
+            draws = sample_paths(self.model, [z[:o] for o in origins], h, n, gen)  # (N, O, h, D)
+            samples = self.normaliser.invert(draws.double().numpy())
+            truth = np.stack([x[o : o + h] for o in origins])  # (O, h, D)
+            crps.append(crps_from_samples(samples, truth).ravel())
+            errors.append(np.abs(np.median(samples, 0) - truth).ravel())
+            base = np.stack([seasonal_naive(x[:o], h, self.season) for o in origins])
+            naive.append(np.abs(base - truth).ravel())
+        model_crps, naive_mae = (
+            float(np.concatenate(crps).mean()),
+            float(np.concatenate(naive).mean()),
+        )
+        return {
+            f"{split}_crps": model_crps,
+            f"{split}_mae": float(np.concatenate(errors).mean()),
+            f"{split}_naive_crps": naive_mae,  # a point forecast's CRPS is its absolute error
+            f"{split}_naive_mae": naive_mae,
+            "crps_skill": 1.0 - model_crps / naive_mae if naive_mae > 0 else None,
+            "season": self.season,
+            "horizon": h,
+            "forecast_samples": n,
+            "forecast_origins": sum(len(range(r[split][0], r[split][1] - h + 1, h))
+                                    for r in self.ranges),
+        }  # fmt: skip
+
+    def result(self, valid: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
+        return {"valid_nll": valid.get("score"), "test_nll": test.get("score"), **self.forecast,
+                "columns": self.series.columns}  # fmt: skip
+
+
+def build_series_model(cfg: Any, dim: int, normaliser: Normaliser) -> nn.Module:
+    model = RNNPredictor(music_model_config(cfg, "rnn", cfg.output, frame_size=dim,
+                                            mixtures=cfg.mixtures))  # fmt: skip
+    model.normaliser = normaliser  # type: ignore[assignment]
+    return model
+
+
+@torch.no_grad()
+def sample_paths(model: nn.Module, histories: list[torch.Tensor], horizon: int, n: int,
+                 gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+    """``n`` sampled continuations of ``horizon`` steps after each history (normalised values,
+    (T_i, D) each): (n, len(histories), horizon, D). Each history is read once; its final state
+    is copied n times and every sampled step is fed back."""
+    model.eval()
+    D = histories[0].shape[-1]
+    lengths = torch.tensor([len(x) + 1 for x in histories])
+    inputs = torch.zeros(len(histories), int(lengths.max()), D)
+    for b, x in enumerate(histories):  # inputs: a zero frame, then the history
+        inputs[b, 1 : len(x) + 1] = x
+    out, state = model.rnn(inputs, lengths=lengths)  # type: ignore[operator]
+    h = out[torch.arange(len(histories)), lengths - 1]  # (O, H): predicts the first step ahead
+    h = h.repeat(n, 1)[:, None]  # (n O, 1, H), trajectory i of origin o at i * O + o
+    state = tuple(s.repeat(1, n, 1) for s in state)
+    steps = []
+    for t in range(horizon):
+        frame = model.head.sample(h, gen)  # type: ignore[union-attr,operator]
+        steps.append(frame)
+        if t + 1 < horizon:
+            h, state = model.rnn(frame, state=state)  # type: ignore[operator]
+    return torch.cat(steps, 1).view(n, len(histories), horizon, D)
+
+
+class SeriesFamily(Family):
+    name = "series"
+    title = "real-valued series from your CSV or arrays: Gaussian / mixture next-step model"
+    config_type = SeriesConfig
+    score = Score("nll", "NLL", "nats/step")
+    draws = "frames"
+
+    def accepts(self, data: str, options: dict[str, Any]) -> bool:
+        suffix = Path(data).suffix.lower()
+        if suffix == ".npz":
+            from rnnlab.data.polyphonic import is_polyphonic
+
+            return not is_polyphonic(data)
+        return suffix in SUFFIXES
+
+    def data_help(self) -> str:
+        return "a .csv file with a header row, or .npy/.npz arrays of shape (T, D)"
+
+    def build_model(self, cfg: Any, assets: dict[str, Any]) -> nn.Module:
+        return build_series_model(
+            cfg, int(assets["dim"]), Normaliser.from_dict(assets["normaliser"])
+        )
+
+    def problem(self, cfg: Any, assets: dict[str, Any] | None = None) -> Problem:
+        return SeriesProblem(cfg, assets)
+
+    def summary(self, result: dict[str, Any], out: Path) -> str:
+        head = (f"{result['data']} series/{result['cell']}: test NLL "
+                f"{_f(result.get('test_nll'))} nats/step at the best validation epoch "
+                f"{result['best_epoch']} (valid {_f(result.get('valid_nll'))})")  # fmt: skip
+        if result.get("test_crps") is not None:
+            head += (f"; {result['horizon']}-step forecasts: CRPS {result['test_crps']:.4g}, "
+                     f"MAE {result['test_mae']:.4g} against the seasonal-naive (season "
+                     f"{result['season']}) {result['test_naive_crps']:.4g}")  # fmt: skip
+        return f"{head}; {tail(result, out)}"
+
+    def sample(self, model: nn.Module, cfg: Any, assets: dict[str, Any],
+               request: SampleRequest) -> list[str]:  # fmt: skip
+        """A forecast past the end of the data (of its first sequence): quantiles as CSV, and a
+        plot of the history with the median and the 50% and 80% bands."""
+        try:
+            series = read_config_series(cfg)
+        except DataError as exc:
+            raise DataError(f"forecasting continues the run's data: {exc}") from None
+        normaliser = Normaliser.from_dict(assets["normaliser"])
+        horizon = request.frames or int(assets["horizon"])
+        x = series.sequences[0]
+        gen = torch.Generator().manual_seed(request.seed)
+        z = torch.from_numpy(normaliser.apply(x)).float()
+        draws = sample_paths(model, [z], horizon, 200, gen)[:, 0]  # (200, h, D)
+        samples = normaliser.invert(draws.double().numpy())
+        quantiles = np.quantile(samples, [0.1, 0.25, 0.5, 0.75, 0.9], axis=0)  # (5, h, D)
+        lines = []
+        if request.out is not None:
+            write_forecast_csv(request.out, quantiles, series.columns, len(x))
+            lines.append(f"forecast: {request.out} ({horizon} steps past step {len(x)}, "
+                         "quantiles 0.1 0.25 0.5 0.75 0.9 of 200 draws)")  # fmt: skip
+        if request.png is not None:
+            plot_forecast(request.png, x, quantiles, series.columns, request.run_label)
+            lines.append(f"forecast plot: {request.png}")
+        if not lines:
+            raise ConfigError("sample needs --out forecast.csv, --png forecast.png, or both")
+        return lines
+
+
+def write_forecast_csv(path: Path, quantiles: np.ndarray, columns: list[str], start: int) -> None:
+    from rnnlab.train.checkpoint import atomic_write_text
+
+    rows = ["step,column,q10,q25,median,q75,q90"]
+    for t in range(quantiles.shape[1]):
+        for d, name in enumerate(columns):
+            qs = ",".join(f"{quantiles[k, t, d]:.6g}" for k in range(5))
+            rows.append(f"{start + t},{name},{qs}")
+    atomic_write_text(Path(path), "\n".join(rows) + "\n")
+
+
+def plot_forecast(path: Path, x: np.ndarray, quantiles: np.ndarray, columns: list[str],
+                  title: str) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = min(len(columns), 4)
+    horizon = quantiles.shape[1]
+    past = min(len(x), 4 * horizon)
+    fig, axes = plt.subplots(shown, 1, figsize=(9, 2.6 * shown + 0.6), squeeze=False)
+    t_past = np.arange(len(x) - past, len(x))
+    t_future = np.arange(len(x), len(x) + horizon)
+    for d, ax in enumerate(axes[:, 0]):
+        ax.plot(t_past, x[-past:, d], color="k", lw=1, label="data")
+        ax.fill_between(t_future, quantiles[0, :, d], quantiles[4, :, d], alpha=0.2, color="C0",
+                        label="80%")  # fmt: skip
+        ax.fill_between(t_future, quantiles[1, :, d], quantiles[3, :, d], alpha=0.35, color="C0",
+                        label="50%")  # fmt: skip
+        ax.plot(t_future, quantiles[2, :, d], color="C0", lw=1.5, label="median")
+        ax.set_ylabel(columns[d])
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_title(f"forecast: {title}")
+    axes[0, 0].legend(fontsize=8, loc="upper left")
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _f(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+__all__ = ["Family", "SeriesFamily"]
