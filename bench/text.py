@@ -59,14 +59,17 @@ ROWS: dict[str, tuple[str, str, float | None, list[str]]] = {
         # init 0.05 as Zaremba's medium model: with torch's default N(0, 1) embedding, which
         # tying makes the output layer too, a first epoch ended at valid ppl 387 (202.65 with it).
         options(hidden_size=650, dropout=0.5, tied="", variational="", init=0.05, lr_decay=0.25,
-                lr_patience=0, bptt=35, epochs=40, patience=6, **(ZAREMBA | dict(threads=2))),
+                lr_decay_start=0, lr_patience=0, bptt=35, epochs=40, patience=6,
+                **(ZAREMBA | dict(threads=2))),
     ),
     "ptb-char-lstm-800": (
         "lm", "1.36 bpc (Bai 2018, LSTM, ~3M params)", 1.36,
+        # num_layers, init and lr_decay_start are the values the run had (the language model's
+        # defaults became Zaremba's small model later: 2 layers, init 0.1, decay from epoch 4).
         options(data="ptb-char", data_dir="../shared/data/ptb", model="lm", cell="lstm",
-                hidden_size=800, embedding_size=64, dropout=0.1, optimizer="adam", lr=0.002,
-                clip=1.0, batch_size=64, bptt=150, epochs=30, patience=4, lr_patience=1,
-                seed=0, threads=1),
+                hidden_size=800, num_layers=1, embedding_size=64, dropout=0.1, init=0,
+                optimizer="adam", lr=0.002, clip=1.0, batch_size=64, bptt=150, epochs=30,
+                patience=4, lr_patience=1, lr_decay_start=0, seed=0, threads=1),
     ),
     "ptb-sentence-vae-512": (
         "vae", "101 with KL 2 (Bowman 2016); 103.97 with KL 7.27 (Sentence-VAE repo)", 101.0,
@@ -75,9 +78,8 @@ ROWS: dict[str, tuple[str, str, float | None, list[str]]] = {
     ),
     "ptb-sentence-lm-512": (
         "vae", "100 (Bowman 2016, LSTM LM)", None,
-        # The same command as the VAE's (the latent options are recorded and unused).
-        options(model="sentence-lm", z_size=32, free_bits=0.25, kl_schedule="linear",
-                kl_anneal=2, iw_samples=500, **SENTENCE),
+        # The VAE's command without the latent options (the sentence LM refuses them).
+        options(model="sentence-lm", **SENTENCE),
     ),
 }  # fmt: skip
 

@@ -204,13 +204,20 @@ def _bench_speed(args: argparse.Namespace) -> None:
 
 
 # --- train ---------------------------------------------------------------------------------------
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad value is one line (``rnnlab: error: ...``), not the whole usage block."""
+
+    def error(self, message: str) -> Any:
+        raise ConfigError(f"{message} (`rnnlab train --help` lists the options)")
+
+
 def train_parser(family: Any) -> argparse.ArgumentParser:
     """``rnnlab train``'s options for one family: its config's fields, grouped, its defaults."""
     from rnnlab.families import FAMILIES
     from rnnlab.families.base import GROUPS, choices_of, field_type
 
     listing = "\n".join(f"  {f.name:13} {f.title}" for f in FAMILIES.values())
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="rnnlab train",
         description=f"Train a {family.name} model ({family.title}); selected by "
         f"{family.score.label} ({family.score.unit}) on the validation set.",
@@ -278,9 +285,8 @@ def _refuse_unknown(extra: list[str], family: Any) -> None:
     raise ConfigError(f"unrecognised argument {flag!r}{hint} (`rnnlab train --help`)")
 
 
-def _train(argv: list[str]) -> int:
-    from rnnlab.train.loop import train_run
-
+def parse_train(argv: list[str]) -> tuple[Any, argparse.Namespace, dict[str, Any]]:
+    """The family, the parsed arguments and the options given, of a `rnnlab train` line."""
     family = _family_for_train(argv)
     parser = train_parser(family)
     args, extra = parser.parse_known_args(argv)
@@ -288,6 +294,20 @@ def _train(argv: list[str]) -> int:
         _refuse_unknown(extra, family)
     given = {f.name: getattr(args, f.name) for f in fields(family.config_type)
              if hasattr(args, f.name)}  # fmt: skip
+    return family, args, given
+
+
+def train_config(family: Any, given: dict[str, Any]) -> Any:
+    """The resolved config of a new run from the options given (checked together)."""
+    cfg = family.config_type(**given)
+    cfg.check_given(given)
+    return family.resolve(cfg)
+
+
+def _train(argv: list[str]) -> int:
+    from rnnlab.train.loop import train_run
+
+    family, args, given = parse_train(argv)
     progress = not getattr(args, "no_progress", False)
     if getattr(args, "resume", False):
         if not hasattr(args, "out"):
@@ -301,9 +321,7 @@ def _train(argv: list[str]) -> int:
         out = args.out
         result = train_run(out, None, resume=True, epochs=given.get("epochs"), progress=progress)
     else:
-        cfg = family.config_type(**given)
-        cfg.check_given(given)
-        cfg = family.resolve(cfg)
+        cfg = train_config(family, given)
         out = getattr(args, "out", None) or _default_out(family, cfg)
         print(f"training {family.name} ({_architecture(cfg)}) on {cfg.data} into {out}")
         try:
@@ -387,6 +405,10 @@ def _data_show(args: argparse.Namespace) -> int:
 
     if is_task(args.name):
         return _task_show(args)
+    from rnnlab.data.polyphonic import is_polyphonic
+
+    if Path(args.name).suffix.lower() in (".csv", ".npy", ".npz") and not is_polyphonic(args.name):
+        return _series_show(args)
     rolls = load_polyphonic(args.name)
     print(f"{rolls.name} ({rolls.source})")
     print("| split | pieces | frames | min len | mean len | max len | notes/frame |")
@@ -396,6 +418,30 @@ def _data_show(args: argparse.Namespace) -> int:
             f"| {split} | {s['pieces']} | {s['frames']} | {s['min_length']} | "
             f"{s['mean_length']:.1f} | {s['max_length']} | {s['notes_per_frame']:.2f} |"
         )
+    return 0
+
+
+def _series_show(args: argparse.Namespace) -> int:
+    """A real-valued series: its columns, sequences and lengths, each column's statistics."""
+    import numpy as np
+
+    from rnnlab.data.series import detect_season, read_series, time_splits
+
+    series = read_series(Path(args.name))
+    info = series.describe()
+    lengths = f"{info['length_min']}-{info['length_max']}"
+    print(f"{series.name} ({series.source}): {info['num_sequences']} sequence(s), "
+          f"{info['num_steps']} steps, lengths {lengths}")  # fmt: skip
+    first = series.sequences[0]
+    train_end = time_splits(len(first))["train"][1]
+    print(f"season detected on the first sequence's training part: "
+          f"{detect_season(first[:train_end])}")  # fmt: skip
+    print("| column | mean | std | min | max |\n| --- | --- | --- | --- | --- |")
+    rows = np.concatenate(series.sequences)
+    for d, name in enumerate(series.columns):
+        col = rows[:, d]
+        print(f"| {name} | {col.mean():.4g} | {col.std():.4g} | {col.min():.4g} | "
+              f"{col.max():.4g} |")  # fmt: skip
     return 0
 
 

@@ -68,6 +68,8 @@ def run_summary(run: Path) -> dict[str, Any]:
         "best_epoch": best.get("epoch"),
         "valid_score": best.get(key),
         "test_score": best.get(f"test_{score.name}"),
+        key: best.get(key),
+        f"test_{score.name}": best.get(f"test_{score.name}"),
         "epochs_run": len(history),
         "wall_time_s": round(sum(r["seconds"] for r in history), 1),
         "status": "running" if history else "not started",

@@ -73,7 +73,7 @@ def choose_family(model: str | None, options: dict[str, Any]) -> Family:
             takes = "; ".join(f"{f.name}: {f.data_help()}" for f in FAMILIES.values()
                               if f.implied_by_data)  # fmt: skip
             raise ConfigError(f"--data {data}: not a kind of file rnnlab reads ({takes})")
-        names = [n for f in FAMILIES.values() for n in f.known_data()]
+        names = list(dict.fromkeys(n for f in FAMILIES.values() for n in f.known_data()))
         raise unknown_name("dataset", data, [*names, "<file>.csv", "<file>.npz", "<file>.mat"])
     return owner
 

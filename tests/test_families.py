@@ -1,0 +1,211 @@
+"""Every registered model family through every command that applies to it: train from the CLI
+with only --data (and --model where the data does not imply it), eval, sample or generate,
+compare, a study, --help, and run directories of the old format. Parametrised over the registry:
+a new family must add its tiny data to DATA below, or the first test fails."""
+
+import json
+from dataclasses import fields
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+import rnnlab
+from rnnlab.cli import main
+from rnnlab.families import FAMILIES, family_names
+from rnnlab.study import runner
+from rnnlab.study.report import write_report
+
+TOY_LINES = ["the cat sat on the mat", "a dog ran in the park", "the dog sat on a cat",
+             "a cat ran", "the park is big", "a big dog sat", "the mat is red"]  # fmt: skip
+
+
+def _series_csv(path):
+    """Two numeric columns, a seasonal one and a noisy trend (no other flag needed)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(300)
+    a = np.sin(2 * np.pi * t / 12) + 0.1 * rng.standard_normal(300)
+    b = 0.01 * t + 0.2 * rng.standard_normal(300)
+    rows = ["a,b"] + [f"{x:.5f},{y:.5f}" for x, y in zip(a, b, strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """The tiny data of each family: the `rnnlab train` arguments that name it."""
+    from rnnlab.data.polyphonic import PianoRolls, save_npz
+
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+
+    def pieces(n):
+        return [rng.random((int(rng.integers(4, 12)), 88)) < 0.05 for _ in range(n)]
+
+    npz = root / "tiny.npz"
+    save_npz(PianoRolls("tiny", "test", {"train": pieces(6), "valid": pieces(3),
+                                         "test": pieces(3)}), npz)  # fmt: skip
+    text = root / "text"
+    text.mkdir()
+    for split, lines in (("train", TOY_LINES), ("valid", TOY_LINES[:3]), ("test", TOY_LINES[3:])):
+        (text / f"toy.{split}.txt").write_text("\n".join(lines) + "\n")
+    csv = _series_csv(root / "series.csv")
+    toy = ["--data", "toy", "--data-dir", str(text)]
+    return {
+        "rnn": ["--data", str(npz)],
+        "rnn-nade": ["--model", "rnn-nade", "--data", str(npz)],
+        "vrnn": ["--model", "vrnn", "--data", str(npz)],
+        # The task's size options describe its data (short sequences, few of them).
+        "task": ["--data", "adding", "--seq-len", "10", "--train-size", "64", "--test-size", "64"],
+        "lm": toy,
+        "sentence-lm": ["--model", "sentence-lm", *toy],
+        "sentence-vae": ["--model", "sentence-vae", *toy],
+        "series": ["--data", str(csv)],
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory):
+    """One run of each family, trained for one epoch with the family's defaults."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name in family_names():
+        out[name] = root / name
+        argv = ["train", *data[name], "--epochs", "1", "--out", str(out[name]), "--no-progress"]
+        assert main(argv) == 0, name
+    return out
+
+
+def test_every_family_has_tiny_data(data):
+    assert set(data) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_train_with_only_data_records_the_family(name, runs, capsys):
+    run = runs[name]
+    family = FAMILIES[name]
+    document = json.loads((run / "config.json").read_text())
+    assert document["family"] == name and document["score"] == family.score.to_dict()
+    assert set(document["config"]) == {f.name for f in fields(family.config_type)}
+    result = json.loads((run / "result.json").read_text())
+    assert result["model"] == name and result["score"]["unit"] == family.score.unit
+    assert result["valid_score"] is not None and result["test_score"] is not None
+    assert (run / "assets.json").is_file()
+    model = rnnlab.load(run)
+    assert isinstance(model, torch.nn.Module) and not model.training
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_eval_and_importance_weighting(name, runs, capsys):
+    run, family = runs[name], FAMILIES[name]
+    assert main(["eval", str(run), "--split", "valid"]) == 0
+    out = capsys.readouterr().out
+    assert "(checkpoint of epoch 1)" in out
+    code = main(["eval", str(run), "--split", "test", "--iw-samples", "2"])
+    if family.latent:
+        assert code == 0 and "importance-weighted NLL" in capsys.readouterr().out
+    elif name != "sentence-lm":  # the sentence LM answers with its exact NLL (k = 1)
+        assert code == 2 and "latent variables" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_sample_or_generate(name, runs, tmp_path, capsys):
+    run, family = runs[name], FAMILIES[name]
+    png, out = tmp_path / "x.png", tmp_path / ("x.csv" if name == "series" else "x.mid")
+    sampled = main(["sample", str(run), "--png", str(png), "--out", str(out), "--frames", "12"])
+    generated = main(["generate", str(run), "--n", "3", "--temperature", "1", "--top-k", "4"])
+    captured = capsys.readouterr()
+    if family.draws == "frames":
+        assert sampled == 0 and png.stat().st_size > 0 and out.stat().st_size > 0
+        assert generated == 2 and "rnnlab sample" in captured.err
+    elif family.draws == "text":
+        assert generated == 0 and len(captured.out.splitlines()) == 3
+        assert sampled == 2 and "rnnlab generate" in captured.err
+    else:
+        assert sampled == 2 and generated == 2
+
+
+def test_compare_puts_each_unit_in_its_own_columns_and_panel(runs, tmp_path, capsys):
+    plot = tmp_path / "curves.png"
+    assert main(["compare", *map(str, runs.values()), "--plot", str(plot)]) == 0
+    table = capsys.readouterr().out
+    header = table.splitlines()[0]
+    for family in FAMILIES.values():
+        assert f"{family.score.label} [{family.score.unit}]" in header
+    assert "| model |" in header and plot.stat().st_size > 0
+    for name in family_names():
+        assert f"| {name} |" in table
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_help_lists_the_familys_options_with_its_defaults(name, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", name, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in fields(FAMILIES[name].config_type):
+        assert "--" + f.name.replace("_", "-") in text
+        assert f"(default: {f.default!r})" in text
+    assert "training options:" in text and "model options:" in text
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_a_study_completes_and_reports(name, data, tmp_path):
+    options = data[name]
+    fixed = {"epochs": 1, "threads": 1}
+    for flag, value in zip(options[::2], options[1::2], strict=True):
+        key = flag[2:].replace("-", "_")
+        fixed[key] = int(value) if value.isdigit() else value
+    space = {"params": {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+             "fixed": fixed}  # fmt: skip
+    storage = runner.default_storage(tmp_path, "s")
+    runner.create_study("s", space, storage, tmp_path, 2)
+    assert runner.run_worker("s", storage, log=lambda s: None) == 2
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.trials[0].user_attrs["score"] == FAMILIES[name].score.to_dict()
+    page, md = write_report("s", storage, tmp_path / "report")
+    assert FAMILIES[name].score.unit in md.read_text() and page.stat().st_size > 0
+
+
+def test_a_run_directory_of_the_old_format_loads_and_upgrades(runs, tmp_path, capsys):
+    """Format 1 ({"model": ..., "train": ...}, no assets.json): eval and compare read it as it
+    is; `rnnlab upgrade` rewrites it, after which it resumes."""
+    import shutil
+
+    from rnnlab.models.rnn import ModelConfig
+
+    run = tmp_path / "old"
+    shutil.copytree(runs["rnn-nade"], run)
+    new = json.loads((run / "config.json").read_text())["config"]
+    model_keys = {f.name for f in fields(ModelConfig)}
+    old = {"model": {k: v for k, v in new.items() if k in model_keys} | {"model": "rnn",
+                                                                         "output": "nade"},
+           "train": {k: v for k, v in new.items() if k not in model_keys}}  # fmt: skip
+    (run / "config.json").write_text(json.dumps(old))
+    (run / "assets.json").unlink()
+    assert main(["eval", str(run)]) == 0
+    assert main(["compare", str(run)]) == 0
+    assert "| rnn-nade |" in capsys.readouterr().out
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2"]) == 2
+    assert f"rnnlab upgrade {run}" in capsys.readouterr().err
+    assert main(["upgrade", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["family"] == "rnn-nade"
+    assert (run / "config.v1.json").is_file() and (run / "assets.json").is_file()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_options_a_family_cannot_honour_are_refused(data, capsys):
+    cases = [
+        (["--model", "vrnn", "--num-layers", "2"], "--num-layers is not an option of the vrnn"),
+        (["--bptt", "35"], "--bptt is not an option of the rnn model (it is one of lm)"),
+        (["--model", "sentence-lm", "--z-size", "4"], "--z-size is not an option of the sen"),
+        (["--data", "adding", "--delay", "3"], "--delay applies only with --data recall"),
+        (["--model", "lm", "--data", "jsb"], "--model lm cannot train on --data 'jsb'"),
+        (["--lr", "inf"], "not a finite number"),
+        (["--data", "x.wav"], "not a kind of file rnnlab reads"),
+    ]
+    for argv, message in cases:
+        assert main(["train", *argv]) == 2, argv
+        assert message in capsys.readouterr().err, argv
