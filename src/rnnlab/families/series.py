@@ -78,6 +78,9 @@ class SeriesConfig(TrainOptions, RecurrentOptions):
     epochs: int = default(TrainOptions, "epochs", 100)
     patience: int = default(TrainOptions, "patience", 10)
     lr_patience: int = default(TrainOptions, "lr_patience", 3)
+    transform: str = option("difference", "model each step's change from the previous "
+                            "(difference: series with a trend) or the values (level)", "data",
+                            choices=("difference", "level"))  # fmt: skip
     output: str = option("gaussian", "the distribution of a step: gaussian (diagonal) or gmm",
                          choices=("gaussian", "gmm"))  # fmt: skip
     mixtures: int = option(5, "components of the gmm output", positive=True,
@@ -97,40 +100,48 @@ def read_config_series(cfg: Any) -> Series:
     return read_series(Path(cfg.data), columns=columns, id_column=cfg.id_column or None)
 
 
+def modelled(x: np.ndarray, transform: str) -> np.ndarray:
+    """What the network models: each step's change x_t - x_{t-1} (``difference``: T - 1 rows,
+    row t - 1 for step t) or the values themselves (``level``). The shift by x_{t-1}, which is
+    known when x_t is predicted, leaves log p(x_t | x_<t) unchanged."""
+    return np.diff(x, axis=0) if transform == "difference" else x
+
+
 class SeriesProblem(Problem):
     def __init__(self, cfg: SeriesConfig, assets: dict[str, Any] | None) -> None:
         self.cfg = cfg
         series = read_config_series(cfg)
         self.series = series
+        # Step t of a sequence is row t - offset of what is modelled.
+        self.offset = 1 if cfg.transform == "difference" else 0
         self.ranges = [time_splits(len(s), cfg.valid_fraction, cfg.test_fraction)
                        for s in series.sequences]  # fmt: skip
-        train_parts = [s[r["train"][0] : r["train"][1]]
-                       for s, r in zip(series.sequences, self.ranges, strict=True)]  # fmt: skip
+        values = [modelled(x, cfg.transform) for x in series.sequences]
+        train_parts = [v[: r["train"][1] - self.offset]
+                       for v, r in zip(values, self.ranges, strict=True)]  # fmt: skip
         if assets is not None:
             self.normaliser = Normaliser.from_dict(assets["normaliser"])
             self.season, self.horizon = int(assets["season"]), int(assets["horizon"])
         else:
             self.normaliser = Normaliser.fit(train_parts)
-            longest = max(train_parts, key=len)
-            self.season = cfg.season or detect_season(longest)
+            longest = max(range(len(values)), key=lambda k: self.ranges[k]["train"][1])
+            x = series.sequences[longest]
+            self.season = cfg.season or detect_season(x[: self.ranges[longest]["train"][1]])
             self.horizon = cfg.horizon or (self.season if self.season > 1 else 10)
         test_len = min(r["test"][1] - r["test"][0] for r in self.ranges)
         self.horizon = min(self.horizon, test_len)
-        self.scaled = [torch.from_numpy(self.normaliser.apply(s)).float()
-                       for s in series.sequences]  # fmt: skip
-        train = [z[r["train"][0] : r["train"][1]] for z, r in zip(self.scaled, self.ranges,
-                                                                    strict=True)]  # fmt: skip
+        self.scaled = [torch.from_numpy(self.normaliser.apply(v)).float() for v in values]
         self.first_inputs: list[torch.Tensor] | None = None
-        self.train = train
+        self.train = [z[: len(p)] for z, p in zip(self.scaled, train_parts, strict=True)]
         if cfg.window:
-            self.train, self.first_inputs = split_windows(train, cfg.window)
+            self.train, self.first_inputs = split_windows(self.train, cfg.window)
         self.model = build_series_model(cfg, series.dim, self.normaliser)
         self.forecast: dict[str, Any] = {}
 
     def assets(self) -> dict[str, Any]:
         return {"normaliser": self.normaliser.to_dict(), "columns": self.series.columns,
                 "dim": self.series.dim, "season": self.season, "horizon": self.horizon,
-                "data": self.series.describe()}  # fmt: skip
+                "transform": self.cfg.transform, "data": self.series.describe()}  # fmt: skip
 
     def train_batches(self, epoch: int) -> Iterable[Batch]:
         generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
@@ -141,7 +152,7 @@ class SeriesProblem(Problem):
         out = self.model(batch.x, batch.lengths, batch.first_input)
         frames = batch.num_frames
         log_det = self.normaliser.log_det()
-        # Reported in original units; the loss itself is the normalised NLL per step.
+        # Reported in the data's units; the loss itself is the normalised NLL per step.
         return out.nll_per_frame, -float(out.total.detach()) + frames * log_det, frames
 
     @torch.no_grad()
@@ -152,7 +163,7 @@ class SeriesProblem(Problem):
         model.eval()
         total, steps = 0.0, 0
         for z, r in zip(self.scaled, self.ranges, strict=True):
-            start, end = r[split]
+            start, end = (max(0, t - self.offset) for t in r[split])
             out = model(z[None, :end], torch.tensor([end]))
             total += float(out.log_prob[0, start:end].double().sum())
             steps += end - start
@@ -169,21 +180,22 @@ class SeriesProblem(Problem):
         steps of the split, beside the seasonal-naive forecast's on the same steps."""
         h, n = self.horizon, self.cfg.forecast_samples
         gen = torch.Generator().manual_seed(FORECAST_SEED)
-        crps, errors, naive = [], [], []
+        crps, errors, naive, origins_used = [], [], [], 0
         for x, z, r in zip(self.series.sequences, self.scaled, self.ranges, strict=True):
             start, end = r[split]
             origins = list(range(start, end - h + 1, h))
-            draws = sample_paths(self.model, [z[:o] for o in origins], h, n, gen)  # (N, O, h, D)
-            samples = self.normaliser.invert(draws.double().numpy())
+            origins_used += len(origins)
+            histories = [z[: o - self.offset] for o in origins]
+            draws = sample_paths(self.model, histories, h, n, gen)  # (N, O, h, D)
+            lasts = np.stack([x[o - 1] for o in origins])  # (O, D)
+            samples = to_values(self.normaliser, draws, lasts, self.cfg.transform)
             truth = np.stack([x[o : o + h] for o in origins])  # (O, h, D)
             crps.append(crps_from_samples(samples, truth).ravel())
             errors.append(np.abs(np.median(samples, 0) - truth).ravel())
             base = np.stack([seasonal_naive(x[:o], h, self.season) for o in origins])
             naive.append(np.abs(base - truth).ravel())
-        model_crps, naive_mae = (
-            float(np.concatenate(crps).mean()),
-            float(np.concatenate(naive).mean()),
-        )
+        model_crps = float(np.concatenate(crps).mean())
+        naive_mae = float(np.concatenate(naive).mean())
         return {
             f"{split}_crps": model_crps,
             f"{split}_mae": float(np.concatenate(errors).mean()),
@@ -193,13 +205,22 @@ class SeriesProblem(Problem):
             "season": self.season,
             "horizon": h,
             "forecast_samples": n,
-            "forecast_origins": sum(len(range(r[split][0], r[split][1] - h + 1, h))
-                                    for r in self.ranges),
-        }  # fmt: skip
+            "forecast_origins": origins_used,
+        }
 
     def result(self, valid: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
         return {"valid_nll": valid.get("score"), "test_nll": test.get("score"), **self.forecast,
                 "columns": self.series.columns}  # fmt: skip
+
+
+def to_values(normaliser: Normaliser, draws: torch.Tensor, lasts: np.ndarray,
+              transform: str) -> np.ndarray:  # fmt: skip
+    """Sampled paths (N, O, h, D) of the modelled quantity back in the data's values: the
+    normalisation undone and, for differences, summed from each origin's last value (O, D)."""
+    values = normaliser.invert(draws.double().numpy())
+    if transform == "difference":
+        values = lasts[None, :, None, :] + np.cumsum(values, axis=2)
+    return values
 
 
 def build_series_model(cfg: Any, dim: int, normaliser: Normaliser) -> nn.Module:
@@ -281,10 +302,11 @@ class SeriesFamily(Family):
         normaliser = Normaliser.from_dict(assets["normaliser"])
         horizon = request.frames or int(assets["horizon"])
         x = series.sequences[0]
+        transform = assets.get("transform", "level")
         gen = torch.Generator().manual_seed(request.seed)
-        z = torch.from_numpy(normaliser.apply(x)).float()
-        draws = sample_paths(model, [z], horizon, 200, gen)[:, 0]  # (200, h, D)
-        samples = normaliser.invert(draws.double().numpy())
+        z = torch.from_numpy(normaliser.apply(modelled(x, transform))).float()
+        draws = sample_paths(model, [z], horizon, 200, gen)  # (200, 1, h, D)
+        samples = to_values(normaliser, draws, x[-1:], transform)[:, 0]  # (200, h, D)
         quantiles = np.quantile(samples, [0.1, 0.25, 0.5, 0.75, 0.9], axis=0)  # (5, h, D)
         lines = []
         if request.out is not None:
