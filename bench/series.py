@@ -28,7 +28,7 @@ ROWS = {
     # The same model on the values themselves: the test weeks lie above every training value.
     "co2-lstm-64-level": ["--columns", "co2", "--transform", "level", "--seed", "0",
                           "--threads", "1"],
-}
+}  # fmt: skip
 
 
 def write_co2(path: Path) -> Path:

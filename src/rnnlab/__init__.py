@@ -21,7 +21,7 @@ def load(run: str | Path) -> nn.Module:
 
     >>> model = rnnlab.load("runs/jsb-gru")  # doctest: +SKIP
     """
-    from rnnlab.train.loop import load as load_model
+    from rnnlab.train.rundir import load as load_model
 
     return load_model(run)
 

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name", help="a bundled set, a .mat/.pickle/.npz path or a long-lag task")
     show.add_argument("--seq-len", type=int, default=0, help="tasks: the sequence length")
     show.add_argument("--delay", type=int, default=0, help="recall task: the lag")
+    show.add_argument("--columns", default="", help="a CSV's value columns (comma-separated)")
+    show.add_argument("--id-column", default="", help="a CSV's sequence id column")
     show.set_defaults(handler=_data_show)
 
     imp = data_sub.add_parser("import-midi", help="a dataset from a folder of MIDI files")
@@ -258,7 +260,7 @@ def _family_for_train(argv: list[str]) -> Any:
     pre.add_argument("--resume", action="store_true")
     known, _ = pre.parse_known_args(argv)
     if known.resume and known.out and known.model is None:
-        from rnnlab.train.loop import read_run_config
+        from rnnlab.train.rundir import read_run_config
 
         return read_run_config(Path(known.out))[0]
     given = {k: v for k, v in vars(known).items() if v is not None}
@@ -351,7 +353,7 @@ def _default_out(family: Any, cfg: Any) -> Path:
 # --- eval, sample, generate ---------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
     from rnnlab.families import FAMILIES
-    from rnnlab.train.loop import load_run
+    from rnnlab.train.rundir import load_run
 
     if args.iw_samples < 0:
         raise ConfigError(f"--iw-samples must be 0 (off) or a number of samples, got "
@@ -427,7 +429,8 @@ def _series_show(args: argparse.Namespace) -> int:
 
     from rnnlab.data.series import detect_season, read_series, time_splits
 
-    series = read_series(Path(args.name))
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] or None
+    series = read_series(Path(args.name), columns=columns, id_column=args.id_column or None)
     info = series.describe()
     lengths = f"{info['length_min']}-{info['length_max']}"
     print(f"{series.name} ({series.source}): {info['num_sequences']} sequence(s), "
@@ -473,7 +476,7 @@ def _import_midi(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    from rnnlab.train.legacy import upgrade_run
+    from rnnlab.train.rundir import upgrade_run
 
     for run in args.runs:
         name = upgrade_run(run)
@@ -493,7 +496,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from rnnlab.families import SampleRequest
-    from rnnlab.train.loop import load_run
+    from rnnlab.train.rundir import load_run
 
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be positive, got {args.frames}")
@@ -515,7 +518,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from rnnlab.train.loop import load_run
+    from rnnlab.train.rundir import load_run
 
     if args.n < 1 or args.max_len < 1 or args.top_k < 0 or args.temperature < 0:
         raise ConfigError("--n and --max-len must be positive, --top-k and --temperature >= 0")
@@ -531,7 +534,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _load_encoder(run_dir: Path) -> Any:
     from rnnlab.families import FAMILIES
-    from rnnlab.train.loop import load_run
+    from rnnlab.train.rundir import load_run
 
     run = load_run(run_dir)
     if not hasattr(run.family, "encode"):

@@ -13,14 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import RunDirError
-from rnnlab.train.checkpoint import (
-    CONFIG,
-    METRICS,
-    MODEL,
-    RESULT,
-    read_json,
-    stored_parameter_count,
-)
+from rnnlab.files import read_json
+from rnnlab.train.checkpoint import CONFIG, METRICS, MODEL, RESULT, stored_parameter_count
 
 
 def read_history(run: Path) -> list[dict[str, Any]]:
@@ -32,7 +26,7 @@ def read_history(run: Path) -> list[dict[str, Any]]:
 
 def run_score(run: Path) -> dict[str, str]:
     """The score of a run (name, label, unit, direction), from its config.json."""
-    from rnnlab.train.loop import read_run_config
+    from rnnlab.train.rundir import read_run_config
 
     family, _, _ = read_run_config(run)
     return family.score.to_dict()
@@ -40,7 +34,7 @@ def run_score(run: Path) -> dict[str, str]:
 
 def run_summary(run: Path) -> dict[str, Any]:
     """One row of a comparison: from result.json, or from the metrics of a run still going."""
-    from rnnlab.train.loop import read_run_config
+    from rnnlab.train.rundir import read_run_config
 
     run = Path(run)
     family, cfg, _ = read_run_config(run)

@@ -149,7 +149,8 @@ class TrainOptions(FamilyConfig):
     optimizer: str = option("adam", "adam, rmsprop (Chung et al.) or sgd", "training",
                             choices=OPTIMIZERS)  # fmt: skip
     lr: float = option(3e-3, "initial learning rate", "training", positive=True)
-    momentum: float = option(0.0, "momentum (rmsprop and sgd)", "training", low=0.0)
+    momentum: float = option(0.0, "momentum (rmsprop and sgd)", "training", low=0.0,
+                             requires={"optimizer": ("rmsprop", "sgd")})  # fmt: skip
     weight_decay: float = option(0.0, "L2 penalty", "training", low=0.0)
     batch_size: int = option(16, "sequences per batch", "training", positive=True)
     epochs: int = option(200, "maximum number of epochs", "training", positive=True)

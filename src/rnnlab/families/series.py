@@ -322,7 +322,7 @@ class SeriesFamily(Family):
 
 
 def write_forecast_csv(path: Path, quantiles: np.ndarray, columns: list[str], start: int) -> None:
-    from rnnlab.train.checkpoint import atomic_write_text
+    from rnnlab.files import atomic_write_text
 
     rows = ["step,column,q10,q25,median,q75,q90"]
     for t in range(quantiles.shape[1]):

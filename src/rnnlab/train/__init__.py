@@ -1,15 +1,6 @@
-"""Training, evaluation and checkpoints (family-agnostic: see rnnlab.families)."""
+"""Training, evaluation and run directories (family-agnostic: see rnnlab.families)."""
 
-from rnnlab.metrics import NLL, evaluate_nll, frame_nll
-from rnnlab.train.loop import LoadedRun, load, load_run, train_run, train_step
+from rnnlab.train.loop import train_run, train_step
+from rnnlab.train.rundir import LoadedRun, load, load_run
 
-__all__ = [
-    "NLL",
-    "LoadedRun",
-    "evaluate_nll",
-    "frame_nll",
-    "load",
-    "load_run",
-    "train_run",
-    "train_step",
-]
+__all__ = ["LoadedRun", "load", "load_run", "train_run", "train_step"]

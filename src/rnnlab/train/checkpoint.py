@@ -35,27 +35,6 @@ CONFIG, ASSETS, METRICS, CHECKPOINT, MODEL, RESULT = (
 )
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f.name, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunDirError(f"{path} is missing") from None
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path} is not valid JSON ({exc})") from None
-
-
 def _view_of(t: Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]:
     """What makes two tensors the same view of the same memory."""
     offset = int(t.storage_offset())

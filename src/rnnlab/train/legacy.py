@@ -16,7 +16,7 @@ from typing import Any
 
 from rnnlab.data.tasks import is_task
 from rnnlab.errors import RunDirError
-from rnnlab.train.checkpoint import ASSETS, CONFIG, read_json, write_json
+from rnnlab.train.checkpoint import CONFIG
 
 # What the old code built for the sentence models whatever the config said (it passed only the
 # cell and the backend to their Recurrent stacks): the upgrade records it, so the weights fit.
@@ -48,18 +48,3 @@ def _family_name(model: dict[str, Any], train: dict[str, Any]) -> str:
             raise RunDirError("an old music run with a real-valued output has no family now")
         return "rnn-nade" if model.get("output") == "nade" else "rnn"
     return str(kind)
-
-
-def upgrade_run(run: Path) -> str:
-    """Rewrite an old run directory's config.json in the current format and write its
-    assets.json (read off its data); returns the family's name."""
-    from rnnlab.train.loop import config_document, read_assets, read_run_config
-
-    family, cfg, legacy = read_run_config(run)
-    if not legacy:
-        raise RunDirError(f"{run} is already in the current format")
-    assets = read_assets(run, family, cfg, legacy)
-    write_json(run / "config.v1.json", read_json(run / CONFIG))
-    write_json(run / ASSETS, assets)
-    write_json(run / CONFIG, config_document(family, cfg))  # atomic: old or new, never half
-    return family.name

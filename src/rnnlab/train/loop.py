@@ -21,7 +21,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from tqdm import tqdm
 import rnnlab
 from rnnlab.data import Batch
 from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged
-from rnnlab.families import Family, Problem, family_of, get_family
+from rnnlab.families import Family, Problem, family_of
+from rnnlab.files import atomic_write_text, write_json
 from rnnlab.models.rnn import RNNPredictor, count_parameters
 from rnnlab.train.checkpoint import (
     ASSETS,
@@ -41,16 +42,12 @@ from rnnlab.train.checkpoint import (
     METRICS,
     MODEL,
     RESULT,
-    atomic_write_text,
     load_model_weights,
     load_training_checkpoint,
-    read_json,
     save_model,
     save_training_checkpoint,
-    write_json,
 )
-
-FORMAT = 2  # of config.json; format 1 (rnnlab before the families) is read by train.legacy
+from rnnlab.train.rundir import config_document, read_assets, read_run_config
 
 
 def set_seed(seed: int) -> None:
@@ -379,46 +376,6 @@ def _create_run_dir(out: Path, family: Family, cfg: Any, assets: dict[str, Any])
         raise
 
 
-def config_document(family: Family, cfg: Any) -> dict[str, Any]:
-    return {"format": FORMAT, "family": family.name, "score": family.score.to_dict(),
-            "config": cfg.to_dict()}  # fmt: skip
-
-
-def read_run_config(run: Path) -> tuple[Family, Any, bool]:
-    """The family and config of a run directory, and whether it is in the old format (1)."""
-    if not run.is_dir() or not (run / CONFIG).is_file():
-        raise RunDirError(f"{run} is not a run directory (no {CONFIG})")
-    document = read_json(run / CONFIG)
-    if not isinstance(document, dict):
-        raise RunDirError(f"{run / CONFIG}: not a run configuration")
-    if "format" not in document:
-        from rnnlab.train.legacy import upgrade_config
-
-        name, options = upgrade_config(document, run)
-        family = get_family(name)
-        return family, family.config_type.from_dict(options), True
-    if document.get("format") != FORMAT or set(document) != {"format", "family", "score", "config"}:
-        raise RunDirError(f"{run / CONFIG}: format {document.get('format')!r} is not one this "
-                          f"rnnlab reads ({FORMAT})")  # fmt: skip
-    family = get_family(str(document["family"]))
-    try:
-        cfg = family.config_type.from_dict(document["config"])
-    except ConfigError as exc:
-        raise RunDirError(f"{run / CONFIG}: {exc}") from None
-    return family, cfg, False
-
-
-def read_assets(run: Path, family: Family, cfg: Any, legacy: bool) -> dict[str, Any]:
-    """assets.json, or for a run in the old format what its data gives (as before: from the
-    dataset or corpus its config names)."""
-    if (run / ASSETS).is_file():
-        assets: dict[str, Any] = read_json(run / ASSETS)
-        return assets
-    if not legacy:
-        raise RunDirError(f"{run} has no {ASSETS}: the run directory is incomplete")
-    return family.problem(cfg).assets()
-
-
 def _resume_run_dir(out: Path, cfg: Any, epochs: int | None) -> tuple[Family, Any, dict[str, Any]]:
     family, saved, legacy = read_run_config(out)
     if legacy:
@@ -433,50 +390,3 @@ def _resume_run_dir(out: Path, cfg: Any, epochs: int | None) -> tuple[Family, An
         saved = replace(saved, epochs=epochs)
         write_json(out / CONFIG, config_document(family, saved))
     return family, saved, assets
-
-
-@dataclass
-class LoadedRun:
-    """A run directory read back: its family, config, assets, and best-validation model (in
-    evaluation mode) with the metadata of its epoch."""
-
-    path: Path
-    family: Family
-    cfg: Any
-    assets: dict[str, Any]
-    model: nn.Module
-    meta: dict[str, Any]
-
-    def problem(self, data: str | None = None) -> Problem:
-        """The run's problem (its data loaded; ``data`` another dataset of the same kind) with
-        the trained model in it."""
-        cfg = self.cfg if data is None else replace(self.cfg, data=data)
-        problem = self.family.problem(cfg, self.assets)
-        problem.model = self.model
-        return problem
-
-
-def load_run(run: Path) -> LoadedRun:
-    """A run directory's family, config, assets and best-validation model."""
-    run = Path(run)
-    family, cfg, legacy = read_run_config(run)
-    if not (run / MODEL).is_file():
-        raise RunDirError(f"{run} has no {MODEL} yet (no epoch has finished)")
-    assets = read_assets(run, family, cfg, legacy)
-    model = family.build_model(cfg, assets)
-    meta = load_model_weights(run / MODEL, model)
-    model.eval()
-    return LoadedRun(run, family, cfg, assets, model, meta)
-
-
-def load(run: str | Path) -> nn.Module:
-    """The trained model of a run directory, ready to use (evaluation mode, best-validation
-    weights); text models carry their vocabulary as ``model.vocab``.
-
-    >>> model = rnnlab.load("runs/my-run")  # doctest: +SKIP
-    """
-    return load_run(Path(run)).model
-
-
-def config_fields(cfg_type: type) -> list[str]:
-    return [f.name for f in fields(cfg_type)]

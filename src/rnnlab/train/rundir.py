@@ -1,0 +1,116 @@
+"""Run directories: their config.json (format 2: family, score, the family's options), reading
+them back (old format 1 through train.legacy), and loading a trained model from one.
+
+A run directory holds config.json, assets.json, metrics.jsonl, checkpoint.safetensors,
+model.safetensors and result.json (see rnnlab.train.loop, which writes them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from rnnlab.errors import ConfigError, RunDirError
+from rnnlab.families import Family, Problem, get_family
+from rnnlab.files import read_json, write_json
+from rnnlab.train.checkpoint import ASSETS, CONFIG, MODEL, load_model_weights
+from rnnlab.train.legacy import upgrade_config
+
+FORMAT = 2  # of config.json; format 1 (rnnlab before the families) is read by train.legacy
+
+
+def config_document(family: Family, cfg: Any) -> dict[str, Any]:
+    return {"format": FORMAT, "family": family.name, "score": family.score.to_dict(),
+            "config": cfg.to_dict()}  # fmt: skip
+
+
+def read_run_config(run: Path) -> tuple[Family, Any, bool]:
+    """The family and config of a run directory, and whether it is in the old format (1)."""
+    if not run.is_dir() or not (run / CONFIG).is_file():
+        raise RunDirError(f"{run} is not a run directory (no {CONFIG})")
+    document = read_json(run / CONFIG)
+    if not isinstance(document, dict):
+        raise RunDirError(f"{run / CONFIG}: not a run configuration")
+    if "format" not in document:
+        name, options = upgrade_config(document, run)
+        family = get_family(name)
+        return family, family.config_type.from_dict(options), True
+    if document.get("format") != FORMAT or set(document) != {"format", "family", "score", "config"}:
+        raise RunDirError(f"{run / CONFIG}: format {document.get('format')!r} is not one this "
+                          f"rnnlab reads ({FORMAT})")  # fmt: skip
+    family = get_family(str(document["family"]))
+    try:
+        cfg = family.config_type.from_dict(document["config"])
+    except ConfigError as exc:
+        raise RunDirError(f"{run / CONFIG}: {exc}") from None
+    return family, cfg, False
+
+
+def read_assets(run: Path, family: Family, cfg: Any, legacy: bool) -> dict[str, Any]:
+    """assets.json, or for a run in the old format what its data gives (as before: from the
+    dataset or corpus its config names)."""
+    if (run / ASSETS).is_file():
+        assets: dict[str, Any] = read_json(run / ASSETS)
+        return assets
+    if not legacy:
+        raise RunDirError(f"{run} has no {ASSETS}: the run directory is incomplete")
+    return family.problem(cfg).assets()
+
+
+def upgrade_run(run: Path) -> str:
+    """Rewrite an old run directory's config.json in the current format and write its
+    assets.json (read off its data); returns the family's name."""
+    family, cfg, legacy = read_run_config(run)
+    if not legacy:
+        raise RunDirError(f"{run} is already in the current format")
+    assets = read_assets(run, family, cfg, legacy)
+    write_json(run / "config.v1.json", read_json(run / CONFIG))
+    write_json(run / ASSETS, assets)
+    write_json(run / CONFIG, config_document(family, cfg))  # atomic: old or new, never half
+    return family.name
+
+
+@dataclass
+class LoadedRun:
+    """A run directory read back: its family, config, assets, and best-validation model (in
+    evaluation mode) with the metadata of its epoch."""
+
+    path: Path
+    family: Family
+    cfg: Any
+    assets: dict[str, Any]
+    model: nn.Module
+    meta: dict[str, Any]
+
+    def problem(self, data: str | None = None) -> Problem:
+        """The run's problem (its data loaded; ``data`` another dataset of the same kind) with
+        the trained model in it."""
+        cfg = self.cfg if data is None else replace(self.cfg, data=data)
+        problem = self.family.problem(cfg, self.assets)
+        problem.model = self.model
+        return problem
+
+
+def load_run(run: Path) -> LoadedRun:
+    """A run directory's family, config, assets and best-validation model."""
+    run = Path(run)
+    family, cfg, legacy = read_run_config(run)
+    if not (run / MODEL).is_file():
+        raise RunDirError(f"{run} has no {MODEL} yet (no epoch has finished)")
+    assets = read_assets(run, family, cfg, legacy)
+    model = family.build_model(cfg, assets)
+    meta = load_model_weights(run / MODEL, model)
+    model.eval()
+    return LoadedRun(run, family, cfg, assets, model, meta)
+
+
+def load(run: str | Path) -> nn.Module:
+    """The trained model of a run directory, ready to use (evaluation mode, best-validation
+    weights); text models carry their vocabulary as ``model.vocab``.
+
+    >>> model = load("runs/my-run")  # doctest: +SKIP
+    """
+    return load_run(Path(run)).model
