@@ -209,3 +209,32 @@ def test_options_a_family_cannot_honour_are_refused(data, capsys):
     for argv, message in cases:
         assert main(["train", *argv]) == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_a_series_csv_with_an_id_column_trains_on_each_sequence(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    rows = ["station,temp,load"]
+    for station in ("a", "b"):
+        t = np.arange(120)
+        for x, y in zip(np.sin(t / 3) + 0.1 * rng.standard_normal(120), 0.02 * t, strict=True):
+            rows.append(f"{station},{x:.4f},{y:.4f}")
+    csv = tmp_path / "stations.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(csv), "--id-column", "station", "--epochs", "2",
+            "--horizon", "6", "--out", str(run), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((run / "result.json").read_text())
+    assets = json.loads((run / "assets.json").read_text())
+    assert assets["data"]["num_sequences"] == 2 and assets["columns"] == ["temp", "load"]
+    assert result["horizon"] == 6 and result["forecast_origins"] == 2 * (18 // 6)
+    assert result["test_crps"] > 0 and result["test_naive_crps"] > 0
+
+
+def test_the_shipped_study_space_still_loads():
+    from pathlib import Path
+
+    from rnnlab.study.space import load_space, space_family
+
+    space = load_space(str(Path(__file__).resolve().parents[1] / "docs/studies/greff-reduced.json"))
+    assert space_family(space).name == "rnn" and len(space["params"]["cell"]["choices"]) == 9
