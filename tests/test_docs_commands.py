@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.cli import parse_train, train_config
+from rnnlab.cli import parse_train
+from rnnlab.families import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,4 +42,4 @@ def test_a_documented_command_parses(doc, line, monkeypatch):
     if "--data-dir" not in argv and any(a in ("ptb", "ptb-char") for a in argv):
         monkeypatch.setenv("RNNLAB_DATA", str(ROOT.parent / "shared" / "data"))
     family, _, given = parse_train(argv)
-    train_config(family, given)
+    make_config(given, family)

@@ -299,14 +299,8 @@ def parse_train(argv: list[str]) -> tuple[Any, argparse.Namespace, dict[str, Any
     return family, args, given
 
 
-def train_config(family: Any, given: dict[str, Any]) -> Any:
-    """The resolved config of a new run from the options given (checked together)."""
-    cfg = family.config_type(**given)
-    cfg.check_given(given)
-    return family.resolve(cfg)
-
-
 def _train(argv: list[str]) -> int:
+    from rnnlab.families import make_config
     from rnnlab.train.loop import train_run
 
     family, args, given = parse_train(argv)
@@ -323,7 +317,7 @@ def _train(argv: list[str]) -> int:
         out = args.out
         result = train_run(out, None, resume=True, epochs=given.get("epochs"), progress=progress)
     else:
-        cfg = train_config(family, given)
+        cfg = make_config(given, family)
         out = getattr(args, "out", None) or _default_out(family, cfg)
         print(f"training {family.name} ({_architecture(cfg)}) on {cfg.data} into {out}")
         try:

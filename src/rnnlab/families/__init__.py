@@ -78,6 +78,21 @@ def choose_family(model: str | None, options: dict[str, Any]) -> Family:
     return owner
 
 
+def make_config(options: dict[str, Any], family: Family | None = None) -> Any:
+    """A family's resolved config from options named as ``rnnlab train``'s (``model`` among
+    them to choose the family; else ``family``, or what ``data`` implies), checked together.
+
+    >>> make_config({"data": "adding", "hidden_size": 32}).seq_len   # the task's own T, resolved
+    600
+    """
+    options = dict(options)
+    model = options.pop("model", None)
+    family = family or choose_family(model, options)
+    cfg = family.config_type(**options)
+    cfg.check_given(options)
+    return family.resolve(cfg)
+
+
 def _implied(data: str, options: dict[str, Any]) -> Family | None:
     return next((f for f in FAMILIES.values() if f.implied_by_data and f.accepts(data, options)),
                 None)  # fmt: skip
@@ -94,4 +109,5 @@ __all__ = [
     "family_names",
     "family_of",
     "get_family",
+    "make_config",
 ]

@@ -24,7 +24,7 @@ import optuna
 
 from rnnlab.cells import cell_names
 from rnnlab.errors import ConfigError, unknown_name
-from rnnlab.families import Family, choose_family
+from rnnlab.families import Family, choose_family, make_config
 
 TYPES = ("categorical", "int", "float", "one_minus_log")
 
@@ -115,14 +115,7 @@ def _first(spec: dict[str, Any]) -> Any:
 
 def run_config(options: dict[str, Any]) -> Any:
     """The family config of a trial from its options (fixed values and drawn parameters)."""
-    options = dict(options)
-    family = choose_family(options.pop("model", None), options)
-    known = {f.name: f for f in fields(family.config_type)}
-    typed = {k: float(v) if str(known[k].type) == "float" and isinstance(v, int) else v
-             for k, v in options.items()}  # fmt: skip
-    cfg = family.config_type(**typed)
-    cfg.check_given(typed)
-    return family.resolve(cfg)
+    return make_config(options)
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
