@@ -203,6 +203,7 @@ def test_options_a_family_cannot_honour_are_refused(data, capsys):
         (["--model", "sentence-lm", "--z-size", "4"], "--z-size is not an option of the sen"),
         (["--data", "adding", "--delay", "3"], "--delay applies only with --data recall"),
         (["--model", "lm", "--data", "jsb"], "--model lm cannot train on --data 'jsb'"),
+        (["--model", "vrnn", "--data", "adding"], "is data of the task family"),
         (["--lr", "inf"], "not a finite number"),
         (["--data", "x.wav"], "not a kind of file rnnlab reads"),
     ]
@@ -238,3 +239,31 @@ def test_the_shipped_study_space_still_loads():
 
     space = load_space(str(Path(__file__).resolve().parents[1] / "docs/studies/greff-reduced.json"))
     assert space_family(space).name == "rnn" and len(space["params"]["cell"]["choices"]) == 9
+
+
+def test_the_sentence_models_honour_every_layer_option(data, tmp_path):
+    run = tmp_path / "vae"
+    argv = ["train", *data["sentence-vae"], "--num-layers", "2", "--layer-norm", "--zoneout",
+            "0.1", "--hidden-size", "8", "--z-size", "2", "--epochs", "1", "--iw-samples", "2",
+            "--out", str(run), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    model = rnnlab.load(run)
+    for stack in (model.encoder, model.decoder):
+        cfg = stack.config
+        assert cfg.num_layers == 2 and cfg.layer_norm and cfg.zoneout == 0.1
+    assert json.loads((run / "result.json").read_text())["num_layers"] == 2
+
+
+def test_the_vrnn_follows_its_kl_schedule(tiny_npz):
+    from rnnlab.families import make_config
+    from rnnlab.losses import kl_weight
+
+    cfg = make_config({"model": "vrnn", "data": str(tiny_npz), "hidden_size": 4, "z_size": 2,
+                       "kl_schedule": "cyclical", "kl_anneal": 4})  # fmt: skip
+    problem = FAMILIES["vrnn"].problem(cfg)
+    weights = []
+    for epoch in range(1, 7):
+        problem.train_batches(epoch)
+        weights.append(problem.kl_weight)
+    assert weights == [kl_weight("cyclical", e, 4) for e in range(1, 7)]
+    assert weights == [0.5, 1.0, 1.0, 0.0, 0.5, 1.0]
