@@ -305,6 +305,44 @@ def test_a_lock_left_by_a_killed_build_is_cleared_not_waited_on():
         lock.unlink(missing_ok=True)
 
 
+def test_the_kernel_cache_is_keyed_by_content_not_by_checkout(tmp_path, monkeypatch):
+    """Another checkout with the same sources shares the build; a changed header, source or
+    version of torch gets its own directory, so no checkout rebuilds another's kernels."""
+    import shutil
+
+    key = cpu.build_key()
+    assert cpu.extension_name().endswith(key) and key in str(cpu.build_directory())
+    copy = tmp_path / "csrc"
+    shutil.copytree(cpu._CSRC, copy)
+    monkeypatch.setattr(cpu, "_CSRC", copy)
+    monkeypatch.setattr(cpu, "_SOURCES", [copy / p.name for p in cpu._SOURCES])
+    assert cpu.build_key() == key
+    header = copy / "safe_math.h"
+    original = header.read_bytes()
+    header.write_bytes(original + b"// changed\n")
+    assert cpu.build_key() != key
+    header.write_bytes(original)
+    assert cpu.build_key() == key
+    monkeypatch.setattr(cpu.torch, "__version__", "0.0.0")
+    assert cpu.build_key() != key
+
+
+@needs_extension
+def test_a_build_announces_itself_once(tmp_path):
+    """A fresh cache: one line before the build, one after with its time; none when cached."""
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    code = "from rnnlab.kernels import cpu\nassert cpu.extension() is not None\n"
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=600, env=env)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    lines = [line for line in first.stderr.splitlines() if line.startswith("rnnlab:")]
+    assert len(lines) == 2 and "building the fused CPU kernels" in lines[0]
+    assert lines[1].startswith("rnnlab: built the fused CPU kernels in")
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=600, env=env)  # fmt: skip
+    assert again.returncode == 0 and "rnnlab:" not in again.stderr
+
+
 @needs_extension
 @pytest.mark.parametrize("cell", ["lstm-v", "gru", "gru-v1", "tanh"])
 def test_nan_propagates_through_the_fused_kernels(cell):

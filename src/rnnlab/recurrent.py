@@ -424,3 +424,14 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
     index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
     return x.gather(0, index.unsqueeze(-1).expand_as(x))
+
+
+def prepare_backends(module: nn.Module) -> None:
+    """Build the fused CPU extension now (once per version, announced on stderr) if a
+    ``Recurrent`` inside ``module`` may use it, so that the build happens before a caller starts
+    its clock rather than inside the first forward."""
+    wants = any(isinstance(m, Recurrent) and m.config.backend != "step" for m in module.modules())
+    if wants and all(p.device.type == "cpu" for p in module.parameters()):
+        from rnnlab.kernels import cpu
+
+        cpu.extension()

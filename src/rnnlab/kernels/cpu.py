@@ -6,6 +6,13 @@ product in the loop and computes the weight gradients after it as single large p
 extension cannot be built (no compiler, say) rnnlab falls back to the step-by-step path with a
 warning; ``RNNLAB_NO_EXTENSION=1`` forces that fallback.
 
+The build is keyed by what it is built from: a digest of every source and header, the compiler
+flags, torch's and Python's versions goes into the extension's name, and so into its cache
+directory. Two checkouts or two versions of rnnlab on one machine therefore never rebuild each
+other's kernels, and identical sources share one build. A build announces itself on stderr in one
+line (what, where, and then how long it took); ``rnnlab train`` builds before its first epoch, so
+the build is not counted as training time.
+
 torch guards its build directory with a ``lock`` file that a process killed inside ``load`` leaves
 behind, and every later process then waits on it forever. rnnlab holds its own ``flock`` (which
 the kernel releases when a process dies) around ``load``: whoever holds it is the only rnnlab
@@ -17,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import platform
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,32 +40,45 @@ _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = [_CSRC / name for name in ("module.cpp", "lstm.cpp", "gru.cpp", "scan.cpp")]
 
 
-def _headers_digest() -> str:
-    """A digest of the headers: torch rebuilds when a source or a flag changes, not a header,
-    so the digest goes into the flags."""
+# Built where it runs, so -march=native is safe; -ffast-math lets the gate loops use glibc's
+# vector exp and tanh. -fopenmp makes at::parallel_for parallel (it is serial code without
+# _OPENMP); the GOMP symbols resolve to the libgomp that libtorch_cpu has already loaded, so no
+# second OpenMP runtime is linked in.
+_FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+
+
+def build_key() -> str:
+    """A digest of everything the extension is built from: sources, headers, flags, the
+    versions of torch and Python, the machine's architecture."""
     digest = hashlib.sha256()
-    for header in sorted(_CSRC.glob("*.h")):
-        digest.update(header.read_bytes())
-    return digest.hexdigest()[:16]
+    for path in sorted([*_SOURCES, *_CSRC.glob("*.h")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    context = [*_FLAGS, torch.__version__, sys.version, platform.machine()]
+    digest.update("\0".join(context).encode())
+    return digest.hexdigest()[:12]
 
 
 _state: dict[str, Any] = {"module": None, "error": None}
-_NAME = "rnnlab_cpu_kernels"
+
+
+def extension_name() -> str:
+    return f"rnnlab_cpu_kernels_{build_key()}"
 
 
 def build_directory() -> Path:
-    """Where torch builds the extension: $TORCH_EXTENSIONS_DIR/rnnlab_cpu_kernels, or torch's
-    default cache directory for this Python and build of torch."""
+    """Where torch builds the extension: $TORCH_EXTENSIONS_DIR/NAME, or torch's default cache
+    directory for this Python and build of torch; NAME carries the build key."""
     from torch.utils import cpp_extension
 
+    name = extension_name()
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
     if root is not None:
-        return Path(root) / _NAME
+        return Path(root) / name
     find = getattr(cpp_extension, "_get_build_directory", None)
     if find is not None:
-        return Path(find(_NAME, False))
+        return Path(find(name, False))
     tag = f"py{sys.version_info.major}{sys.version_info.minor}_cpu"
-    return Path(cpp_extension.get_default_build_root()) / tag / _NAME
+    return Path(cpp_extension.get_default_build_root()) / tag / name
 
 
 @contextlib.contextmanager
@@ -97,27 +119,20 @@ def extension() -> ModuleType | None:
     try:
         from torch.utils.cpp_extension import load
 
-        build = build_directory()
+        name, build = extension_name(), build_directory()
         build.mkdir(parents=True, exist_ok=True)
         with _exclusive(build / "rnnlab.flock"):
             _remove_stale_lock(build / "lock")
-            _state["module"] = load(
-                name=_NAME,
-                sources=[str(s) for s in _SOURCES],
-                # Built where it runs, so -march=native is safe; -ffast-math lets the gate loops
-                # use glibc's vector exp and tanh. -fopenmp makes at::parallel_for parallel (it
-                # is serial code without _OPENMP); the GOMP symbols resolve to the libgomp that
-                # libtorch_cpu has already loaded, so no second OpenMP runtime is linked in.
-                extra_cflags=[
-                    "-O3",
-                    "-march=native",
-                    "-ffast-math",
-                    "-fopenmp",
-                    f"-DRNNLAB_HEADERS={_headers_digest()}",
-                ],
-                build_directory=str(build),
-                verbose=False,
-            )
+            fresh = not (build / f"{name}.so").is_file()
+            if fresh:
+                _say(f"building the fused CPU kernels once for this version (about a minute; "
+                     f"cached in {build})")  # fmt: skip
+            start = time.perf_counter()
+            _state["module"] = load(name=name, sources=[str(s) for s in _SOURCES],
+                                    extra_cflags=_FLAGS, build_directory=str(build),
+                                    verbose=False)  # fmt: skip
+            if fresh:
+                _say(f"built the fused CPU kernels in {time.perf_counter() - start:.0f} s")
     except Exception as exc:  # a missing compiler or headers: fall back, loudly once
         _state["error"] = f"{type(exc).__name__}: {exc}"
         warnings.warn(
@@ -127,6 +142,11 @@ def extension() -> ModuleType | None:
             stacklevel=2,
         )
     return _state["module"]
+
+
+def _say(line: str) -> None:
+    """One line on stderr: a build is the one thing rnnlab's library announces by itself."""
+    print(f"rnnlab: {line}", file=sys.stderr, flush=True)
 
 
 def unavailable_reason() -> str | None:

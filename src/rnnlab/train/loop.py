@@ -35,6 +35,7 @@ from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged
 from rnnlab.families import Family, Problem, family_of
 from rnnlab.files import atomic_write_text, write_json
 from rnnlab.models.rnn import RNNPredictor, count_parameters
+from rnnlab.recurrent import prepare_backends
 from rnnlab.train.checkpoint import (
     ASSETS,
     CHECKPOINT,
@@ -171,6 +172,7 @@ def train_run(
     if not resume:
         _create_run_dir(out, family, cfg, problem.assets())
     model = problem.model
+    prepare_backends(model)  # a first build of the fused kernels is not training time
     optimizer = make_optimizer(model, cfg)
     counters: dict[str, Any] = {
         "epoch": 0,
