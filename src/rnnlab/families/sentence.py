@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from rnnlab.console import progress
 from rnnlab.data.text import encode_sentence, pad_batch, sentence_vocab, sentences
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.families.base import (
@@ -182,7 +183,8 @@ class SentenceProblem(Problem):
         data = sorted(self.sets[split], key=len)
         total, tokens = 0.0, 0
         per_batch = max(1, 1024 // k)
-        for start in range(0, len(data), per_batch):
+        starts = range(0, len(data), per_batch)
+        for start in progress(starts, f"importance-weighted NLL, {split} (k={k})"):
             words, lengths = pad_batch(data[start : start + per_batch])
             total += float(model.iw_log_likelihood(words, lengths, k, gen).sum())
             tokens += int(lengths.sum())

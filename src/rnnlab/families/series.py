@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnnlab.console import progress
 from rnnlab.data import Batch, make_batches, split_windows
 from rnnlab.data.series import (
     Normaliser,
@@ -181,7 +182,8 @@ class SeriesProblem(Problem):
         h, n = self.horizon, self.cfg.forecast_samples
         gen = torch.Generator().manual_seed(FORECAST_SEED)
         crps, errors, naive, origins_used = [], [], [], 0
-        for x, z, r in zip(self.series.sequences, self.scaled, self.ranges, strict=True):
+        sequences = zip(self.series.sequences, self.scaled, self.ranges, strict=True)
+        for x, z, r in progress(sequences, f"forecasts, {split}", len(self.ranges)):
             start, end = r[split]
             origins = list(range(start, end - h + 1, h))
             origins_used += len(origins)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from rnnlab.console import progress
 from rnnlab.data import Batch, make_batches
 from rnnlab.families.base import Problem, RecurrentOptions, Score, TrainOptions, default, option
 from rnnlab.families.music import MusicFamily, MusicProblem, music_model_config
@@ -93,7 +94,8 @@ class VRNNProblem(MusicProblem):
         model.eval()
         generator = torch.Generator().manual_seed(IW_SEED)
         total, frames = 0.0, 0
-        for batch in make_batches(self.data[split], max(1, 2048 // k), shuffle=False):
+        batches = make_batches(self.data[split], max(1, 2048 // k), shuffle=False)
+        for batch in progress(batches, f"importance-weighted NLL, {split} (k={k})"):
             log_p = model.iw_log_likelihood(batch.x, batch.lengths, k, generator)  # type: ignore[operator]
             total += float(log_p.sum())
             frames += int(batch.lengths.sum())

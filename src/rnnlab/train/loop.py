@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 import rnnlab
 from rnnlab.data import Batch
@@ -48,6 +47,7 @@ from rnnlab.train.checkpoint import (
     save_model,
     save_training_checkpoint,
 )
+from rnnlab.train.progress import RunLog, interactive
 from rnnlab.train.rundir import config_document, read_assets, read_run_config
 
 
@@ -150,10 +150,13 @@ def train_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     epoch_callback: Callable[[dict[str, Any]], None] | None = None,
+    tensorboard: bool = True,
 ) -> dict[str, Any]:
     """Train ``cfg`` (a family's config) into ``out`` (new), or continue ``out`` (``resume``,
     optionally with more ``epochs``). ``epoch_callback`` sees each finished epoch's metrics row
     after its checkpoint is written (a study's pruner raises from it to stop the run).
+    ``log`` gets one line per epoch (``rnnlab.train.progress``); ``progress`` adds a bar within
+    each epoch where stderr is a terminal; ``tensorboard`` writes the scalars to ``out``.
 
     Returns the result dictionary also written to ``out/result.json``.
     """
@@ -190,22 +193,21 @@ def train_run(
         counters = load_training_checkpoint(out / CHECKPOINT, model, optimizer)
         log(f"resuming {out} after epoch {counters['epoch']}")
 
-    key = family.score.name
-    bar = tqdm(total=cfg.epochs, initial=counters["epoch"], disable=not progress, unit="epoch",
-               desc=f"{cfg.data}/{family.name}", leave=False)  # fmt: skip
+    runlog = RunLog(out, family.score, cfg.epochs, counters["epoch"],
+                    bars=progress and interactive(), log=log, tensorboard=tensorboard)  # fmt: skip
     stopped = "max-epochs"
+    started = time.perf_counter()
     try:
         for epoch in range(counters["epoch"] + 1, cfg.epochs + 1):
             if counters["bad_epochs"] >= cfg.patience > 0:
                 stopped = "early-stopping"
                 break
-            row = _run_epoch(problem, family, optimizer, cfg, epoch, counters, out)
+            row = _run_epoch(problem, family, optimizer, cfg, epoch, counters, out, runlog)
             _save_epoch(out, model, optimizer, counters, row)
+            runlog.epoch(row, counters["best_valid"], counters["best_epoch"],
+                         time.perf_counter() - started)  # fmt: skip
             if epoch_callback is not None:
                 epoch_callback(row)
-            bar.update(1)
-            bar.set_postfix(train=f"{row['train_' + key]:.4g}", valid=f"{row['valid_' + key]:.4g}",
-                            best=f"{counters['best_valid']:.4g}")  # fmt: skip
             if row.get("valid_stop"):  # a task's validation set meets its stopping rule
                 stopped = "solved"
                 break
@@ -219,7 +221,7 @@ def train_run(
             f" is kept in {out}; try a lower --lr or a --clip value"
         ) from None
     finally:
-        bar.close()
+        runlog.close()
 
     if (out / MODEL).is_file():
         load_model_weights(out / MODEL, model)  # the best epoch's weights, for finalise
@@ -258,6 +260,7 @@ def _run_epoch(
     epoch: int,
     counters: dict[str, Any],
     out: Path,
+    runlog: RunLog,
 ) -> dict[str, Any]:
     """Train one epoch, validate, keep the best model, adjust the LR; updates ``counters``."""
     model = problem.model
@@ -267,14 +270,15 @@ def _run_epoch(
         for group in optimizer.param_groups:
             group["lr"] = max(cfg.lr * cfg.lr_decay ** max(0, epoch - cfg.lr_decay_start),
                               cfg.min_lr)  # fmt: skip
-    total, terms, norms = 0.0, 0.0, []
-    for batch in problem.train_batches(epoch):
+    total, counted, norms = 0.0, list[float](), list[float]()
+    for batch in runlog.batches(epoch, problem.train_batches(epoch), counted):
         box: list[float] = []
         stats = optimise(model, _batch_loss(problem, batch, box), optimizer, cfg.clip,
                          cfg.weight_noise)  # fmt: skip
         total += stats.total
-        terms += box[0]
+        counted.append(box[0])
         norms.append(stats.grad_norm)
+    terms = sum(counted)
     valid_eval = problem.evaluate("valid")
     valid = valid_eval["score"]
     if not math.isfinite(valid):
