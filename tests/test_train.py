@@ -25,7 +25,7 @@ def test_run_directory_contents(tiny_npz, tmp_path):
     result = train_run(out, _cfg(tiny_npz, epochs=3), progress=False, log=lambda s: None)
     events = [p.name for p in out.iterdir() if p.name.startswith("events.out.tfevents.")]
     assert len(events) == 1  # TensorBoard's scalars (tests/test_progress.py reads them back)
-    assert {p.name for p in out.iterdir()} - set(events) == {
+    assert {p.name for p in out.iterdir()} - {*events, ".lock"} == {
         "config.json",
         "assets.json",
         "metrics.jsonl",

@@ -10,6 +10,7 @@ document in the metadata holding the counters, the optimizer's scalar state and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,7 +25,8 @@ from torch import Tensor, nn
 
 from rnnlab.errors import RunDirError
 
-# The files of a run directory (see rnnlab.train.loop).
+# The files of a run directory (see rnnlab.train.loop); LOCK is held while it trains.
+LOCK = ".lock"
 CONFIG, ASSETS, METRICS, CHECKPOINT, MODEL, RESULT = (
     "config.json",
     "assets.json",
@@ -66,7 +68,7 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -
         written[view] = key
         storages.add(view[0])
         stored[key] = value
-    metadata = {"rnnlab": json.dumps(meta)}
+    metadata = {"rnnlab": json.dumps(meta), "rnnlab.sha256": tensors_digest(stored)}
     if aliases:
         metadata["rnnlab.aliases"] = json.dumps(aliases)
     try:
@@ -75,6 +77,17 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: written with
+    the file and checked when it is read, so flipped bytes never become a silently wrong model."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().contiguous().cpu()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -87,6 +100,12 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise RunDirError(f"{path} is not a readable safetensors file ({exc})") from None
+    expected = metadata.get("rnnlab.sha256")
+    if expected is not None and tensors_digest(tensors) != expected:
+        raise RunDirError(
+            f"{path} fails its checksum: its tensors are not the bytes that were written "
+            "(a damaged file); it is not used"
+        )
     try:
         aliases = json.loads(metadata.get("rnnlab.aliases", "{}"))
         tensors.update({key: tensors[source] for key, source in aliases.items()})

@@ -16,11 +16,12 @@ start leaves no directory behind to block the corrected command.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from rnnlab.train.checkpoint import (
     ASSETS,
     CHECKPOINT,
     CONFIG,
+    LOCK,
     METRICS,
     MODEL,
     RESULT,
@@ -162,18 +164,74 @@ def train_run(
     """
     out = Path(out)
     if resume:
-        family, cfg, assets = _resume_run_dir(out, cfg, epochs)
-    elif cfg is None:
+        with run_lock(out):
+            family, cfg, assets = _resume_run_dir(out, cfg, epochs)
+            problem = _problem(family, cfg, assets)
+            return _train(out, family, cfg, problem, True, progress, log, epoch_callback,
+                          tensorboard)  # fmt: skip
+    if cfg is None:
         raise ConfigError("a new run needs a configuration")
-    else:
-        family, assets = family_of(cfg), None
-        _check_new_run_dir(out)
+    family = family_of(cfg)
+    _check_new_run_dir(out)
+    problem = _problem(family, cfg, None)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with run_lock(out):
+            _check_new_run_dir(out)  # again, under the lock: another process may have started
+            _write_run_dir(out, family, cfg, problem.assets())
+            return _train(out, family, cfg, problem, False, progress, log, epoch_callback,
+                          tensorboard)  # fmt: skip
+    except BaseException:
+        # A run that failed (or was stopped) before its first epoch ended leaves nothing behind
+        # to block the corrected command: no checkpoint was written, so nothing is lost.
+        if created and not (out / CHECKPOINT).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _problem(family: Family, cfg: Any, assets: dict[str, Any] | None) -> Problem:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
-    problem = family.problem(cfg, assets)
-    if not resume:
-        _create_run_dir(out, family, cfg, problem.assets())
+    return family.problem(cfg, assets)
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """An exclusive lock on a run directory while it trains (an flock, released by the kernel
+    if the process dies): a second process refuses to train or resume it. Temporary files left
+    by a process killed while it wrote are removed by the next holder."""
+    import fcntl
+
+    if not out.is_dir():
+        raise RunDirError(f"{out} is not a run directory (no {CONFIG}); nothing to resume")
+    with open(out / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(
+                f"{out} is being trained by another process; wait for it to finish (or stop it)"
+            ) from None
+        try:
+            for stale in out.glob("*.tmp"):
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train(
+    out: Path,
+    family: Family,
+    cfg: Any,
+    problem: Problem,
+    resume: bool,
+    progress: bool,
+    log: Callable[[str], None],
+    epoch_callback: Callable[[dict[str, Any]], None] | None,
+    tensorboard: bool,
+) -> dict[str, Any]:
     model = problem.model
     prepare_backends(model)  # a first build of the fused kernels is not training time
     optimizer = make_optimizer(model, cfg)
@@ -192,6 +250,9 @@ def train_run(
     if resume and (out / CHECKPOINT).exists():
         counters = load_training_checkpoint(out / CHECKPOINT, model, optimizer)
         log(f"resuming {out} after epoch {counters['epoch']}")
+    if counters.get("untrained_valid") is None and counters["epoch"] == 0:
+        # The untrained model's validation score: a score far above it means divergence.
+        counters["untrained_valid"] = problem.evaluate("valid")["score"]
 
     runlog = RunLog(out, family.score, cfg.epochs, counters["epoch"],
                     bars=progress and interactive(), log=log, tensorboard=tensorboard)  # fmt: skip
@@ -216,9 +277,11 @@ def train_run(
                 stopped = "early-stopping"
     except TrainingDiverged as exc:
         kept = counters["epoch"]
+        where = (f"the last good checkpoint (epoch {kept}) is kept in {out}" if kept else
+                 "no epoch had finished, so there is nothing to keep")  # fmt: skip
         raise TrainingDiverged(
-            f"{exc} in epoch {kept + 1}; training stopped. The last good checkpoint (epoch {kept})"
-            f" is kept in {out}; try a lower --lr or a --clip value"
+            f"{exc} in epoch {kept + 1}; training stopped: {where}. Try a lower --lr or a "
+            "--clip value"
         ) from None
     finally:
         runlog.close()
@@ -283,6 +346,12 @@ def _run_epoch(
     valid = valid_eval["score"]
     if not math.isfinite(valid):
         raise TrainingDiverged(f"the validation {score.label} became {valid}")
+    untrained = counters.get("untrained_valid")
+    if untrained is not None and math.isfinite(untrained) and _blew_up(valid, untrained, score):
+        raise TrainingDiverged(
+            f"the validation {score.label} rose to {valid:.4g} {score.unit}, against "
+            f"{untrained:.4g} before training (a finite blow-up)"
+        )
     lr = optimizer.param_groups[0]["lr"]
     test_eval = None
     # A task run stops at the first epoch that solves its validation set: that epoch is then the
@@ -331,6 +400,12 @@ def _run_epoch(
     return row
 
 
+def _blew_up(valid: float, untrained: float, score: Any) -> bool:
+    """Far worse than the untrained model: by more than ten times its magnitude (at least 10)."""
+    worse = valid - untrained if score.direction == "minimize" else untrained - valid
+    return worse > 10.0 * max(1.0, abs(untrained))
+
+
 def _batch_loss(
     problem: Problem, batch: Any, terms_out: list[float]
 ) -> Callable[[], tuple[torch.Tensor, float]]:
@@ -362,24 +437,17 @@ def _save_epoch(
 def _check_new_run_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file, not a directory")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != LOCK for p in out.iterdir()):
         raise RunDirError(
             f"{out} already exists and is not empty; "
             "continue it with --resume or choose another --out"
         )
 
 
-def _create_run_dir(out: Path, family: Family, cfg: Any, assets: dict[str, Any]) -> None:
+def _write_run_dir(out: Path, family: Family, cfg: Any, assets: dict[str, Any]) -> None:
     """config.json and assets.json, written once the problem is built (its data loaded)."""
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        write_json(out / ASSETS, assets)
-        write_json(out / CONFIG, config_document(family, cfg))
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    write_json(out / ASSETS, assets)
+    write_json(out / CONFIG, config_document(family, cfg))
 
 
 def _resume_run_dir(out: Path, cfg: Any, epochs: int | None) -> tuple[Family, Any, dict[str, Any]]:
