@@ -160,9 +160,11 @@ def test_a_study_completes_and_reports(name, data, tmp_path):
              "fixed": fixed}  # fmt: skip
     storage = runner.default_storage(tmp_path, "s")
     runner.create_study("s", space, storage, tmp_path, 2)
-    assert runner.run_worker("s", storage, log=lambda s: None) == 2
+    mine = tmp_path / "worker-dir"  # a worker's own --dir holds its trials' run directories
+    assert runner.run_worker("s", storage, log=lambda s: None, directory=mine) == 2
     study = optuna.load_study(study_name="s", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(t.user_attrs["run"].startswith(str(mine / "s")) for t in study.trials)
     assert study.trials[0].user_attrs["score"] == FAMILIES[name].score.to_dict()
     page, md = write_report("s", storage, tmp_path / "report")
     assert FAMILIES[name].score.unit in md.read_text() and page.stat().st_size > 0

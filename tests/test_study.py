@@ -118,6 +118,30 @@ def test_a_killed_workers_trial_is_retried_and_the_study_completes(tmp_path, tin
     assert retry.params == trials[0].params and retry.user_attrs["run"].endswith("trial-0000")
 
 
+def test_the_surviving_worker_finishes_a_dead_workers_trial(tmp_path, tiny_npz):
+    """Two workers; one is killed mid-trial. The other, done with its own trial, waits for the
+    dead one's heartbeat to go stale and runs its retry: the study completes with no new worker."""
+    space = _space(tmp_path, tiny_npz, epochs=60)
+    studies = tmp_path / "studies"
+    assert main(["study", "create", "pair", "--space", str(space), "--trials", "2", "--dir",
+                 str(studies)]) == 0  # fmt: skip
+    victim = _worker(tmp_path, "pair", 0)
+    checkpoint = studies / "pair" / "trial-0000" / "checkpoint.safetensors"
+    deadline = time.time() + 600
+    while not checkpoint.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    # A grace period longer than the survivor's own trial: when it finishes, the dead worker's
+    # trial still looks alive (the case where a worker used to exit and leave the study short).
+    survivor = _worker(tmp_path, "pair", 1, grace=25)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    out = survivor.communicate(timeout=600)[0]
+    assert survivor.returncode == 0, out
+    assert "retry of 0" in out and "worker 1: 2 trial(s) run" in out
+    states = [t.state for t in _trials(tmp_path, "pair")]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+
+
 def test_an_interrupted_study_continues_where_it_stopped(tmp_path, tiny_npz, capsys):
     space = _space(tmp_path, tiny_npz)
     studies = tmp_path / "studies"

@@ -586,7 +586,8 @@ def _study(args: argparse.Namespace) -> int:
               f"storage {storage}; run workers with: rnnlab study run {args.name}"
               + (f" --storage {args.storage}" if args.storage else ""))  # fmt: skip
     elif args.command == "run":
-        ran = runner.run_worker(args.name, storage, args.worker, args.max_trials)
+        ran = runner.run_worker(args.name, storage, args.worker, args.max_trials,
+                                directory=args.dir)  # fmt: skip
         print(f"worker {args.worker}: {ran} trial(s) run")
     elif args.command == "status":
         print(json.dumps(runner.status(args.name, storage), indent=2))

@@ -156,15 +156,20 @@ def run_worker(
     worker_seed: int = 0,
     max_trials: int | None = None,
     log: Callable[[str], None] = print,
+    directory: Path | None = None,
 ) -> int:
-    """Pull and run trials until the study reaches its target; returns how many this worker ran."""
+    """Pull and run trials until the study reaches its target; returns how many this worker ran.
+    Trials' run directories go under ``directory/NAME`` (this worker's ``--dir``; default: the
+    creator's). While other workers' trials are still running when the target is reached, the
+    worker waits: a trial of a worker that died goes stale, is failed and re-queued, and this
+    worker runs its retry, so the study always finishes while one worker is alive."""
     from rnnlab.train.loop import train_run
 
     study, settings = load_study(name, storage)
     study.sampler = _sampler(settings, worker_seed)
     if settings["pruner"] == "median":
         study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
-    runs = Path(settings["runs"])
+    runs = directory / name if directory is not None else Path(settings["runs"])
     me = f"{socket.gethostname()}:{os.getpid()}:{worker_seed}"
     done = 0
     while max_trials is None or done < max_trials:
@@ -172,7 +177,10 @@ def run_worker(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, re-queued
         if counted(study) >= settings["trials"]:
-            break
+            if not any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
+                break
+            time.sleep(HEARTBEAT_S)  # a running trial may be a dead worker's: wait and look again
+            continue
         with warnings.catch_warnings():  # heartbeats are recorded by this loop, not optimize()
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
