@@ -269,3 +269,11 @@ def test_the_vrnn_follows_its_kl_schedule(tiny_npz):
         weights.append(problem.kl_weight)
     assert weights == [kl_weight("cyclical", e, 4) for e in range(1, 7)]
     assert weights == [0.5, 1.0, 1.0, 0.0, 0.5, 1.0]
+
+
+def test_sample_without_frames_draws_the_familys_default(runs, tmp_path, capsys):
+    assert main(["sample", str(runs["rnn"]), "--out", str(tmp_path / "x.mid")]) == 0
+    assert "(200 frames" in capsys.readouterr().out
+    assert main(["sample", str(runs["series"]), "--out", str(tmp_path / "f.csv")]) == 0
+    horizon = json.loads((runs["series"] / "assets.json").read_text())["horizon"]
+    assert f"({horizon} steps past" in capsys.readouterr().out

@@ -376,6 +376,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from rnnlab.report import compare_table, plot_curves
 
+    _check_parents(args.plot)
     print(compare_table(args.runs))
     if args.plot:
         plot_curves(args.runs, args.plot)
@@ -469,6 +470,13 @@ def _import_midi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_parents(*paths: Path | None) -> None:
+    """An output file's folder must exist (rnnlab does not invent folders for files)."""
+    for path in paths:
+        if path is not None and not path.parent.is_dir():
+            raise ConfigError(f"{path}: the folder {path.parent} does not exist")
+
+
 def _upgrade(args: argparse.Namespace) -> int:
     from rnnlab.train.rundir import upgrade_run
 
@@ -502,6 +510,7 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.run} is a {run.family.name} run, which draws no frames{hint}")
     if args.out is None and args.png is None:
         raise ConfigError("sample needs --out FILE, --png FILE, or both")
+    _check_parents(args.out, args.png)
     label = (f"{run.family.name} {getattr(run.cfg, 'cell', '')} on {run.cfg.data}, epoch "
              f"{run.meta.get('epoch')}")  # fmt: skip
     request = SampleRequest(args.out, args.png, args.frames or 0, args.seed,

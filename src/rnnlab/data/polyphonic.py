@@ -214,6 +214,11 @@ def load_pickle(path: Path) -> PianoRolls:
             roll = np.zeros((len(piece), NUM_KEYS), dtype=bool)
             for t, frame in enumerate(piece):
                 for note in frame:
+                    if not isinstance(note, int | float | np.number) or note != int(note):
+                        raise DataError(
+                            f"{path}: {split} piece {i} frame {t} has note {note!r}: MIDI notes "
+                            "are whole numbers"
+                        )
                     key = int(note) - LOWEST_NOTE
                     if not 0 <= key < NUM_KEYS:
                         raise DataError(
@@ -241,8 +246,20 @@ def load_npz(path: Path) -> PianoRolls:
             raise DataError(
                 f"{path}: needs arrays {rolls_key!r} and {lengths_key!r} (has {sorted(arrays)})"
             )
-        rolls, lengths = arrays[rolls_key], arrays[lengths_key].astype(np.int64)
+        rolls, lengths = arrays[rolls_key], arrays[lengths_key]
+        if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer):
+            raise DataError(f"{path}: {lengths_key} must be a 1-D array of whole numbers")
+        lengths = lengths.astype(np.int64)
+        if (lengths < 1).any():
+            raise DataError(f"{path}: {lengths_key} holds {int(lengths.min())}: every piece "
+                            "has at least one frame")  # fmt: skip
         if packed:
+            width = (NUM_KEYS + 7) // 8
+            if rolls.ndim != 2 or rolls.shape[1] != width or rolls.dtype != np.uint8:
+                raise DataError(
+                    f"{path}: {rolls_key} is packed as {rolls.shape} {rolls.dtype}; packed "
+                    f"rows of {NUM_KEYS} keys are {width} bytes (uint8)"
+                )
             rolls = np.unpackbits(rolls, axis=1, count=NUM_KEYS)
         if rolls.ndim != 2 or lengths.ndim != 1 or lengths.sum() != rolls.shape[0]:
             raise DataError(

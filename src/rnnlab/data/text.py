@@ -94,11 +94,17 @@ def _tokens(line: str, chars: bool) -> list[str]:
     return line.split()
 
 
-def find_corpus(name: str, data_dir: Path | None = None) -> Path:
-    """The directory holding ``name.{train,valid,test}.txt`` (see the module docstring)."""
-    candidates = []
+def find_corpus(name: str, data_dir: Path | None = None, download: bool = True) -> Path:
+    """The directory holding ``name.{train,valid,test}.txt`` (see the module docstring): the
+    ``data_dir`` given and only it, else $RNNLAB_DATA/NAME, else the cache (where Penn Treebank
+    is downloaded when ``download`` allows)."""
     if data_dir is not None:
-        candidates.append(Path(data_dir))
+        if not all((Path(data_dir) / f"{name}.{s}.txt").is_file() for s in SPLITS):
+            raise DataError(
+                f"{data_dir} lacks {name}.train.txt, {name}.valid.txt or {name}.test.txt"
+            )
+        return Path(data_dir)
+    candidates = []
     if os.environ.get("RNNLAB_DATA"):
         candidates.append(Path(os.environ["RNNLAB_DATA"]) / name)
     cache = Path.home() / ".cache" / "rnnlab" / "data" / name
@@ -106,9 +112,7 @@ def find_corpus(name: str, data_dir: Path | None = None) -> Path:
     for directory in candidates:
         if all((directory / f"{name}.{s}.txt").is_file() for s in SPLITS):
             return directory
-    if data_dir is not None:
-        raise DataError(f"{data_dir} lacks {name}.train.txt, {name}.valid.txt or {name}.test.txt")
-    if name == "ptb":
+    if name == "ptb" and download:
         return _download_ptb(cache, [str(c) for c in candidates])
     raise DataError(
         f"no corpus {name!r}: put {name}.train.txt, .valid.txt and .test.txt in one of "
@@ -141,12 +145,16 @@ def _download_ptb(cache: Path, searched: list[str]) -> Path:
 
 
 def read_corpus(
-    name: str, data_dir: Path | None = None, chars: bool = False, vocab: list[str] | None = None
+    name: str,
+    data_dir: Path | None = None,
+    chars: bool = False,
+    vocab: list[str] | None = None,
+    download: bool = True,
 ) -> Corpus:
     """A corpus by name; ``chars`` for the character view; ``vocab`` a stored vocabulary (a run
     directory's) instead of the one of the training split. Raises DataError naming the file for
     a file that is not UTF-8 or a training split with no tokens."""
-    directory = find_corpus(name, data_dir)
+    directory = find_corpus(name, data_dir, download)
     splits = {}
     for split in SPLITS:
         path = directory / f"{name}.{split}.txt"

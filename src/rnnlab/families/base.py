@@ -36,6 +36,7 @@ from rnnlab.recurrent import BACKENDS
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 GROUPS = ("data", "model", "training", "evaluation", "system")
+WIDTH, LAYERS = 65_536, 64  # the largest layer width and depth a config may ask for
 
 
 def option(
@@ -48,14 +49,16 @@ def option(
     positive: bool = False,
     below: float | None = None,
     requires: dict[str, tuple[Any, ...]] | None = None,
+    high: float | None = None,
 ) -> Any:
     """A config field with its command-line help and its checks: ``choices`` (names, or a function
     giving them), ``low`` (inclusive minimum), ``positive``, ``below`` (exclusive maximum), and
     ``requires`` ({other field: values}: the option only means something when the other field
-    has one of those values; giving it otherwise is an error)."""
+    has one of those values; giving it otherwise is an error) and ``high`` (inclusive maximum:
+    sizes are bounded so that a crafted config is refused before anything is allocated)."""
     assert group in GROUPS, group
     meta = {"help": help, "group": group, "choices": choices, "low": low, "positive": positive,
-            "below": below, "requires": requires or {}}  # fmt: skip
+            "below": below, "requires": requires or {}, "high": high}  # fmt: skip
     return field(default=default, metadata=meta)
 
 
@@ -136,6 +139,8 @@ def _check_field(f: Field[Any], value: Any) -> None:
         raise ConfigError(f"{name} must be positive, got {value}")
     if meta.get("low") is not None and value < meta["low"]:
         raise ConfigError(f"{name} must be at least {meta['low']}, got {value}")
+    if meta.get("high") is not None and value > meta["high"]:
+        raise ConfigError(f"{name} must be at most {meta['high']:,}, got {value:,}")
     if meta.get("below") is not None and value >= meta["below"]:
         raise ConfigError(f"{name} must be below {meta['below']}, got {value}")
 
@@ -152,8 +157,8 @@ class TrainOptions(FamilyConfig):
     momentum: float = option(0.0, "momentum (rmsprop and sgd)", "training", low=0.0,
                              requires={"optimizer": ("rmsprop", "sgd")})  # fmt: skip
     weight_decay: float = option(0.0, "L2 penalty", "training", low=0.0)
-    batch_size: int = option(16, "sequences per batch", "training", positive=True)
-    epochs: int = option(200, "maximum number of epochs", "training", positive=True)
+    batch_size: int = option(16, "sequences per batch", "training", positive=True, high=10**6)
+    epochs: int = option(200, "maximum number of epochs", "training", positive=True, high=10**6)
     weight_noise: float = option(
         0.0,
         "std of Gaussian noise added to every weight matrix at each training step (Graves "
@@ -192,8 +197,8 @@ class RecurrentOptions(FamilyConfig):
     """The recurrent stack (``rnnlab.Recurrent``)."""
 
     cell: str = option("gru", "recurrent cell (see `rnnlab cells`)", choices=lambda: CELLS)
-    hidden_size: int = option(200, "units per layer", positive=True)
-    num_layers: int = option(1, "stacked recurrent layers", positive=True)
+    hidden_size: int = option(200, "units per layer", positive=True, high=WIDTH)
+    num_layers: int = option(1, "stacked recurrent layers", positive=True, high=LAYERS)
     dropout: float = option(0.3, "dropout between layers and before the output", low=0.0,
                             below=1.0)  # fmt: skip
     layer_norm: bool = option(False, "layer normalisation (Ba et al. 2016)")

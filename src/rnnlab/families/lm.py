@@ -25,6 +25,7 @@ from torch import nn
 
 from rnnlab.data.text import Corpus, batchify, bptt_windows, read_corpus
 from rnnlab.families.base import (
+    WIDTH,
     Family,
     Problem,
     RecurrentOptions,
@@ -59,8 +60,8 @@ class LMConfig(TextOptions, RecurrentOptions):
     batch_size: int = default(TrainOptions, "batch_size", 20)
     epochs: int = default(TrainOptions, "epochs", 13)
     lr_decay_start: int = default(TrainOptions, "lr_decay_start", 4)
-    bptt: int = option(20, "truncated BPTT window (tokens)", "training", positive=True)
-    embedding_size: int = option(0, "word embedding units (0: the hidden size)", low=0)
+    bptt: int = option(20, "truncated BPTT window (tokens)", "training", positive=True, high=10**6)
+    embedding_size: int = option(0, "word embedding units (0: the hidden size)", low=0, high=WIDTH)
     tied: bool = option(False, "tie the output layer to the embedding (Press & Wolf 2017)")
     variational: bool = option(False, "one dropout mask per sequence (Gal & Ghahramani 2016)")
     embedding_dropout: float = option(0.0, "drop whole words from the embedding", low=0.0,
@@ -73,11 +74,12 @@ class LMConfig(TextOptions, RecurrentOptions):
 
 def load_corpus(cfg: Any, vocab: list[str] | None = None) -> tuple[Corpus, bool]:
     """The corpus of a text config and whether it is the character view (a name ending in
-    -char); with ``vocab``, ids follow that stored vocabulary."""
+    -char); with ``vocab`` (a run directory's), ids follow that stored vocabulary, and a missing
+    corpus is an error rather than a download: evaluating a run never fetches anything."""
     chars = cfg.data.endswith("-char")
     name = cfg.data[: -len("-char")] if chars else cfg.data
     directory = Path(cfg.data_dir) if cfg.data_dir else None
-    return read_corpus(name, directory, chars=chars, vocab=vocab), chars
+    return read_corpus(name, directory, chars=chars, vocab=vocab, download=vocab is None), chars
 
 
 def describe_corpus(cfg: Any, corpus: Corpus) -> dict[str, Any]:

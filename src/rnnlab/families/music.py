@@ -18,6 +18,7 @@ from rnnlab.data.polyphonic import BUNDLED, is_polyphonic
 from rnnlab.errors import DataError
 from rnnlab.families.base import (
     RECURRENT_KEYS,
+    WIDTH,
     Family,
     Problem,
     RecurrentOptions,
@@ -30,6 +31,7 @@ from rnnlab.metrics import evaluate_nll
 from rnnlab.models.rnn import ModelConfig, RNNPredictor
 
 FRAME_NLL = Score("nll", "NLL", "nats/frame")
+DEFAULT_FRAMES = 200  # what `rnnlab sample` draws without --frames
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class NADEConfig(RNNConfig):
     """An RNN-NADE: the same recurrence with a NADE output (Boulanger-Lewandowski et al.)."""
 
     family: ClassVar[str] = "rnn-nade"
-    nade_size: int = option(150, "hidden units of the NADE output", positive=True)
+    nade_size: int = option(150, "hidden units of the NADE output", positive=True, high=WIDTH)
 
 
 def music_model_config(cfg: Any, model: str, output: str, **extra: Any) -> ModelConfig:
@@ -139,12 +141,13 @@ def sample_music(model: nn.Module, request: SampleRequest) -> list[str]:
     from rnnlab.data.midi import plot_roll, write_midi
 
     generator = torch.Generator().manual_seed(request.seed)
-    draw = model.sample(request.frames, batch_size=1, generator=generator)  # type: ignore[operator]
+    frames = request.frames or DEFAULT_FRAMES
+    draw = model.sample(frames, batch_size=1, generator=generator)  # type: ignore[operator]
     roll = draw[0].numpy().astype(bool)
     lines = []
     if request.out is not None:
         write_midi(roll, request.out, request.frames_per_beat, request.bpm)
-        lines.append(f"MIDI: {request.out} ({request.frames} frames, "
+        lines.append(f"MIDI: {request.out} ({frames} frames, "
                      f"{roll.sum(1).mean():.1f} notes a frame)")  # fmt: skip
     if request.png is not None:
         plot_roll(roll, request.png, f"{request.run_label}, seed {request.seed}")

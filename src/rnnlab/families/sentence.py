@@ -30,6 +30,7 @@ from rnnlab.console import progress
 from rnnlab.data.text import encode_sentence, pad_batch, sentence_vocab, sentences
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.families.base import (
+    WIDTH,
     Family,
     Problem,
     RecurrentOptions,
@@ -59,7 +60,9 @@ class SentenceLMConfig(TextOptions, RecurrentOptions):
     epochs: int = default(TrainOptions, "epochs", 30)
     patience: int = default(TrainOptions, "patience", 3)
     lr_patience: int = default(TrainOptions, "lr_patience", 1)
-    embedding_size: int = option(300, "word embedding units (0: the hidden size)", low=0)
+    embedding_size: int = option(
+        300, "word embedding units (0: the hidden size)", low=0, high=WIDTH
+    )
     word_dropout: float = option(0.0, "decoder inputs replaced by <unk> in training", low=0.0,
                                  below=1.0)  # fmt: skip
     max_len: int = option(0, "train on sentences of at most this many words (0: all)", "data",
@@ -69,7 +72,7 @@ class SentenceLMConfig(TextOptions, RecurrentOptions):
 @dataclass(frozen=True)
 class SentenceVAEConfig(SentenceLMConfig):
     family: ClassVar[str] = "sentence-vae"
-    z_size: int = option(32, "latent units", positive=True)
+    z_size: int = option(32, "latent units", positive=True, high=WIDTH)
     latent_every_step: bool = option(False, "z joins every decoder input, not only h_0")
     kl_anneal: int = option(2, "KL annealing length in epochs (0: weight 1 from the start)",
                             "training", low=0)  # fmt: skip

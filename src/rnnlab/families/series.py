@@ -84,7 +84,7 @@ class SeriesConfig(TrainOptions, RecurrentOptions):
                             choices=("difference", "level"))  # fmt: skip
     output: str = option("gaussian", "the distribution of a step: gaussian (diagonal) or gmm",
                          choices=("gaussian", "gmm"))  # fmt: skip
-    mixtures: int = option(5, "components of the gmm output", positive=True,
+    mixtures: int = option(5, "components of the gmm output", positive=True, high=1024,
                            requires={"output": ("gmm",)})  # fmt: skip
     horizon: int = option(0, "forecast horizon in steps (0: the season, or 10 without one)",
                           "evaluation", low=0)  # fmt: skip

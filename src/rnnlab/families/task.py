@@ -43,12 +43,16 @@ class TaskConfig(TrainOptions, RecurrentOptions):
     family: ClassVar[str] = "task"
     data: str = option("adding", "the task (`rnnlab data list`)", "data", choices=lambda: TASKS)
     dropout: float = default(RecurrentOptions, "dropout", 0.0)
-    seq_len: int = option(0, "the sequence length T (0: the task's default)", "data", low=0)
+    seq_len: int = option(
+        0, "the sequence length T (0: the task's default)", "data", low=0, high=10**6
+    )
     delay: int = option(0, "recall task: the lag k (0: 10)", "data", low=0,
                         requires={"data": ("recall",)})  # fmt: skip
     train_size: int = option(0, "fresh training sequences per epoch (0: 100 batches)", "data",
                              low=0)  # fmt: skip
-    test_size: int = option(2560, "test sequences (Hochreiter's 2560)", "data", positive=True)
+    test_size: int = option(
+        2560, "test sequences (Hochreiter's 2560)", "data", positive=True, high=10**7
+    )
 
 
 def task_of(cfg: Any) -> Task:

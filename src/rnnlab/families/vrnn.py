@@ -18,7 +18,15 @@ from torch import nn
 
 from rnnlab.console import progress
 from rnnlab.data import Batch, make_batches
-from rnnlab.families.base import Problem, RecurrentOptions, Score, TrainOptions, default, option
+from rnnlab.families.base import (
+    WIDTH,
+    Problem,
+    RecurrentOptions,
+    Score,
+    TrainOptions,
+    default,
+    option,
+)
 from rnnlab.families.music import MusicFamily, MusicProblem, music_model_config
 from rnnlab.losses import KL_SCHEDULES, kl_weight
 from rnnlab.models.rnn import OUTPUTS
@@ -36,13 +44,13 @@ class VRNNConfig(TrainOptions):
     forget_bias: float = default(RecurrentOptions, "forget_bias", 1.0)
     output: str = option("bernoulli", "the distribution of a frame: bernoulli, nade, gaussian or "
                          "gmm", choices=OUTPUTS)  # fmt: skip
-    nade_size: int = option(150, "hidden units of the NADE output", positive=True,
+    nade_size: int = option(150, "hidden units of the NADE output", positive=True, high=WIDTH,
                             requires={"output": ("nade",)})  # fmt: skip
-    mixtures: int = option(5, "components of the gmm output", positive=True,
+    mixtures: int = option(5, "components of the gmm output", positive=True, high=1024,
                            requires={"output": ("gmm",)})  # fmt: skip
-    z_size: int = option(32, "latent units per step", positive=True)
+    z_size: int = option(32, "latent units per step", positive=True, high=WIDTH)
     feature_size: int = option(0, "units of the feature, prior, encoder and decoder nets "
-                               "(0: the hidden size)", low=0)  # fmt: skip
+                               "(0: the hidden size)", low=0, high=WIDTH)  # fmt: skip
     kl_anneal: int = option(0, "the KL weight rises from 0 to 1 over this many epochs (0: off)",
                             "training", low=0)  # fmt: skip
     kl_schedule: str = option("linear", "KL annealing: linear, logistic or cyclical", "training",

@@ -1,0 +1,182 @@
+"""Bad input, tried as a new user would: every case ends in one clear line on stderr and exit
+status 2, never a traceback, never silently accepted. Each case writes what it needs under a
+fresh directory and names the words its message must hold."""
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from rnnlab.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished run (music, one epoch) that the run-directory cases copy and damage."""
+    from rnnlab.data.polyphonic import PianoRolls, save_npz
+
+    root = tmp_path_factory.mktemp("trained")
+    rng = np.random.default_rng(0)
+    pieces = {s: [rng.random((6, 88)) < 0.1 for _ in range(3)] for s in ("train", "valid", "test")}
+    save_npz(PianoRolls("t", "test", pieces), root / "t.npz")
+    run = root / "run"
+    assert main(["train", "--data", str(root / "t.npz"), "--epochs", "1", "--hidden-size", "4",
+                 "--out", str(run), "--no-progress"]) == 0  # fmt: skip
+    return run
+
+
+def _rolls(path, **override):
+    arrays = {"packed": np.array(1, np.uint8)}
+    for split in ("train", "valid", "test"):
+        arrays[f"{split}_rolls"] = np.packbits(np.zeros((6, 88), np.uint8), axis=1)
+        arrays[f"{split}_lengths"] = np.array([3, 3])
+    np.savez(path, **(arrays | override))
+    return str(path)
+
+
+def _run_copy(trained, tmp, change):
+    run = tmp / "run"
+    shutil.copytree(trained, run)
+    change(run)
+    return str(run)
+
+
+def _config(run, **fields):
+    path = run / "config.json"
+    document = json.loads(path.read_text())
+    document["config"].update(fields)
+    path.write_text(json.dumps(document))
+
+
+def _csv(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+CASES = {
+    "negative length in an npz": (
+        lambda t, _: ["train", "--data", _rolls(t / "x.npz", train_lengths=np.array([7, -1]))],
+        "every piece has at least one frame"),
+    "packed npz of another width": (
+        lambda t, _: ["train", "--data", _rolls(t / "x.npz", train_rolls=np.zeros((6, 8),
+                                                                                  np.uint8))],
+        "packed rows of 88 keys are 11 bytes"),
+    "fractional note in a pickle": (
+        lambda t, _: ["train", "--data", _pickle(t / "x.pickle", 60.5)], "whole numbers"),
+    "a billion units in config.json": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: _config(run, hidden_size=10**9))],
+        "hidden_size must be at most 65,536"),
+    "200,000 layers in config.json": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: _config(run, num_layers=200_000))],
+        "num_layers must be at most 64"),
+    "a string where a size belongs": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: _config(run, hidden_size="4"))],
+        "hidden_size must be int"),
+    "config.json that is not JSON": (
+        lambda t, r: ["compare", _run_copy(r, t, lambda run: (run / "config.json")
+                                           .write_text("{"))],
+        "is not valid JSON"),
+    "a family nobody registered": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: (run / "config.json").write_text(
+            json.dumps({"format": 2, "family": "rbm", "score": {}, "config": {}})))],
+        "unknown model 'rbm'"),
+    "assets.json gone": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: (run / "assets.json").unlink())],
+        "has no assets.json"),
+    "weights of another shape": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: _config(run, hidden_size=5))],
+        "does not match the model"),
+    "--data-dir without the corpus": (
+        lambda t, _: ["train", "--data", "ptb", "--data-dir", str(t)], "lacks ptb.train.txt"),
+    "sample --bpm 0": (
+        lambda t, r: ["sample", str(r), "--out", str(t / "x.mid"), "--bpm", "0"],
+        "--bpm and --frames-per-beat must be positive"),
+    "sample into a folder that does not exist": (
+        lambda t, r: ["sample", str(r), "--out", str(t / "no" / "x.mid")], "does not exist"),
+    "generate from a music run": (
+        lambda t, r: ["generate", str(r)], "draws frames: rnnlab sample"),
+    "a negative thread count": (lambda t, _: ["train", "--threads", "-1"], "at least 0"),
+    "an epoch count of 0": (lambda t, _: ["train", "--epochs", "0"], "epochs must be positive"),
+    "a learning rate that overflows to inf": (
+        lambda t, _: ["train", "--lr", "1e400"], "not a finite number"),
+    "a fractional hidden size": (
+        lambda t, _: ["train", "--hidden-size", "8.5"], "invalid int value: '8.5'"),
+    "a CSV with a missing value": (
+        lambda t, _: ["train", "--data", _csv(t / "s.csv", "a,b\n1,2\n3,\n5,6\n")],
+        "line 3"),
+    "a CSV of one row": (
+        lambda t, _: ["train", "--data", _csv(t / "s.csv", "a\n1\n")], "s.csv"),
+    "an id column that is not there": (
+        lambda t, _: ["train", "--data", _csv(t / "s.csv", "a\n1\n2\n"), "--id-column", "who"],
+        "no id column 'who'"),
+    "upgrading a current run": (
+        lambda t, r: ["upgrade", _run_copy(r, t, lambda run: None)], "already in the current"),
+    "changing the learning rate on resume": (
+        lambda t, r: ["train", "--out", _run_copy(r, t, lambda run: None), "--resume", "--lr",
+                      "0.1"], "only --epochs may change"),
+    "a study of zero trials": (
+        lambda t, _: ["study", "create", "s", "--trials", "0", "--dir", str(t)],
+        "--trials must be positive"),
+    "a search space that searches the model": (
+        lambda t, _: ["study", "create", "s", "--trials", "2", "--dir", str(t), "--space",
+                      _json(t / "space.json", {"params": {"model": {"type": "categorical",
+                                                                    "choices": ["rnn"]}}})],
+        "fix 'model', do not search it"),
+    "a fixed study value the family refuses": (
+        lambda t, _: ["study", "create", "s", "--trials", "2", "--dir", str(t), "--space",
+                      _json(t / "space.json", {"params": {"lr": {"type": "float", "low": 0.1,
+                                                                 "high": 1.0}},
+                                               "fixed": {"dropout": 1.5}})],
+        "dropout must be below 1.0"),
+}  # fmt: skip
+
+
+def _pickle(path, note):
+    with open(path, "wb") as f:
+        pickle.dump({s: [[[note]]] for s in ("train", "valid", "test")}, f)
+    return str(path)
+
+
+def _json(path, data):
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bad_input_is_one_clear_line(case, trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RNNLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no cached corpus, no download
+    argv, words = CASES[case]
+    code = main(argv(tmp_path, trained))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert words in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_evaluating_a_text_run_never_downloads(tmp_path, monkeypatch, capsys):
+    """A run naming ptb, evaluated where the corpus is not: an error, not a download."""
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("eval tried to download")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RNNLAB_DATA", raising=False)
+    corpus = tmp_path / "ptbdir"
+    corpus.mkdir()
+    for split in ("train", "valid", "test"):
+        (corpus / f"ptb.{split}.txt").write_text("a b c\nb c a\n" * 10)
+    run = tmp_path / "run"
+    assert main(["train", "--data", "ptb", "--data-dir", str(corpus), "--epochs", "1",
+                 "--hidden-size", "4", "--num-layers", "1", "--batch-size", "2", "--out", str(run),
+                 "--no-progress"]) == 0  # fmt: skip
+    document = json.loads((run / "config.json").read_text())
+    document["config"]["data_dir"] = ""  # as if trained from the cache, now gone
+    (run / "config.json").write_text(json.dumps(document))
+    assert main(["eval", str(run)]) == 2
+    assert "no corpus 'ptb'" in capsys.readouterr().err
+    assert main(["generate", str(run), "--n", "1"]) == 0  # the model itself needs no corpus
