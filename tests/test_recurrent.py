@@ -185,3 +185,24 @@ def test_zoneout_in_training_keeps_or_updates_each_unit():
     # The first step starts from zero: a kept unit is exactly zero.
     kept = (out[0] == 0).double().mean().item()
     assert 0.3 < kept < 0.7
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_nan_in_padding_changes_nothing_not_even_gradients(cell):
+    torch.manual_seed(0)
+    layer = Recurrent(cell, 3, 4, num_layers=2, bidirectional=True, batch_first=True).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    lengths = torch.tensor([5, 2])
+    results = []
+    for fill in (0.0, float("nan")):
+        padded = x.clone()
+        padded[1, 2:] = fill
+        layer.zero_grad()
+        out, state = layer(padded, lengths=lengths)
+        (out.sum() + sum(s.sum() for s in state)).backward()
+        grads = [p.grad.clone() for p in layer.parameters()]
+        assert all(torch.isfinite(g).all() for g in grads), cell
+        results.append((out.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

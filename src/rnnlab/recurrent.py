@@ -192,6 +192,10 @@ class Recurrent(nn.Module):
         if T == 0:
             raise ValueError(f"Recurrent got an input with no time steps (shape {tuple(x.shape)})")
         valid = None if lengths is None else self._valid_mask(lengths, T, B, x.device)
+        if valid is not None:
+            # Whatever padding holds (NaN included) never reaches a product: the input
+            # projection's weight gradient sums x over every step, padded ones too.
+            x = torch.where(valid, x, 0.0)
         states = self._initial_states(state, B, x)
 
         finals: list[State] = []
