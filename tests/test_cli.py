@@ -132,3 +132,21 @@ def test_damaged_run_directory(tiny_npz, tmp_path, capsys):
     (run / "config.json").write_text("{not json")
     code, _, err = _run(["eval", run], capsys)
     assert code == 2 and "config.json is not valid JSON" in err
+
+
+@pytest.mark.parametrize("command", ["eval", "sample", "generate", "reconstruct", "interpolate"])
+def test_every_command_that_runs_a_model_takes_threads(command, capsys):
+    args = {"eval": ["RUN"], "sample": ["RUN"], "generate": ["RUN"], "reconstruct": ["RUN", "s"],
+            "interpolate": ["RUN", "a", "b"]}[command]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main([command, *args, "--help"])
+    assert "--threads" in capsys.readouterr().out
+
+
+def test_train_and_bench_take_threads(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--threads" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "speed", "--help"])
+    assert "--threads" in capsys.readouterr().out

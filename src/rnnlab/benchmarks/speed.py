@@ -157,7 +157,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         default=None,
         help="T1,T2,...: time forward+backward against T at B=32, I=88, H=256 instead",
     )
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.sweep_t:
         cells = (
             ["mingru", "minlstm", "gru", "lstm"] if args.cells == "all" else args.cells.split(",")
