@@ -24,6 +24,9 @@ def _commands():
             if any(s in line for s in skip):
                 continue  # a resumed run's own config; elided options; a user's own set
             found.append((doc, line))
+        # Tables whose options column leaves out the data (it has its own column): JSB.
+        for match in re.finditer(r"`(--model (?:rnn|rnn-nade|vrnn) [^`]*)`", text):
+            found.append((doc, f"rnnlab train --data jsb {match.group(1)}"))
     return found
 
 
