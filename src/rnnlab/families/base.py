@@ -351,6 +351,18 @@ class Family(ABC):
         raise ConfigError(f"{self.name} runs generate no text")
 
 
+def affordable_samples(train_items: int, test_items: int, most: int = 100) -> int:
+    """The importance-weighted test estimate's k when none is given: the estimate reads the
+    test set k times forward, a training epoch the training set about three times (forward and
+    backward), so k = 3 train / test makes the final evaluation cost about one epoch (at least
+    1, at most ``most``).
+
+    >>> affordable_samples(42_068, 3_761), affordable_samples(229, 77), affordable_samples(10, 1e6)
+    (33, 8, 1)
+    """
+    return int(min(most, max(1, 3 * train_items // test_items)))
+
+
 def headline(result: dict[str, Any]) -> str:
     return f"{result['data']} {result['model']}/{result['cell']}"
 

@@ -36,6 +36,7 @@ from rnnlab.families.base import (
     RecurrentOptions,
     Score,
     TrainOptions,
+    affordable_samples,
     default,
     option,
 )
@@ -79,8 +80,9 @@ class SentenceVAEConfig(SentenceLMConfig):
     kl_schedule: str = option("linear", "KL annealing: linear, logistic or cyclical", "training",
                               choices=KL_SCHEDULES)  # fmt: skip
     free_bits: float = option(0.25, "minimum KL per latent unit (nats)", "training", low=0.0)
-    iw_samples: int = option(100, "samples k of the importance-weighted test NLL", "evaluation",
-                             positive=True)  # fmt: skip
+    iw_samples: int = option(0, "samples k of the importance-weighted test NLL (0: as many as "
+                             "cost about one training epoch, at most 100)", "evaluation", low=0,
+                             high=10**5)  # fmt: skip
 
 
 def vae_model_config(cfg: Any, latent: bool) -> Any:
@@ -169,7 +171,10 @@ class SentenceProblem(Problem):
         }  # fmt: skip
 
     def finalise(self) -> None:
-        self.iw = self.importance_weighted("test", getattr(self.cfg, "iw_samples", 1))
+        k = getattr(self.cfg, "iw_samples", 1) or affordable_samples(
+            sum(len(s) for s in self.train), sum(len(s) for s in self.sets["test"])
+        )
+        self.iw = self.importance_weighted("test", k)
 
     @torch.no_grad()
     def importance_weighted(self, split: str, k: int) -> dict[str, Any]:

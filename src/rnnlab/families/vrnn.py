@@ -24,6 +24,7 @@ from rnnlab.families.base import (
     RecurrentOptions,
     Score,
     TrainOptions,
+    affordable_samples,
     default,
     option,
 )
@@ -55,8 +56,9 @@ class VRNNConfig(TrainOptions):
                             "training", low=0)  # fmt: skip
     kl_schedule: str = option("linear", "KL annealing: linear, logistic or cyclical", "training",
                               choices=KL_SCHEDULES)  # fmt: skip
-    iw_samples: int = option(100, "samples k of the importance-weighted test NLL estimate",
-                             "evaluation", positive=True)  # fmt: skip
+    iw_samples: int = option(0, "samples k of the importance-weighted test NLL estimate (0: "
+                             "as many as cost about one training epoch, at most 100)",
+                             "evaluation", low=0, high=10**5)  # fmt: skip
 
 
 class VRNNProblem(MusicProblem):
@@ -92,7 +94,9 @@ class VRNNProblem(MusicProblem):
         return {"score": -elbo / frames, "kl_per_frame": kl / frames}
 
     def finalise(self) -> None:
-        self.iw = self.importance_weighted("test", self.cfg.iw_samples)
+        frames = {s: sum(len(p) for p in self.data[s]) for s in ("train", "test")}
+        k = self.cfg.iw_samples or affordable_samples(frames["train"], frames["test"])
+        self.iw = self.importance_weighted("test", k)
 
     @torch.no_grad()
     def importance_weighted(self, split: str, k: int) -> dict[str, Any]:
