@@ -382,3 +382,19 @@ def test_saturated_gates_stay_finite(cell):
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
     b.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in fast.parameters())
+
+
+def test_without_a_compiler_one_line_says_the_step_loop_is_used(tmp_path, monkeypatch, capsys):
+    from torch.utils import cpp_extension
+
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension: c++: not found\nmany more lines")
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.delenv("RNNLAB_NO_EXTENSION", raising=False)
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(cpu, "_state", {"module": None, "error": None})
+    assert cpu.extension() is None and cpu.extension() is None  # said once, not per call
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 2 and "could not be built" in lines[1]
+    assert lines[1].endswith("the step loop is used") and "c++: not found" in lines[1]

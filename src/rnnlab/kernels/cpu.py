@@ -133,14 +133,10 @@ def extension() -> ModuleType | None:
                                     verbose=False)  # fmt: skip
             if fresh:
                 _say(f"built the fused CPU kernels in {time.perf_counter() - start:.0f} s")
-    except Exception as exc:  # a missing compiler or headers: fall back, loudly once
+    except Exception as exc:  # a missing compiler or headers: fall back, saying so once
         _state["error"] = f"{type(exc).__name__}: {exc}"
-        warnings.warn(
-            f"rnnlab: the fused CPU backend could not be built ({str(_state['error'])[:300]}); "
-            "using the step-by-step backend",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        reason = " ".join(str(_state["error"]).split())[:200]
+        _say(f"the fused CPU kernels could not be built ({reason}); the step loop is used")
     return _state["module"]
 
 
