@@ -111,6 +111,15 @@ CASES = {
     "an id column that is not there": (
         lambda t, _: ["train", "--data", _csv(t / "s.csv", "a\n1\n2\n"), "--id-column", "who"],
         "no id column 'who'"),
+    "a horizon longer than the test part": (
+        lambda t, _: ["train", "--data", _csv(t / "s.csv", "a\n" + "1\n2\n" * 20),
+                      "--horizon", "50"], "--horizon 50 is longer than the shortest test part"),
+    "a season longer than the history": (
+        lambda t, _: ["train", "--data", _csv(t / "s.csv", "a\n" + "1\n2\n" * 20),
+                      "--season", "500"], "--season 500 is longer than the history"),
+    "a series run evaluated on data of another width": (
+        lambda t, _: ["eval", _series_run(t), "--data", _csv(t / "two.csv", "a,b\n" + "1,2\n" * 40)],
+        "has 2 value column(s); the model was trained on 1"),
     "upgrading a current run": (
         lambda t, r: ["upgrade", _run_copy(r, t, lambda run: None)], "already in the current"),
     "changing the learning rate on resume": (
@@ -131,6 +140,13 @@ CASES = {
                                                "fixed": {"dropout": 1.5}})],
         "dropout must be below 1.0"),
 }  # fmt: skip
+
+
+def _series_run(tmp):
+    data = _csv(tmp / "one.csv", "a\n" + "".join(f"{k % 5}\n" for k in range(60)))
+    assert main(["train", "--data", data, "--epochs", "1", "--hidden-size", "4", "--out",
+                 str(tmp / "srun"), "--no-progress"]) == 0  # fmt: skip
+    return str(tmp / "srun")
 
 
 def _pickle(path, note):

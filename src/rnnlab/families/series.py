@@ -129,8 +129,18 @@ class SeriesProblem(Problem):
             x = series.sequences[longest]
             self.season = cfg.season or detect_season(x[: self.ranges[longest]["train"][1]])
             self.horizon = cfg.horizon or (self.season if self.season > 1 else 10)
+        if assets is not None and series.dim != int(assets["dim"]):
+            raise DataError(f"{cfg.data} has {series.dim} value column(s); the model was trained "
+                            f"on {assets['dim']} ({', '.join(assets['columns'])})")  # fmt: skip
         test_len = min(r["test"][1] - r["test"][0] for r in self.ranges)
-        self.horizon = min(self.horizon, test_len)
+        if cfg.horizon > test_len:
+            raise ConfigError(f"--horizon {cfg.horizon} is longer than the shortest test part "
+                              f"({test_len} steps)")  # fmt: skip
+        self.horizon = min(self.horizon, test_len)  # a detected season may exceed it
+        history = min(r["test"][0] for r in self.ranges)
+        if self.season > history:
+            raise ConfigError(f"--season {self.season} is longer than the history before the "
+                              f"test part ({history} steps)")  # fmt: skip
         self.scaled = [torch.from_numpy(self.normaliser.apply(v)).float() for v in values]
         self.first_inputs: list[torch.Tensor] | None = None
         self.train = [z[: len(p)] for z, p in zip(self.scaled, train_parts, strict=True)]
