@@ -118,7 +118,8 @@ CASES = {
         lambda t, _: ["train", "--data", _csv(t / "s.csv", "a\n" + "1\n2\n" * 20),
                       "--season", "500"], "--season 500 is longer than the history"),
     "a series run evaluated on data of another width": (
-        lambda t, _: ["eval", _series_run(t), "--data", _csv(t / "two.csv", "a,b\n" + "1,2\n" * 40)],
+        lambda t, _: ["eval", _series_run(t), "--data",
+                      _csv(t / "two.csv", "a,b\n" + "1,2\n" * 40)],
         "has 2 value column(s); the model was trained on 1"),
     "upgrading a current run": (
         lambda t, r: ["upgrade", _run_copy(r, t, lambda run: None)], "already in the current"),
