@@ -136,6 +136,8 @@ def test_compare_puts_each_unit_in_its_own_columns_and_panel(runs, tmp_path, cap
     for family in FAMILIES.values():
         assert f"{family.score.label} [{family.score.unit}]" in header
     assert "| model |" in header and plot.stat().st_size > 0
+    # The VRNN's and the sentence VAE's IW estimates are per frame and per sentence: two columns.
+    assert "test IW NLL [nats/frame]" in header and "test IW NLL [nats/sentence]" in header
     for name in family_names():
         assert f"| {name} |" in table
 

@@ -83,8 +83,11 @@ def compare_table(runs: list[Path]) -> str:
     head = ["run", "model", "data", "cell", "H", "layers", "params", "best epoch"]
     for kind in kinds:
         head += [f"valid {kind}", f"test {kind}"]
-    if any(r.get("test_iw_nll") is not None for r in rows):
-        head += ["test IW NLL", "IW k"]
+    # The importance-weighted NLL of latent runs, a column per unit too.
+    iw_units = list(dict.fromkeys(r["score"]["unit"] for r in rows
+                                  if r.get("test_iw_nll") is not None))  # fmt: skip
+    for unit in iw_units:
+        head += [f"test IW NLL [{unit}]", "IW k"]
     head += ["epochs", "wall s", "status"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     for r in rows:
@@ -95,8 +98,10 @@ def compare_table(runs: list[Path]) -> str:
             mine = _score_header(r) == kind
             cells += [_n(r.get("valid_score"), ".4g") if mine else "-",
                       _n(r.get("test_score"), ".4g") if mine else "-"]  # fmt: skip
-        if "test IW NLL" in head:
-            cells += [_n(r.get("test_iw_nll"), ".4g"), _s(r.get("iw_samples"))]
+        for unit in iw_units:
+            mine = r["score"]["unit"] == unit and r.get("test_iw_nll") is not None
+            cells += [_n(r.get("test_iw_nll"), ".4g"), _s(r.get("iw_samples"))] if mine else [
+                "-", "-"]  # fmt: skip
         cells += [_s(r.get("epochs_run")), _n(r.get("wall_time_s"), ".0f"), _s(r.get("status"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
