@@ -7,9 +7,11 @@ extension cannot be built (no compiler, say) rnnlab falls back to the step-by-st
 warning; ``RNNLAB_NO_EXTENSION=1`` forces that fallback.
 
 The build is keyed by what it is built from: a digest of every source and header, the compiler
-flags, torch's and Python's versions goes into the extension's name, and so into its cache
-directory. Two checkouts or two versions of rnnlab on one machine therefore never rebuild each
-other's kernels, and identical sources share one build. A build announces itself on stderr in one
+flags, torch's and Python's versions and torch's installation goes into the extension's name, and
+so into its cache directory; the sources are compiled from a copy inside that directory, so the
+build's command lines are the same whichever checkout asks. Two checkouts, versions or virtual
+environments on one machine therefore never rebuild each other's kernels, and checkouts with
+identical sources in one environment share one build. A build announces itself on stderr in one
 line (what, where, and then how long it took); ``rnnlab train`` builds before its first epoch, so
 the build is not counted as training time.
 
@@ -49,11 +51,14 @@ _FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 
 def build_key() -> str:
     """A digest of everything the extension is built from: sources, headers, flags, the
-    versions of torch and Python, the machine's architecture."""
+    versions of torch and Python, the machine's architecture, and where torch is installed (its
+    headers and libraries are paths in the build's command lines: two environments sharing one
+    build directory would each find the other's commands changed and recompile everything)."""
     digest = hashlib.sha256()
     for path in sorted([*_SOURCES, *_CSRC.glob("*.h")]):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    context = [*_FLAGS, torch.__version__, sys.version, platform.machine()]
+    context = [*_FLAGS, torch.__version__, sys.version, platform.machine(),
+               str(Path(torch.__file__).resolve().parent)]  # fmt: skip
     digest.update("\0".join(context).encode())
     return digest.hexdigest()[:12]
 
@@ -123,12 +128,13 @@ def extension() -> ModuleType | None:
         build.mkdir(parents=True, exist_ok=True)
         with _exclusive(build / "rnnlab.flock"):
             _remove_stale_lock(build / "lock")
+            sources = _stage_sources(build / "src")
             fresh = not (build / f"{name}.so").is_file()
             if fresh:
                 _say(f"building the fused CPU kernels once for this version (about a minute; "
                      f"cached in {build})")  # fmt: skip
             start = time.perf_counter()
-            _state["module"] = load(name=name, sources=[str(s) for s in _SOURCES],
+            _state["module"] = load(name=name, sources=[str(s) for s in sources],
                                     extra_cflags=_FLAGS, build_directory=str(build),
                                     verbose=False)  # fmt: skip
             if fresh:
@@ -138,6 +144,20 @@ def extension() -> ModuleType | None:
         reason = " ".join(str(_state["error"]).split())[:200]
         _say(f"the fused CPU kernels could not be built ({reason}); the step loop is used")
     return _state["module"]
+
+
+def _stage_sources(where: Path) -> list[Path]:
+    """Copy the sources and headers into the build directory and compile them from there: the
+    build files then name the same paths whichever checkout asks, so a second checkout with the
+    same sources (the same key) finds the build done rather than recompiling every file because
+    its paths differ."""
+    where.mkdir(parents=True, exist_ok=True)
+    for path in [*_SOURCES, *_CSRC.glob("*.h")]:
+        target = where / path.name
+        blob = path.read_bytes()
+        if not target.is_file() or target.read_bytes() != blob:
+            target.write_bytes(blob)
+    return [where / path.name for path in _SOURCES]
 
 
 def _say(line: str) -> None:
