@@ -85,6 +85,13 @@ CASES = {
     "assets.json gone": (
         lambda t, r: ["eval", _run_copy(r, t, lambda run: (run / "assets.json").unlink())],
         "has no assets.json"),
+    "assets.json without what the model needs": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: (run / "assets.json").write_text(
+            json.dumps({"data": {"frame_size": "many"}})))],
+        "assets.json lacks or garbles what the rnn model needs"),
+    "assets.json that is a list": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: (run / "assets.json").write_text("[]"))],
+        "assets.json: not a JSON object"),
     "weights of another shape": (
         lambda t, r: ["eval", _run_copy(r, t, lambda run: _config(run, hidden_size=5))],
         "does not match the model"),

@@ -14,7 +14,7 @@ from typing import Any
 
 from rnnlab.errors import RunDirError
 from rnnlab.files import read_json
-from rnnlab.train.checkpoint import CONFIG, METRICS, MODEL, RESULT, stored_parameter_count
+from rnnlab.train.checkpoint import METRICS, MODEL, RESULT, stored_parameter_count
 
 
 def read_history(run: Path) -> list[dict[str, Any]]:
@@ -157,6 +157,3 @@ def plot_curves(runs: list[Path], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-__all__ = ["CONFIG", "compare_table", "plot_curves", "read_history", "run_summary"]

@@ -32,6 +32,7 @@ from torch import nn
 
 from rnnlab.cells import CELLS
 from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.models.rnn import ModelConfig
 from rnnlab.recurrent import BACKENDS
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
@@ -214,6 +215,15 @@ class RecurrentOptions(FamilyConfig):
 
 
 RECURRENT_KEYS = tuple(f.name for f in fields(RecurrentOptions))
+
+
+def model_config(cfg: Any, model: str, output: str = "bernoulli", **extra: Any) -> ModelConfig:
+    """The architecture record the models take (``rnnlab.models.rnn.ModelConfig``), from the
+    recurrent options a family's config has (the neutral value for those it has not: one layer,
+    no dropout) and the family's own ``extra`` fields."""
+    values = {k: getattr(cfg, k) for k in RECURRENT_KEYS if hasattr(cfg, k)}
+    values.setdefault("dropout", 0.0)
+    return ModelConfig(model=model, output=output, **values, **extra)
 
 
 # --- the score, the problem, the family -------------------------------------------------------

@@ -32,9 +32,9 @@ from rnnlab.families.base import (
     Score,
     TrainOptions,
     default,
+    model_config,
     option,
 )
-from rnnlab.families.music import music_model_config
 from rnnlab.models.lm import LanguageModel
 
 EVAL_COLUMNS = 1  # the whole split as one stream, as DESIGN.md defines perplexity
@@ -93,7 +93,7 @@ class TextProblem(Problem):
         self.cfg = cfg
         self.corpus, self.chars = load_corpus(cfg, vocab)
         self.model = model if model is not None else LanguageModel(
-            music_model_config(cfg, "lm", "bernoulli", **lm_fields(cfg)), len(self.corpus.vocab)
+            model_config(cfg, "lm", "bernoulli", **lm_fields(cfg)), len(self.corpus.vocab)
         )  # fmt: skip
         self.train_columns = batchify(self.corpus.streams["train"], cfg.batch_size)
         self.state: tuple[torch.Tensor, ...] | None = None
@@ -171,7 +171,7 @@ class LM(TextFamily):
     score = Score("nll", "NLL", "nats/token")
 
     def build_model(self, cfg: Any, assets: dict[str, Any]) -> nn.Module:
-        model_cfg = music_model_config(cfg, "lm", "bernoulli", **lm_fields(cfg))
+        model_cfg = model_config(cfg, "lm", "bernoulli", **lm_fields(cfg))
         model = LanguageModel(model_cfg, len(assets["vocab"]))
         model.vocab = list(assets["vocab"])  # type: ignore[assignment]
         return model

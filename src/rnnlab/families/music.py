@@ -17,7 +17,6 @@ from rnnlab.data import Batch, load_polyphonic, make_batches, split_windows, to_
 from rnnlab.data.polyphonic import BUNDLED, is_polyphonic
 from rnnlab.errors import DataError
 from rnnlab.families.base import (
-    RECURRENT_KEYS,
     WIDTH,
     Family,
     Problem,
@@ -25,10 +24,11 @@ from rnnlab.families.base import (
     SampleRequest,
     Score,
     TrainOptions,
+    model_config,
     option,
 )
 from rnnlab.metrics import evaluate_nll
-from rnnlab.models.rnn import ModelConfig, RNNPredictor
+from rnnlab.models.rnn import RNNPredictor
 
 FRAME_NLL = Score("nll", "NLL", "nats/frame")
 DEFAULT_FRAMES = 200  # what `rnnlab sample` draws without --frames
@@ -55,13 +55,6 @@ class NADEConfig(RNNConfig):
 
     family: ClassVar[str] = "rnn-nade"
     nade_size: int = option(150, "hidden units of the NADE output", positive=True, high=WIDTH)
-
-
-def music_model_config(cfg: Any, model: str, output: str, **extra: Any) -> ModelConfig:
-    """The architecture record the music models take, from a family config's fields."""
-    values = {k: getattr(cfg, k) for k in RECURRENT_KEYS if hasattr(cfg, k)}
-    values.setdefault("dropout", 0.0)
-    return ModelConfig(model=model, output=output, **values, **extra)
 
 
 def load_sequences(data: str) -> dict[str, list[torch.Tensor]]:
@@ -162,7 +155,7 @@ class RNN(MusicFamily):
 
     def build_model(self, cfg: Any, assets: dict[str, Any]) -> nn.Module:
         frames = int(assets.get("data", {}).get("frame_size", 88))
-        return RNNPredictor(music_model_config(cfg, "rnn", "bernoulli", frame_size=frames))
+        return RNNPredictor(model_config(cfg, "rnn", "bernoulli", frame_size=frames))
 
     def problem(self, cfg: Any, assets: dict[str, Any] | None = None) -> Problem:
         return MusicProblem(cfg, self.build_model(cfg, assets or {}))
@@ -176,6 +169,6 @@ class RNNNADE(RNN):
 
     def build_model(self, cfg: Any, assets: dict[str, Any]) -> nn.Module:
         frames = int(assets.get("data", {}).get("frame_size", 88))
-        model_cfg = music_model_config(cfg, "rnn", "nade", frame_size=frames,
+        model_cfg = model_config(cfg, "rnn", "nade", frame_size=frames,
                                        nade_size=cfg.nade_size)  # fmt: skip
         return RNNPredictor(model_cfg)

@@ -28,20 +28,19 @@ from torch import nn
 
 from rnnlab.console import progress
 from rnnlab.data.text import encode_sentence, pad_batch, sentence_vocab, sentences
-from rnnlab.errors import ConfigError, DataError
+from rnnlab.errors import DataError
 from rnnlab.families.base import (
     WIDTH,
-    Family,
     Problem,
     RecurrentOptions,
     Score,
     TrainOptions,
     affordable_samples,
     default,
+    model_config,
     option,
 )
 from rnnlab.families.lm import TextFamily, TextOptions, load_corpus
-from rnnlab.families.music import music_model_config
 from rnnlab.losses import KL_SCHEDULES, free_bits_kl, gaussian_log_prob, kl_weight
 from rnnlab.models.sentence_vae import SentenceVAE
 
@@ -90,7 +89,7 @@ def vae_model_config(cfg: Any, latent: bool) -> Any:
                              "word_dropout": cfg.word_dropout}  # fmt: skip
     if latent:
         extra |= {"z_size": cfg.z_size, "latent_every_step": cfg.latent_every_step}
-    return music_model_config(cfg, "sentence-vae" if latent else "sentence-lm", "bernoulli",
+    return model_config(cfg, "sentence-vae" if latent else "sentence-lm", "bernoulli",
                               **extra)  # fmt: skip
 
 
@@ -302,6 +301,3 @@ class SentenceVAEFamily(SentenceLM):
 
 def _f(value: Any) -> str:
     return "n/a" if value is None else f"{value:.2f}"
-
-
-__all__ = ["ConfigError", "Family", "SentenceLM", "SentenceVAEFamily", "mutual_information"]

@@ -48,10 +48,10 @@ from rnnlab.families.base import (
     Score,
     TrainOptions,
     default,
+    model_config,
     option,
     tail,
 )
-from rnnlab.families.music import music_model_config
 from rnnlab.models.rnn import RNNPredictor
 
 SUFFIXES = (".csv", ".npy", ".npz")
@@ -236,7 +236,7 @@ def to_values(normaliser: Normaliser, draws: torch.Tensor, lasts: np.ndarray,
 
 
 def build_series_model(cfg: Any, dim: int, normaliser: Normaliser) -> nn.Module:
-    model = RNNPredictor(music_model_config(cfg, "rnn", cfg.output, frame_size=dim,
+    model = RNNPredictor(model_config(cfg, "rnn", cfg.output, frame_size=dim,
                                             mixtures=cfg.mixtures))  # fmt: skip
     model.normaliser = normaliser  # type: ignore[assignment]
     return model
@@ -376,6 +376,3 @@ def plot_forecast(path: Path, x: np.ndarray, quantiles: np.ndarray, columns: lis
 
 def _f(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-__all__ = ["Family", "SeriesFamily"]

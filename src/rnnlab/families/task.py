@@ -27,9 +27,9 @@ from rnnlab.families.base import (
     Score,
     TrainOptions,
     default,
+    model_config,
     option,
 )
-from rnnlab.families.music import music_model_config
 from rnnlab.models.task import TaskModel
 
 VALID_SEED, TEST_SEED = 2**40 + 1, 2**40 + 2
@@ -152,7 +152,7 @@ class TaskFamily(Family):
 
     def build_model(self, cfg: Any, assets: dict[str, Any]) -> nn.Module:
         task = task_of(cfg)
-        return TaskModel(music_model_config(cfg, "rnn", "bernoulli",
+        return TaskModel(model_config(cfg, "rnn", "bernoulli",
                                             frame_size=task.input_size), task)  # fmt: skip
 
     def problem(self, cfg: Any, assets: dict[str, Any] | None = None) -> Problem:

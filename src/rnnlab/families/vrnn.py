@@ -26,9 +26,10 @@ from rnnlab.families.base import (
     TrainOptions,
     affordable_samples,
     default,
+    model_config,
     option,
 )
-from rnnlab.families.music import MusicFamily, MusicProblem, music_model_config
+from rnnlab.families.music import MusicFamily, MusicProblem
 from rnnlab.losses import KL_SCHEDULES, kl_weight
 from rnnlab.models.rnn import OUTPUTS
 from rnnlab.models.vrnn import VRNN
@@ -130,7 +131,7 @@ class VRNNFamily(MusicFamily):
 
     def build_model(self, cfg: Any, assets: dict[str, Any]) -> nn.Module:
         frames = int(assets.get("data", {}).get("frame_size", 88))
-        model_cfg = music_model_config(
+        model_cfg = model_config(
             cfg, "vrnn", cfg.output, frame_size=frames, nade_size=cfg.nade_size,
             mixtures=cfg.mixtures, z_size=cfg.z_size, feature_size=cfg.feature_size,
         )  # fmt: skip

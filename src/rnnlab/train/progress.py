@@ -66,11 +66,13 @@ class RunLog:
         bar = tqdm(total=total, disable=not self.bars, leave=False, unit="batch",
                    desc=f"epoch {epoch}/{self.epochs}", dynamic_ncols=True)  # fmt: skip
         try:
+            items = 0.0
             for batch in batches:
                 yield batch
                 bar.update(1)
                 if self.bars and terms:
-                    rate = sum(terms) / max(bar.format_dict["elapsed"], 1e-9)
+                    items += terms[-1]  # the batch just trained (a running sum, not a re-sum)
+                    rate = items / max(bar.format_dict["elapsed"], 1e-9)
                     bar.set_postfix_str(f"{rate:,.0f} {self.items}/s", refresh=False)
         finally:
             bar.close()

@@ -53,7 +53,9 @@ def read_assets(run: Path, family: Family, cfg: Any, legacy: bool) -> dict[str, 
     """assets.json, or for a run in the old format what its data gives (as before: from the
     dataset or corpus its config names)."""
     if (run / ASSETS).is_file():
-        assets: dict[str, Any] = read_json(run / ASSETS)
+        assets = read_json(run / ASSETS)
+        if not isinstance(assets, dict):
+            raise RunDirError(f"{run / ASSETS}: not a JSON object")
         return assets
     if not legacy:
         raise RunDirError(f"{run} has no {ASSETS}: the run directory is incomplete")
@@ -101,7 +103,11 @@ def load_run(run: Path) -> LoadedRun:
     if not (run / MODEL).is_file():
         raise RunDirError(f"{run} has no {MODEL} yet (no epoch has finished)")
     assets = read_assets(run, family, cfg, legacy)
-    model = family.build_model(cfg, assets)
+    try:
+        model = family.build_model(cfg, assets)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise RunDirError(f"{run / ASSETS} lacks or garbles what the {family.name} model needs "
+                          f"({type(exc).__name__}: {exc})") from None  # fmt: skip
     meta = load_model_weights(run / MODEL, model)
     model.eval()
     return LoadedRun(run, family, cfg, assets, model, meta)
