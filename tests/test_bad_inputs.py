@@ -132,7 +132,7 @@ CASES = {
         lambda t, r: ["upgrade", _run_copy(r, t, lambda run: None)], "already in the current"),
     "changing the learning rate on resume": (
         lambda t, r: ["train", "--out", _run_copy(r, t, lambda run: None), "--resume", "--lr",
-                      "0.1"], "only --epochs may change"),
+                      "0.1"], "only --epochs, --device and --threads may change"),
     "a study of zero trials": (
         lambda t, _: ["study", "create", "s", "--trials", "0", "--dir", str(t)],
         "--trials must be positive"),

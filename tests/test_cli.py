@@ -106,7 +106,7 @@ def test_resume_refuses_other_options(tiny_npz, tmp_path, capsys):
         capsys,
     )
     code, _, err = _run(["train", "--out", run, "--resume", "--lr", "0.1"], capsys)
-    assert code == 2 and "only --epochs may change (got --lr)" in err
+    assert code == 2 and "only --epochs, --device and --threads may change (got --lr)" in err
     code, _, err = _run(["train", "--data", tiny_npz, "--out", run], capsys)
     assert code == 2 and "already exists" in err
 
@@ -134,19 +134,31 @@ def test_damaged_run_directory(tiny_npz, tmp_path, capsys):
     assert code == 2 and "config.json is not valid JSON" in err
 
 
-@pytest.mark.parametrize("command", ["eval", "sample", "generate", "reconstruct", "interpolate"])
-def test_every_command_that_runs_a_model_takes_threads(command, capsys):
-    args = {"eval": ["RUN"], "sample": ["RUN"], "generate": ["RUN"], "reconstruct": ["RUN", "s"],
-            "interpolate": ["RUN", "a", "b"]}[command]  # fmt: skip
-    with pytest.raises(SystemExit):
-        main([command, *args, "--help"])
-    assert "--threads" in capsys.readouterr().out
+def _model_commands():
+    """Every command line that runs a model: the subcommands that take a run directory (found
+    in the parser, not listed by hand), train, study run and bench speed."""
+    import argparse
+
+    from rnnlab.cli import build_parser
+
+    def subparsers(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                yield from action.choices.items()
+
+    found = []
+    for name, sub in subparsers(build_parser()):
+        positionals = [a.dest for a in sub._actions if not a.option_strings]
+        if "run" in positionals:
+            found.append([name] + ["X"] * (len(positionals) - 1))
+    assert {c[0] for c in found} >= {"eval", "sample", "generate"}, found
+    return [*found, ["train"], ["study", "run", "X"], ["bench", "speed"]]
 
 
-def test_train_and_bench_take_threads(capsys):
+@pytest.mark.parametrize("command", _model_commands(), ids=lambda c: " ".join(c[:2]))
+def test_every_command_that_runs_a_model_takes_device_and_threads(command, capsys):
     with pytest.raises(SystemExit):
-        main(["train", "--help"])
-    assert "--threads" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["bench", "speed", "--help"])
-    assert "--threads" in capsys.readouterr().out
+        main([command[0], *(["RUN"] if command[0] not in ("train", "study", "bench") else []),
+              *command[1:], "--help"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "--threads" in out and "--device" in out

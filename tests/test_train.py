@@ -142,7 +142,7 @@ def test_run_directory_errors(tiny_npz, tmp_path):
         train_run(tmp_path / "nothing", None, resume=True, progress=False)
     with pytest.raises(RunDirError, match="not a run directory"):
         load_run(tmp_path)
-    with pytest.raises(ConfigError, match="only --epochs may change"):
+    with pytest.raises(ConfigError, match="only --epochs, --device and --threads may change"):
         train_run(out, _cfg(tiny_npz, epochs=1, lr=0.5), resume=True, progress=False)
 
 

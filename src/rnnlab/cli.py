@@ -59,7 +59,7 @@ def _dispatch(argv: list[str]) -> int:
         parser.print_help()
         return _EXIT_ERROR
     if hasattr(args, "threads"):
-        _use_threads(args)
+        _use_system(args)
     return int(args.handler(args) or 0)
 
 
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--iw-samples", type=int, default=0,
                     help="latent models: also the importance-weighted NLL with this many "
                     "samples")  # fmt: skip
-    _add_threads(ev)
+    _add_system(ev)
     ev.set_defaults(handler=_eval)
 
     cmp = sub.add_parser("compare", help="a markdown table of runs (and their learning curves)")
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--seed", type=int, default=0)
     smp.add_argument("--frames-per-beat", type=int, default=2, help="for the MIDI file's timing")
     smp.add_argument("--bpm", type=finite_float, default=100.0)
-    _add_threads(smp)
+    _add_system(smp)
     smp.set_defaults(handler=_sample)
 
     gen = sub.add_parser("generate", help="text from a language model or a sentence model")
@@ -149,19 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens")
     gen.add_argument("--max-len", type=int, default=50, help="tokens at most per line")
     gen.add_argument("--seed", type=int, default=0)
-    _add_threads(gen)
+    _add_system(gen)
     gen.set_defaults(handler=_generate)
     rec = sub.add_parser("reconstruct", help="encode a sentence and decode it (posterior mean)")
     rec.add_argument("run", type=Path)
     rec.add_argument("sentence")
-    _add_threads(rec)
+    _add_system(rec)
     rec.set_defaults(handler=_reconstruct)
     inter = sub.add_parser("interpolate", help="decode points between two sentences' codes")
     inter.add_argument("run", type=Path)
     inter.add_argument("first")
     inter.add_argument("second")
     inter.add_argument("--steps", type=int, default=8)
-    _add_threads(inter)
+    _add_system(inter)
     inter.set_defaults(handler=_interpolate)
 
     study = sub.add_parser("study", help="hyperparameter studies on Optuna (any model family)")
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--worker", type=int, default=0, help="this worker's sampler seed offset"
             )
             p.add_argument("--max-trials", type=int, default=None, help="stop this worker after N")
+            _add_system(p, device=None)
         elif command == "report":
             p.add_argument("--out", type=Path, default=None, help="default: DIR/NAME")
 
@@ -206,19 +207,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_threads(parser: argparse.ArgumentParser) -> None:
+def _add_system(parser: argparse.ArgumentParser, device: str | None = "auto") -> None:
+    """--threads and --device, on every command that runs a model (``device`` None: where the
+    study's space says, else auto)."""
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default)")  # fmt: skip
+    default = "the space's, else auto" if device is None else device
+    parser.add_argument("--device", default=device,
+                        help="where the model runs: cpu, cuda (or cuda:N), or auto (a GPU where "
+                        f"torch sees one); default: {default}")  # fmt: skip
 
 
-def _use_threads(args: argparse.Namespace) -> None:
-    """Apply --threads (a busy machine evaluates faster on fewer)."""
+def _use_system(args: argparse.Namespace) -> None:
+    """Apply --threads (a busy machine evaluates faster on fewer) and check --device before any
+    work starts."""
     if args.threads < 0:
         raise ConfigError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+    if getattr(args, "device", None) is not None:
+        from rnnlab.device import resolve_device
+
+        resolve_device(args.device)
 
 
 def _bench_speed(args: argparse.Namespace) -> None:
@@ -330,14 +342,17 @@ def _train(argv: list[str]) -> int:
     if getattr(args, "resume", False):
         if not hasattr(args, "out"):
             raise ConfigError("--resume needs --out RUN, the run directory to continue")
-        other = sorted(set(given) - {"epochs"} | ({"model"} if hasattr(args, "model") else set()))
-        if other:
+        system: dict[str, Any] = {k: given[k] for k in ("device", "threads") if k in given}
+        fixed = set(given) - {"epochs", *system} | ({"model"} if hasattr(args, "model") else set())
+        if fixed:
             raise ConfigError(
-                f"--resume continues a run with its own config.json; only --epochs may change "
-                f"(got {', '.join('--' + k.replace('_', '-') for k in other)})"
+                f"--resume continues a run with its own config.json; only --epochs, --device "
+                f"and --threads may change (got "
+                f"{', '.join('--' + k.replace('_', '-') for k in sorted(fixed))})"
             )
         out = args.out
-        result = train_run(out, None, resume=True, epochs=given.get("epochs"), progress=progress)
+        result = train_run(out, None, resume=True, epochs=given.get("epochs"), system=system,
+                           progress=progress)  # fmt: skip
     else:
         cfg = make_config(given, family)
         out = getattr(args, "out", None) or _default_out(family, cfg)
@@ -374,7 +389,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.iw_samples < 0:
         raise ConfigError(f"--iw-samples must be 0 (off) or a number of samples, got "
                           f"{args.iw_samples}")  # fmt: skip
-    run = load_run(args.run)
+    run = load_run(args.run, args.device)
     family, data = run.family, args.data or run.cfg.data
     if data != run.cfg.data and not (family.portable_data and family.accepts(data, {})):
         raise ConfigError(f"a {family.name} run on {run.cfg.data!r} cannot be evaluated on "
@@ -526,7 +541,7 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--frames must be positive, got {args.frames}")
     if args.bpm <= 0 or args.frames_per_beat < 1:
         raise ConfigError("--bpm and --frames-per-beat must be positive")
-    run = load_run(args.run)
+    run = load_run(args.run, args.device)
     if run.family.draws != "frames":
         hint = "; it writes text: rnnlab generate RUN" if run.family.draws == "text" else ""
         raise ConfigError(f"{args.run} is a {run.family.name} run, which draws no frames{hint}")
@@ -547,7 +562,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.max_len < 1 or args.top_k < 0 or args.temperature < 0:
         raise ConfigError("--n and --max-len must be positive, --top-k and --temperature >= 0")
-    run = load_run(args.run)
+    run = load_run(args.run, args.device)
     if run.family.draws != "text":
         hint = "; it draws frames: rnnlab sample RUN" if run.family.draws == "frames" else ""
         raise ConfigError(f"{args.run} is a {run.family.name} run, which writes no text{hint}")
@@ -557,11 +572,11 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_encoder(run_dir: Path) -> Any:
+def _load_encoder(run_dir: Path, device: str) -> Any:
     from rnnlab.families import FAMILIES
     from rnnlab.train.rundir import load_run
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, device)
     if not hasattr(run.family, "encode"):
         able = [f.name for f in FAMILIES.values() if hasattr(f, "encode")]
         raise ConfigError(f"{run_dir} is a {run.family.name} run; this needs a model with an "
@@ -581,7 +596,7 @@ def _words(ids: list[int], vocab: list[str]) -> str:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    run = _load_encoder(args.run)
+    run = _load_encoder(args.run, args.device)
     mean = _encode(run, args.sentence)
     print(_words(run.model.generate(mean)[0], run.assets["vocab"]))
     return 0
@@ -592,9 +607,9 @@ def _interpolate(args: argparse.Namespace) -> int:
 
     if args.steps < 2:
         raise ConfigError(f"--steps must be at least 2, got {args.steps}")
-    run = _load_encoder(args.run)
+    run = _load_encoder(args.run, args.device)
     a, b = _encode(run, args.first), _encode(run, args.second)
-    weights = torch.linspace(0, 1, args.steps)[:, None]
+    weights = torch.linspace(0, 1, args.steps, device=a.device)[:, None]
     decoded = run.model.generate((1 - weights) * a + weights * b)
     for w, ids in zip(weights, decoded, strict=True):
         print(f"{float(w):.2f}  {_words(ids, run.assets['vocab'])}")
@@ -617,8 +632,10 @@ def _study(args: argparse.Namespace) -> int:
               f"storage {storage}; run workers with: rnnlab study run {args.name}"
               + (f" --storage {args.storage}" if args.storage else ""))  # fmt: skip
     elif args.command == "run":
+        given = {"device": args.device, "threads": args.threads or None}
+        system = {k: v for k, v in given.items() if v is not None}
         ran = runner.run_worker(args.name, storage, args.worker, args.max_trials,
-                                directory=args.dir)  # fmt: skip
+                                directory=args.dir, system=system)  # fmt: skip
         print(f"worker {args.worker}: {ran} trial(s) run")
     elif args.command == "status":
         print(json.dumps(runner.status(args.name, storage), indent=2))

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab import device as draw
+
 
 class BernoulliHead(nn.Module):
     """Factorised Bernoulli over the D units of a frame: p(x_t | h) = prod_k p_k^x (1-p_k)^(1-x),
@@ -27,7 +29,7 @@ class BernoulliHead(nn.Module):
 
     def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One frame per state: (..., H) -> (..., D) in {0, 1}."""
-        return torch.bernoulli(torch.sigmoid(self.proj(h)), generator=generator)
+        return draw.bernoulli(torch.sigmoid(self.proj(h)), generator)
 
     def logits(self, h: Tensor) -> Tensor:
         """(..., H) -> (..., D): the logit of each unit."""
@@ -120,7 +122,7 @@ class NADEHead(nn.Module):
         x = torch.zeros(*h.shape[:-1], self.frame_size, device=h.device, dtype=h.dtype)
         for i in range(self.frame_size):
             p = torch.sigmoid(b_v[..., i] + (torch.sigmoid(a) * self.V[i]).sum(-1))
-            x[..., i] = torch.bernoulli(p, generator=generator)
+            x[..., i] = draw.bernoulli(p, generator)
             a = a + x[..., i : i + 1] * self.W[:, i]
         return x
 
@@ -140,7 +142,7 @@ class GaussianHead(nn.Module):
 
     def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
         mean, std = self.mean(h), (0.5 * self.log_var(h)).exp()
-        return mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + std * draw.normal(mean.shape, generator, mean)
 
 
 class MixtureGaussianHead(nn.Module):
@@ -164,8 +166,8 @@ class MixtureGaussianHead(nn.Module):
 
     def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
         logits, means, log_vars = self._params(h)
-        k = torch.multinomial(logits.softmax(-1).reshape(-1, self.K), 1, generator=generator)
+        k = draw.categorical(logits.softmax(-1).reshape(-1, self.K), generator)
         k = k.view(*h.shape[:-1], 1, 1).expand(*h.shape[:-1], 1, self.D)
         mean, log_var = means.gather(-2, k)[..., 0, :], log_vars.gather(-2, k)[..., 0, :]
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        noise = draw.normal(mean.shape, generator, mean)
         return mean + (0.5 * log_var).exp() * noise

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from rnnlab.data.batching import make_batches
+from rnnlab.device import model_device, to_device
 from rnnlab.models.rnn import RNNPredictor
 
 
@@ -32,7 +33,9 @@ def evaluate_nll(model: RNNPredictor, sequences: list[Tensor], batch_size: int =
     was_training = model.training
     model.eval()
     total, frames = 0.0, 0
+    device = model_device(model)
     for batch in make_batches(sequences, batch_size, shuffle=False):
+        batch = to_device(batch, device)
         out = model(batch.x, batch.lengths)
         total += float(out.total.double())
         frames += out.num_frames

@@ -10,8 +10,10 @@ table and writes JSON. It measures; it asserts nothing.
     rnnlab bench speed --cells lstm,lstm-v --shapes 32,100,88,256
     python bench/speed.py ...                   # the same, from a checkout
 
-Peak memory is the growth of the peak resident set size of a fresh process that runs one
-forward+backward after a warm-up step, so every measurement runs in a subprocess of its own.
+Peak memory, on the CPU, is the growth of the peak resident set size of a fresh process that
+runs one forward+backward after a warm-up step, so every measurement runs in a subprocess of its
+own; on a GPU (``--device cuda``) it is the growth of torch's peak allocated memory over that step,
+and every time is taken between two synchronisations of the device.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from torch import nn
 
 import rnnlab
 from rnnlab import Recurrent
+from rnnlab.device import resolve_device
 
 SHAPES = [(32, 100, 88, 256), (64, 500, 128, 512), (1, 1000, 88, 128)]
 TORCH_OF = {"gru": nn.GRU, "gru-v1": nn.GRU, "tanh": nn.RNN}  # the LSTM family: nn.LSTM
@@ -47,12 +50,22 @@ def build(name: str, I: int, H: int, backend: str, **options: Any) -> nn.Module:
     return Recurrent(name, I, H, backend=backend, **options)
 
 
+DEVICE = torch.device("cpu")  # where the benchmark runs (--device)
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up (and the extension build, the first time)
     times = []
     for _ in range(repeats):
+        _sync()
         start = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
 
@@ -62,8 +75,8 @@ def measure_time(
 ) -> dict:
     B, T, I, H = shape
     torch.manual_seed(0)
-    module = build(name, I, H, backend, **options)
-    x = torch.randn(T, B, I)
+    module = build(name, I, H, backend, **options).to(DEVICE)
+    x = torch.randn(T, B, I, device=DEVICE)
 
     def forward():
         with torch.no_grad():
@@ -82,10 +95,10 @@ def matmul_floor(cell: str, shape: tuple[int, ...], repeats: int) -> float:
     B, T, I, H = shape
     layer = Recurrent(cell, I, H).layer_cells[0]
     GH = layer.weight_ih.shape[0]
-    x = torch.randn(T * B, I)
-    W, R = torch.randn(GH, I), torch.randn(GH, H)
-    y, d = torch.randn(B, H), torch.randn(B, GH)
-    dpre, ys = torch.randn(T * B, GH), torch.randn(T * B, H)
+    x = torch.randn(T * B, I, device=DEVICE)
+    W, R = torch.randn(GH, I, device=DEVICE), torch.randn(GH, H, device=DEVICE)
+    y, d = torch.randn(B, H, device=DEVICE), torch.randn(B, GH, device=DEVICE)
+    dpre, ys = torch.randn(T * B, GH, device=DEVICE), torch.randn(T * B, H, device=DEVICE)
 
     def products():
         x @ W.t()
@@ -101,7 +114,19 @@ def matmul_floor(cell: str, shape: tuple[int, ...], repeats: int) -> float:
 
 def measure_memory(name: str, shape: tuple[int, ...], backend: str, **options: Any) -> float:
     """Peak resident-set growth (MiB) of one forward+backward, in a fresh process: the peak is
-    reset just before the step (Linux: /proc/self/clear_refs) and read after it (VmHWM)."""
+    reset just before the step (Linux: /proc/self/clear_refs) and read after it (VmHWM). On a
+    GPU: the growth of torch's peak allocated memory over the step, in this process."""
+    if DEVICE.type == "cuda":
+        B, T, I, H = shape
+        module = build(name, I, H, backend, **options).to(DEVICE)
+        module(torch.randn(2, B, I, device=DEVICE))[0].sum().backward()
+        x = torch.randn(T, B, I, device=DEVICE)
+        _sync()
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        base = torch.cuda.memory_allocated(DEVICE)
+        module(x)[0].sum().backward()
+        _sync()
+        return (torch.cuda.max_memory_allocated(DEVICE) - base) / 2**20
     code = (
         "import sys, torch\n"
         "from rnnlab.benchmarks.speed import build, rss_kib\n"
@@ -159,11 +184,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default)")  # fmt: skip
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (the default), cuda (or cuda:N), or auto (a GPU where torch "
+                        "sees one)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads < 0:
         parser.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = resolve_device(args.device)
     if args.sweep_t:
         cells = (
             ["mingru", "minlstm", "gru", "lstm"] if args.cells == "all" else args.cells.split(",")
@@ -208,9 +238,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     machine = platform.processor() or platform.machine()
+    if DEVICE.type == "cuda":
+        machine = torch.cuda.get_device_name(DEVICE)
     print(
         f"rnnlab {rnnlab.__version__}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {machine}, backend {args.backend}"
+        f"{torch.get_num_threads()} threads, {machine} ({DEVICE}), backend {args.backend}"
         + (f", options {options}" if options else "")
     )
     print(
@@ -226,7 +258,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             f"{r.get('peak_mib', float('nan')):.0f} | {r.get('ref_peak_mib', float('nan')):.0f} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "threads": torch.get_num_threads()}, indent=2))
+    summary = {"rows": rows, "threads": torch.get_num_threads(), "device": str(DEVICE),
+               "machine": machine}  # fmt: skip
+    args.out.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

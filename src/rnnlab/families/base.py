@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from rnnlab.cells import CELLS
+from rnnlab.device import check_device
 from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.models.rnn import ModelConfig
 from rnnlab.recurrent import BACKENDS
@@ -186,9 +187,12 @@ class TrainOptions(FamilyConfig):
     )
     seed: int = option(0, "seed of every random choice", "system")
     threads: int = option(0, "torch CPU threads (0: torch's default)", "system", low=0)
+    device: str = option("auto", "where the model runs: cpu, cuda (or cuda:N), or auto (a GPU "
+                         "where torch sees one)", "system")  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_device(self.device)  # its syntax; whether this machine has it is checked at run time
         if self.lr_decay > 1.0:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnlab import device as draw
 from rnnlab.data.text import Corpus, batchify, bptt_windows, read_corpus
+from rnnlab.device import model_device
 from rnnlab.families.base import (
     WIDTH,
     Family,
@@ -121,7 +123,9 @@ class TextProblem(Problem):
         model.eval()
         columns = batchify(self.corpus.streams[split], EVAL_COLUMNS)
         state, total, count = None, 0.0, 0
+        device = model_device(model)
         for inputs, targets in bptt_windows(columns, self.cfg.bptt):
+            inputs, targets = inputs.to(device), targets.to(device)
             logits, state = model(inputs, state)
             total += float(
                 F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
@@ -220,7 +224,7 @@ def sample_tokens(model: nn.Module, start: int, n: int, temperature: float, top_
     greedy when temperature is 0, else from softmax(logits / temperature), restricted to the
     ``top_k`` likeliest tokens when top_k > 0. Each stops at the next ``start`` token."""
     model.eval()
-    token = torch.full((1, n), start, dtype=torch.long)
+    token = torch.full((1, n), start, dtype=torch.long, device=model_device(model))
     state = None
     out: list[list[int]] = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool)
@@ -247,4 +251,4 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int,
     if top_k > 0:
         kth = logits.topk(min(top_k, logits.shape[-1]), -1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, -torch.inf)
-    return torch.multinomial(logits.softmax(-1), 1, generator=gen)[:, 0]
+    return draw.categorical(logits.softmax(-1), gen)[:, 0]

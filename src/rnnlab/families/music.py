@@ -136,7 +136,7 @@ def sample_music(model: nn.Module, request: SampleRequest) -> list[str]:
     generator = torch.Generator().manual_seed(request.seed)
     frames = request.frames or DEFAULT_FRAMES
     draw = model.sample(frames, batch_size=1, generator=generator)  # type: ignore[operator]
-    roll = draw[0].numpy().astype(bool)
+    roll = draw[0].cpu().numpy().astype(bool)
     lines = []
     if request.out is not None:
         write_midi(roll, request.out, request.frames_per_beat, request.bpm)

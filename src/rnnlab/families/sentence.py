@@ -26,8 +26,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from rnnlab import device as draw
 from rnnlab.console import progress
 from rnnlab.data.text import encode_sentence, pad_batch, sentence_vocab, sentences
+from rnnlab.device import model_device, to_device
 from rnnlab.errors import DataError
 from rnnlab.families.base import (
     WIDTH,
@@ -152,7 +154,8 @@ class SentenceProblem(Problem):
         gen = torch.Generator().manual_seed(EVAL_SEED)
         neg_elbo, kl, means, log_vars = 0.0, 0.0, [], []
         for start in range(0, len(data), EVAL_BATCH):
-            words, lengths = pad_batch(data[start : start + EVAL_BATCH])
+            words, lengths = to_device(pad_batch(data[start : start + EVAL_BATCH]),
+                                       model_device(model))  # fmt: skip
             terms = model(words, lengths, gen)
             neg_elbo += float(-(terms.log_lik - terms.kl).sum())
             kl += float(terms.kl.sum())
@@ -192,7 +195,8 @@ class SentenceProblem(Problem):
         per_batch = max(1, 1024 // k)
         starts = range(0, len(data), per_batch)
         for start in progress(starts, f"importance-weighted NLL, {split} (k={k})"):
-            words, lengths = pad_batch(data[start : start + per_batch])
+            words, lengths = to_device(pad_batch(data[start : start + per_batch]),
+                                       model_device(model))  # fmt: skip
             total += float(model.iw_log_likelihood(words, lengths, k, gen).sum())
             tokens += int(lengths.sum())
         model.train(was_training)
@@ -225,7 +229,7 @@ def _corpus_vocab(vocab: list[str] | None) -> list[str] | None:
 def mutual_information(mean: torch.Tensor, log_var: torch.Tensor, gen: torch.Generator) -> float:
     """I_q(x; z) = E_x E_q(z|x)[log q(z|x) - log q(z)], q(z) the mixture of the N posteriors."""
     n = mean.shape[0]
-    z = mean + (0.5 * log_var).exp() * torch.randn(mean.shape, generator=gen, dtype=mean.dtype)
+    z = mean + (0.5 * log_var).exp() * draw.normal(mean.shape, gen, mean)
     log_q_own = gaussian_log_prob(z, mean, log_var)  # (N,)
     log_q_all = gaussian_log_prob(z[:, None, :], mean[None], log_var[None])  # (N, N)
     log_q_aggregate = torch.logsumexp(log_q_all, 1) - math.log(n)
@@ -278,7 +282,7 @@ class SentenceLM(TextFamily):
         """Sentences decoded from z ~ N(0, I) (the LM: from its zero state)."""
         vocab = assets["vocab"]
         gen = torch.Generator().manual_seed(seed)
-        z = torch.randn(n, int(model.z_size), generator=gen)  # type: ignore[arg-type,call-overload]
+        z = draw.normal((n, int(model.z_size)), gen, next(model.parameters()))  # type: ignore[arg-type,call-overload]
         decoded = model.generate(z, max_len=max_len, temperature=temperature, top_k=top_k,  # type: ignore[operator]
                                  generator=gen)  # fmt: skip
         return [" ".join(vocab[i] for i in ids) for ids in decoded]
@@ -295,7 +299,8 @@ class SentenceVAEFamily(SentenceLM):
     def encode(self, model: nn.Module, assets: dict[str, Any], text: str) -> tuple[Any, int]:
         """A sentence's posterior mean, and how many of its words are not in the vocabulary."""
         ids, unknown = encode_sentence(text, assets["vocab"])
-        mean, _ = model.encode(ids[None], torch.tensor([len(ids)]))  # type: ignore[operator]
+        device = model_device(model)
+        mean, _ = model.encode(ids[None].to(device), torch.tensor([len(ids)], device=device))  # type: ignore[operator]
         return mean, unknown
 
 

@@ -39,6 +39,7 @@ from rnnlab.data.series import (
     seasonal_naive,
     time_splits,
 )
+from rnnlab.device import model_device, to_device
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.families.base import (
     Family,
@@ -173,9 +174,10 @@ class SeriesProblem(Problem):
         was_training = model.training
         model.eval()
         total, steps = 0.0, 0
+        device = model_device(model)
         for z, r in zip(self.scaled, self.ranges, strict=True):
             start, end = (max(0, t - self.offset) for t in r[split])
-            out = model(z[None, :end], torch.tensor([end]))
+            out = model(z[None, :end].to(device), torch.tensor([end], device=device))
             total += float(out.log_prob[0, start:end].double().sum())
             steps += end - start
         model.train(was_training)
@@ -229,7 +231,7 @@ def to_values(normaliser: Normaliser, draws: torch.Tensor, lasts: np.ndarray,
               transform: str) -> np.ndarray:  # fmt: skip
     """Sampled paths (N, O, h, D) of the modelled quantity back in the data's values: the
     normalisation undone and, for differences, summed from each origin's last value (O, D)."""
-    values = normaliser.invert(draws.double().numpy())
+    values = normaliser.invert(draws.double().cpu().numpy())
     if transform == "difference":
         values = lasts[None, :, None, :] + np.cumsum(values, axis=2)
     return values
@@ -254,8 +256,10 @@ def sample_paths(model: nn.Module, histories: list[torch.Tensor], horizon: int, 
     inputs = torch.zeros(len(histories), int(lengths.max()), D)
     for b, x in enumerate(histories):  # inputs: a zero frame, then the history
         inputs[b, 1 : len(x) + 1] = x
+    inputs, lengths = to_device((inputs, lengths), model_device(model))
     out, state = model.rnn(inputs, lengths=lengths)  # type: ignore[operator]
-    h = out[torch.arange(len(histories)), lengths - 1]  # (O, H): predicts the first step ahead
+    rows = torch.arange(len(histories), device=out.device)
+    h = out[rows, lengths - 1]  # (O, H): predicts the first step ahead
     h = h.repeat(n, 1)[:, None]  # (n O, 1, H), trajectory i of origin o at i * O + o
     state = tuple(s.repeat(1, n, 1) for s in state)
     steps = []

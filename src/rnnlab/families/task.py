@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from rnnlab.data.tasks import TASKS, Task, TaskData, is_task, make_task
+from rnnlab.device import model_device, to_device
 from rnnlab.families.base import (
     Family,
     Problem,
@@ -67,7 +68,7 @@ def evaluate_task(model: torch.nn.Module, task: Task, data: TaskData) -> dict[st
     model.eval()
     sums: dict[str, float] = {}
     for start in range(0, len(data), EVAL_BATCH):
-        chunk = data.slice(start, start + EVAL_BATCH)
+        chunk = to_device(data.slice(start, start + EVAL_BATCH), model_device(model))
         for k, v in task.metrics(model(chunk.x, chunk.lengths), chunk).items():
             sums[k] = sums.get(k, 0.0) + v
     model.train(was_training)

@@ -18,6 +18,7 @@ from torch import nn
 
 from rnnlab.console import progress
 from rnnlab.data import Batch, make_batches
+from rnnlab.device import model_device, to_device
 from rnnlab.families.base import (
     WIDTH,
     Problem,
@@ -87,6 +88,7 @@ class VRNNProblem(MusicProblem):
         generator = torch.Generator().manual_seed(EVAL_SEED)
         elbo, kl, frames = 0.0, 0.0, 0
         for batch in make_batches(self.data[split], 64, shuffle=False):
+            batch = to_device(batch, model_device(model))
             terms = model(batch.x, batch.lengths, generator=generator)
             elbo += float(terms.total.double())
             kl += float(terms.kl.sum().double())
@@ -109,6 +111,7 @@ class VRNNProblem(MusicProblem):
         total, frames = 0.0, 0
         batches = make_batches(self.data[split], max(1, 2048 // k), shuffle=False)
         for batch in progress(batches, f"importance-weighted NLL, {split} (k={k})"):
+            batch = to_device(batch, model_device(model))
             log_p = model.iw_log_likelihood(batch.x, batch.lengths, k, generator)  # type: ignore[operator]
             total += float(log_p.sum())
             frames += int(batch.lengths.sum())

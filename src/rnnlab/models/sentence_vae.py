@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab import device as draw
 from rnnlab.losses import gaussian_kl, gaussian_log_prob, importance_weighted_bound
 from rnnlab.models.rnn import ModelConfig, make_recurrent
 
@@ -117,16 +118,16 @@ class SentenceVAE(nn.Module):
         generator: torch.Generator | None,
     ) -> VAETerms:
         """The per-sentence terms at one sample of z from the posterior N(mean, exp(log_var))."""
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        noise = draw.normal(mean.shape, generator, mean)
         z = mean + (0.5 * log_var).exp() * noise
         inputs = torch.cat([torch.full_like(words[:, :1], SOS_ID), words[:, :-1]], 1)
         if self.training and self.config.word_dropout:
-            drop = torch.rand(inputs.shape, generator=generator) < self.config.word_dropout
+            drop = draw.uniform(inputs.shape, generator, mean) < self.config.word_dropout
             drop[:, 0] = False  # <sos> stays
             inputs = torch.where(drop, UNK_ID, inputs)
         logits, _ = self.decode_logits(z, inputs, lengths)
         token_ll = -F.cross_entropy(logits.transpose(1, 2), words, reduction="none")  # (B, T)
-        valid = torch.arange(words.shape[1])[None, :] < lengths[:, None]
+        valid = torch.arange(words.shape[1], device=words.device)[None, :] < lengths[:, None]
         log_lik = (token_ll * valid).sum(1)
         zeros = torch.zeros_like(mean)
         kl_units = gaussian_kl(
@@ -163,7 +164,7 @@ class SentenceVAE(nn.Module):
         sampling from softmax(logits / temperature), among the top_k words when top_k > 0."""
         B = z.shape[0]
         state = self._initial_state(z)
-        token = torch.full((B, 1), SOS_ID, dtype=torch.long)
+        token = torch.full((B, 1), SOS_ID, dtype=torch.long, device=z.device)
         out: list[list[int]] = [[] for _ in range(B)]
         done = torch.zeros(B, dtype=torch.bool)
         for _ in range(max_len):
@@ -180,7 +181,7 @@ class SentenceVAE(nn.Module):
                 if top_k > 0:
                     kth = logits.topk(top_k, -1).values[:, -1:]
                     logits = logits.masked_fill(logits < kth, -torch.inf)
-                token = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+                token = draw.categorical(logits.softmax(-1), generator)
             for b in range(B):
                 if not done[b]:
                     if int(token[b]) == EOS_ID:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from rnnlab import device as draw
 from rnnlab.cells import make_cell
 from rnnlab.cells.base import CellOptions
 from rnnlab.errors import ConfigError
@@ -107,7 +108,7 @@ class VRNN(nn.Module):
             fx = fx_all[:, t]
             mean_p, log_var_p = self.prior(h).chunk(2, -1)
             mean_q, log_var_q = self.encoder(torch.cat([fx, h], -1)).chunk(2, -1)
-            noise = torch.randn(mean_q.shape, generator=generator, dtype=x.dtype)
+            noise = draw.normal(mean_q.shape, generator, mean_q)
             z = mean_q + (0.5 * log_var_q).exp() * noise
             fz = self.phi_z(z)
             log_lik.append(self.head.log_prob(x[:, t], self.decoder(torch.cat([fz, h], -1))))
@@ -139,14 +140,14 @@ class VRNN(nn.Module):
         """Ancestral sampling from the prior: (B, num_frames, D)."""
         was_training = self.training
         self.eval()
-        dtype = next(self.parameters()).dtype
-        x0 = torch.zeros(batch_size, 1, self.config.frame_size, dtype=dtype)
+        weight = next(self.parameters())
+        x0 = weight.new_zeros(batch_size, 1, self.config.frame_size)
         state = self.cell.initial_state(batch_size, x0)
         frames = []
         for _ in range(num_frames):
             h = state[0]
             mean_p, log_var_p = self.prior(h).chunk(2, -1)
-            noise = torch.randn(mean_p.shape, generator=generator, dtype=dtype)
+            noise = draw.normal(mean_p.shape, generator, mean_p)
             fz = self.phi_z(mean_p + (0.5 * log_var_p).exp() * noise)
             frame = self.head.sample(self.decoder(torch.cat([fz, h], -1)), generator)
             frames.append(frame)

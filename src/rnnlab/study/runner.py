@@ -157,12 +157,15 @@ def run_worker(
     max_trials: int | None = None,
     log: Callable[[str], None] = print,
     directory: Path | None = None,
+    system: dict[str, Any] | None = None,
 ) -> int:
     """Pull and run trials until the study reaches its target; returns how many this worker ran.
     Trials' run directories go under ``directory/NAME`` (this worker's ``--dir``; default: the
-    creator's). While other workers' trials are still running when the target is reached, the
-    worker waits: a trial of a worker that died goes stale, is failed and re-queued, and this
-    worker runs its retry, so the study always finishes while one worker is alive."""
+    creator's). ``system`` ({"device": ..., "threads": ...}) is where this worker's trials run,
+    over the space's fixed values (workers on different machines differ there). While other
+    workers' trials are still running when the target is reached, the worker waits: a trial of
+    a worker that died goes stale, is failed and re-queued, and this worker runs its retry, so
+    the study always finishes while one worker is alive."""
     from rnnlab.train.loop import train_run
 
     study, settings = load_study(name, storage)
@@ -200,7 +203,8 @@ def run_worker(
         params = suggest(trial, settings["space"])
         family = space_family(settings["space"])
         try:
-            cfg = run_config({**settings["space"].get("fixed", {}), **params, "seed": number})
+            cfg = run_config({**settings["space"].get("fixed", {}), **params, "seed": number,
+                              **(system or {})})  # fmt: skip
         except RnnlabError as exc:  # a drawn value the family refuses: this trial fails
             trial.set_user_attr("error", str(exc))
             study.tell(trial, state=TrialState.FAIL)
@@ -220,6 +224,7 @@ def run_worker(
                     out,
                     None if resume else cfg,
                     resume=resume,
+                    system=system,
                     progress=False,
                     log=log,
                     epoch_callback=_pruning_callback(trial, family) if pruning else None,

@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from rnnlab.device import model_device
 from rnnlab.errors import RunDirError
 
 # The files of a run directory (see rnnlab.train.loop); LOCK is held while it trains.
@@ -154,7 +155,8 @@ def load_model_weights(path: Path, model: nn.Module) -> dict[str, Any]:
 def save_training_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, counters: dict[str, Any]
 ) -> None:
-    """Model, optimizer and counters, plus the global torch RNG state, in one atomic file."""
+    """Model, optimizer and counters, plus the global torch RNG state (and the GPU's, for a model
+    on a GPU), in one atomic file."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
@@ -165,6 +167,9 @@ def save_training_checkpoint(
             else:
                 scalars.setdefault(str(idx), {})[key] = value
     tensors["rng.torch"] = torch.get_rng_state()
+    device = model_device(model)
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     meta = {"counters": counters, "param_groups": opt["param_groups"], "optim_scalars": scalars}
     save_tensors(path, tensors, meta)
 
@@ -185,5 +190,8 @@ def load_training_checkpoint(
         state.setdefault(int(idx), {}).update(scalars)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
+    device = model_device(model)
+    if device.type == "cuda" and "rng.cuda" in tensors:  # a run resumed on another device draws
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)  # anew there (not bit for bit)
     counters: dict[str, Any] = meta["counters"]
     return counters

@@ -31,6 +31,7 @@ from torch import nn
 
 import rnnlab
 from rnnlab.data import Batch
+from rnnlab.device import model_device, resolve_device, to_device
 from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged
 from rnnlab.families import Family, Problem, family_of
 from rnnlab.files import atomic_write_text, write_json
@@ -149,13 +150,16 @@ def train_run(
     *,
     resume: bool = False,
     epochs: int | None = None,
+    system: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     epoch_callback: Callable[[dict[str, Any]], None] | None = None,
     tensorboard: bool = True,
 ) -> dict[str, Any]:
     """Train ``cfg`` (a family's config) into ``out`` (new), or continue ``out`` (``resume``,
-    optionally with more ``epochs``). ``epoch_callback`` sees each finished epoch's metrics row
+    optionally with more ``epochs``, and with ``system`` options that leave the run what it
+    is, ``{"device": ..., "threads": ...}``, so that a run started on one device continues on
+    another). ``epoch_callback`` sees each finished epoch's metrics row
     after its checkpoint is written (a study's pruner raises from it to stop the run).
     ``log`` gets one line per epoch (``rnnlab.train.progress``); ``progress`` adds a bar within
     each epoch where stderr is a terminal; ``tensorboard`` writes the scalars to ``out``.
@@ -165,7 +169,7 @@ def train_run(
     out = Path(out)
     if resume:
         with run_lock(out):
-            family, cfg, assets = _resume_run_dir(out, cfg, epochs)
+            family, cfg, assets = _resume_run_dir(out, cfg, epochs, system or {})
             problem = _problem(family, cfg, assets)
             return _train(out, family, cfg, problem, True, progress, log, epoch_callback,
                           tensorboard)  # fmt: skip
@@ -191,10 +195,13 @@ def train_run(
 
 
 def _problem(family: Family, cfg: Any, assets: dict[str, Any] | None) -> Problem:
+    device = resolve_device(cfg.device)  # before the data loads: a wrong device fails at once
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
-    return family.problem(cfg, assets)
+    problem = family.problem(cfg, assets)
+    problem.model.to(device)
+    return problem
 
 
 @contextlib.contextmanager
@@ -411,8 +418,10 @@ def _batch_loss(
 ) -> Callable[[], tuple[torch.Tensor, float]]:
     """The closure ``optimise`` calls; it leaves the number of terms of the batch in terms_out."""
 
+    on_device = to_device(batch, model_device(problem.model))
+
     def loss() -> tuple[torch.Tensor, float]:
-        value, summed, terms = problem.batch_loss(batch)
+        value, summed, terms = problem.batch_loss(on_device)
         terms_out.append(terms)
         return value, summed
 
@@ -450,17 +459,25 @@ def _write_run_dir(out: Path, family: Family, cfg: Any, assets: dict[str, Any]) 
     write_json(out / CONFIG, config_document(family, cfg))
 
 
-def _resume_run_dir(out: Path, cfg: Any, epochs: int | None) -> tuple[Family, Any, dict[str, Any]]:
+def _resume_run_dir(
+    out: Path, cfg: Any, epochs: int | None, system: dict[str, Any]
+) -> tuple[Family, Any, dict[str, Any]]:
     family, saved, legacy = read_run_config(out)
     if legacy:
         raise RunDirError(f"{out} was written by an older rnnlab; upgrade it first with: "
                           f"rnnlab upgrade {out}")  # fmt: skip
     if cfg is not None and cfg != saved:
         raise ConfigError(
-            f"--resume continues {out} with its own {CONFIG}; only --epochs may change"
+            f"--resume continues {out} with its own {CONFIG}; only --epochs, --device and "
+            "--threads may change"
         )
     assets = read_assets(out, family, saved, legacy)
-    if epochs is not None and epochs != saved.epochs:
-        saved = replace(saved, epochs=epochs)
-        write_json(out / CONFIG, config_document(family, saved))
+    changes = {k: v for k, v in system.items() if v is not None}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if changes:
+        changed = replace(saved, **changes)  # checked like any config (__post_init__)
+        if changed != saved:
+            saved = changed
+            write_json(out / CONFIG, config_document(family, saved))
     return family, saved, assets

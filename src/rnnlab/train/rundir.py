@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from rnnlab.device import resolve_device
 from rnnlab.errors import ConfigError, RunDirError
 from rnnlab.families import Family, Problem, get_family
 from rnnlab.files import read_json, write_json
@@ -96,8 +97,10 @@ class LoadedRun:
         return problem
 
 
-def load_run(run: Path) -> LoadedRun:
-    """A run directory's family, config, assets and best-validation model."""
+def load_run(run: Path, device: str = "cpu") -> LoadedRun:
+    """A run directory's family, config, assets and best-validation model, on ``device``
+    (``cpu``, ``cuda``, ``cuda:N`` or ``auto``; wherever the run was trained)."""
+    where = resolve_device(device)
     run = Path(run)
     family, cfg, legacy = read_run_config(run)
     if not (run / MODEL).is_file():
@@ -109,14 +112,14 @@ def load_run(run: Path) -> LoadedRun:
         raise RunDirError(f"{run / ASSETS} lacks or garbles what the {family.name} model needs "
                           f"({type(exc).__name__}: {exc})") from None  # fmt: skip
     meta = load_model_weights(run / MODEL, model)
-    model.eval()
+    model.to(where).eval()
     return LoadedRun(run, family, cfg, assets, model, meta)
 
 
-def load(run: str | Path) -> nn.Module:
+def load(run: str | Path, device: str = "cpu") -> nn.Module:
     """The trained model of a run directory, ready to use (evaluation mode, best-validation
-    weights); text models carry their vocabulary as ``model.vocab``.
+    weights, on ``device``); text models carry their vocabulary as ``model.vocab``.
 
     >>> model = load("runs/my-run")  # doctest: +SKIP
     """
-    return load_run(Path(run)).model
+    return load_run(Path(run), device).model

@@ -1,0 +1,50 @@
+"""The tiny data of every model family, for the registry-wide tests (import with
+``from family_fixtures import family_data``)."""
+
+import numpy as np
+
+TOY_LINES = ["the cat sat on the mat", "a dog ran in the park", "the dog sat on a cat",
+             "a cat ran", "the park is big", "a big dog sat", "the mat is red"]  # fmt: skip
+
+
+def _series_csv(path):
+    """Two numeric columns, a seasonal one and a noisy trend (no other flag needed)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(300)
+    a = np.sin(2 * np.pi * t / 12) + 0.1 * rng.standard_normal(300)
+    b = 0.01 * t + 0.2 * rng.standard_normal(300)
+    rows = ["a,b"] + [f"{x:.5f},{y:.5f}" for x, y in zip(a, b, strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def family_data(root):
+    """Writes each family's tiny data under ``root``; returns the `rnnlab train` arguments that
+    name it, by family. A new family must add its data here, or the registry tests fail."""
+    from rnnlab.data.polyphonic import PianoRolls, save_npz
+
+    rng = np.random.default_rng(0)
+
+    def pieces(n):
+        return [rng.random((int(rng.integers(4, 12)), 88)) < 0.05 for _ in range(n)]
+
+    npz = root / "tiny.npz"
+    save_npz(PianoRolls("tiny", "test", {"train": pieces(6), "valid": pieces(3),
+                                         "test": pieces(3)}), npz)  # fmt: skip
+    text = root / "text"
+    text.mkdir()
+    for split, lines in (("train", TOY_LINES), ("valid", TOY_LINES[:3]), ("test", TOY_LINES[3:])):
+        (text / f"toy.{split}.txt").write_text("\n".join(lines) + "\n")
+    csv = _series_csv(root / "series.csv")
+    toy = ["--data", "toy", "--data-dir", str(text)]
+    return {
+        "rnn": ["--data", str(npz)],
+        "rnn-nade": ["--model", "rnn-nade", "--data", str(npz)],
+        "vrnn": ["--model", "vrnn", "--data", str(npz)],
+        # The task's size options describe its data (short sequences, few of them).
+        "task": ["--data", "adding", "--seq-len", "10", "--train-size", "64", "--test-size", "64"],
+        "lm": toy,
+        "sentence-lm": ["--model", "sentence-lm", *toy],
+        "sentence-vae": ["--model", "sentence-vae", *toy],
+        "series": ["--data", str(csv)],
+    }
