@@ -298,7 +298,10 @@ class Recurrent(nn.Module):
             raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
         if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
             raise ValueError(f"lengths must be integers, got {lengths.dtype}")
-        if B > 0 and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        if torch.compiler.is_compiling():  # traced: the values are unknown; checked at run time
+            torch._assert_async(((lengths >= 0) & (lengths <= T)).all(),
+                                "lengths must lie in [0, T]")  # fmt: skip
+        elif B > 0 and (int(lengths.min()) < 0 or int(lengths.max()) > T):
             raise ValueError(f"lengths must lie in [0, {T}], got {lengths.tolist()}")
         steps = torch.arange(T, device=device)
         return (steps[:, None] < lengths.to(device)[None, :]).unsqueeze(-1)

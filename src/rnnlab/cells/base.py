@@ -144,13 +144,19 @@ def normalised_projection(x: Tensor, weight: Tensor, gain: Tensor, bias: Tensor)
     """g LN(x W^T) + b over the last dimension, the same function as
     ``layer_norm(x @ weight.t(), gain) + bias``, which would keep x W^T ((T, B, G*H): the
     largest tensor of a layer) alive from the forward to the backward. This keeps x, W and
-    each row's mean and 1/sigma, and recomputes the product in the backward."""
+    each row's mean and 1/sigma, and recomputes the product in the backward. Under
+    ``torch.compile`` and ``torch.export`` it is the plain composition (the compiler plans the
+    memory itself)."""
+    if torch.compiler.is_compiling():
+        return layer_norm(x @ weight.t(), gain, eps=_EPS) + bias
     return _NormalisedProjection.apply(x, weight, gain, bias)
 
 
+_EPS = 1e-5  # F.layer_norm's default
+_CHUNK_ROWS = 4096  # rows per slice of the gain's gradient: no full-size temporary
+
+
 class _NormalisedProjection(torch.autograd.Function):
-    EPS = 1e-5  # F.layer_norm's default
-    CHUNK_ROWS = 4096  # rows per slice of the gain's gradient: no full-size temporary
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -158,7 +164,7 @@ class _NormalisedProjection(torch.autograd.Function):
     ) -> Tensor:
         p = x @ weight.t()
         var, mean = torch.var_mean(p, dim=-1, unbiased=False, keepdim=True)
-        rstd = torch.rsqrt(var + _NormalisedProjection.EPS)
+        rstd = torch.rsqrt(var + _EPS)
         ctx.save_for_backward(x, weight, gain, mean, rstd)
         return torch.addcmul(bias, p.sub_(mean).mul_(rstd), gain)
 
@@ -172,8 +178,8 @@ class _NormalisedProjection(torch.autograd.Function):
         xhat = (x @ weight.t()).sub_(mean).mul_(rstd).reshape(-1, n)
         d = d_out.reshape(-1, n)
         d_gain = torch.zeros_like(gain)
-        for start in range(0, d.shape[0], _NormalisedProjection.CHUNK_ROWS):
-            rows = slice(start, start + _NormalisedProjection.CHUNK_ROWS)
+        for start in range(0, d.shape[0], _CHUNK_ROWS):
+            rows = slice(start, start + _CHUNK_ROWS)
             d_gain += (d[rows] * xhat[rows]).sum(0)
         d_bias = d.sum(0)
         # Through the normalisation, row by row: dp = rstd (dxhat - mean(dxhat)

@@ -174,81 +174,6 @@ def _empty(like: Tensor) -> Tensor:
     return like.new_empty(0)
 
 
-class FusedLSTMFunction(torch.autograd.Function):
-    """Autograd around the fused LSTM-family kernel (forward and hand-written backward)."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x_proj: Tensor,
-        weight_hh: Tensor,
-        peephole: Tensor,
-        weight_gg: Tensor,
-        y0: Tensor,
-        c0: Tensor,
-        a0: Tensor,
-        valid: Tensor,
-        rmask: Tensor,
-        zone: Tensor,
-        ln_hh: Tensor,
-        ln_c_weight: Tensor,
-        ln_c_bias: Tensor,
-        layout: list[int],
-        flags: list[int],
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        ext = extension()
-        assert ext is not None
-        Y, yT, cT, aT, acts, C, Chat, Rhat, RstdR = ext.lstm_forward(
-            x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, valid, rmask, zone, ln_hh,
-            ln_c_weight, ln_c_bias, layout, flags, True,
-        )  # fmt: skip
-        ctx.save_for_backward(
-            acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat,
-            ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR,
-        )  # fmt: skip
-        ctx.layout, ctx.flags = layout, flags
-        return Y, yT, cT, aT
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None, daT: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
-        (acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid, rmask, zone, Chat,
-         ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR) = ctx.saved_tensors  # fmt: skip
-        fgr = bool(ctx.flags[3])
-        ext = extension()
-        assert ext is not None
-        dY = torch.zeros_like(Y) if dY is None else dY
-        dyT = torch.zeros_like(y0) if dyT is None else dyT
-        dcT = torch.zeros_like(c0) if dcT is None else dcT
-        if fgr:
-            daT = torch.zeros_like(a0) if daT is None or daT.numel() == 0 else daT
-        else:
-            daT = _empty(Y)
-        d_xproj, dR, dP, dWgg, dy0, dc0, da0, dg_hh, dg_c, db_c = ext.lstm_backward(
-            dY, dyT, dcT, daT, acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg, valid,
-            rmask, zone, Chat, ln_hh, ln_c_weight, ln_c_bias, Rhat, RstdR,
-            ctx.layout, ctx.flags,
-        )  # fmt: skip
-        return (
-            d_xproj,
-            dR,
-            dP if peephole.numel() else None,
-            dWgg if fgr else None,
-            dy0,
-            dc0,
-            da0 if fgr else None,
-            None,
-            None,
-            None,
-            dg_hh if ln_hh.numel() else None,
-            dg_c if ln_c_weight.numel() else None,
-            db_c if ln_c_bias.numel() else None,
-            None,
-            None,
-        )
-
-
 def lstm_sequence(
     x_proj: Tensor,
     weight_hh: Tensor,
@@ -281,15 +206,8 @@ def lstm_sequence(
         e if zone is None else zone,
         *ln,
     )
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in args if isinstance(t, Tensor)
-    )
-    if needs_grad:
-        Y, yT, cT, aT = FusedLSTMFunction.apply(*args, layout, flags)
-    else:  # inference: no activations are saved
-        ext = extension()
-        assert ext is not None
-        Y, yT, cT, aT = ext.lstm_forward(*args, layout, flags, False)[:4]
+    save = _needs_grad(*args)  # inference saves no activations
+    Y, yT, cT, aT = torch.ops.rnnlab.lstm_forward(*args, layout, flags, save)[:4]
     final = (yT, cT, aT) if len(state) > 2 else (yT, cT)
     return Y, final
 
@@ -303,48 +221,8 @@ def _needs_grad(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-class FusedGRUFunction(torch.autograd.Function):
-    """Autograd around the fused GRU kernels (torch's form, or Chung et al.'s with ``v1``)."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x_proj: Tensor,
-        weight_hh: Tensor,
-        bias_hh: Tensor,
-        h0: Tensor,
-        valid: Tensor,
-        rmask: Tensor,
-        zone: Tensor,
-        ln_hh: Tensor,
-        v1: bool,
-    ) -> tuple[Tensor, Tensor]:
-        ext = extension()
-        assert ext is not None
-        Y, hT, acts, Rhat, RstdR, RhatN, RstdN = ext.gru_forward(
-            x_proj, weight_hh, bias_hh, h0, valid, rmask, zone, ln_hh, v1, True
-        )
-        ctx.save_for_backward(
-            acts, Y, h0, weight_hh, valid, rmask, zone, ln_hh, Rhat, RstdR, RhatN, RstdN
-        )
-        ctx.v1 = v1
-        return Y, hT
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, dY: Tensor | None, dhT: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
-        acts, Y, h0, weight_hh, valid, rmask, zone, ln_hh, *norm = ctx.saved_tensors
-        ext = extension()
-        assert ext is not None
-        dY = torch.zeros_like(Y) if dY is None else dY
-        dhT = torch.zeros_like(h0) if dhT is None else dhT
-        dX, dR, dbias_hh, dh0, dg = ext.gru_backward(
-            dY, dhT, acts, Y, h0, weight_hh, valid, rmask, zone, ln_hh, *norm, ctx.v1
-        )
-        d_bias = None if ctx.v1 else dbias_hh
-        d_gain = dg if ln_hh.numel() else None
-        return dX, dR, d_bias, dh0, None, None, None, d_gain, None
+# The kernels as torch operators (torch.ops.rnnlab.*): registered on import, built on first call.
+from rnnlab.kernels import ops as _ops  # noqa: E402, F401
 
 
 def gru_sequence(
@@ -366,50 +244,9 @@ def gru_sequence(
     z = _empty(x_proj) if zone is None else zone
     g = _empty(x_proj) if ln_hh is None else ln_hh
     args = (x_proj, weight_hh, b_hh, h0, valid_t, rmask_t, z, g)
-    if _needs_grad(x_proj, weight_hh, b_hh, h0, g):
-        Y, hT = FusedGRUFunction.apply(*args, v1)
-    else:
-        ext = extension()
-        assert ext is not None
-        Y, hT = ext.gru_forward(*args, v1, False)[:2]
+    save = _needs_grad(x_proj, weight_hh, b_hh, h0, g)
+    Y, hT = torch.ops.rnnlab.gru_forward(*args, v1, save)[:2]
     return Y, (hT,)
-
-
-class FusedTanhFunction(torch.autograd.Function):
-    """Autograd around the fused tanh-RNN kernel."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x_proj: Tensor,
-        weight_hh: Tensor,
-        h0: Tensor,
-        valid: Tensor,
-        rmask: Tensor,
-        zone: Tensor,
-        ln_hh: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        ext = extension()
-        assert ext is not None
-        Y, hT, Yhat, Rhat, RstdR = ext.tanh_forward(
-            x_proj, weight_hh, h0, valid, rmask, zone, ln_hh, True
-        )
-        ctx.save_for_backward(Y, h0, weight_hh, valid, rmask, zone, Yhat, ln_hh, Rhat, RstdR)
-        return Y, hT
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, dY: Tensor | None, dhT: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
-        Y, h0, weight_hh, valid, rmask, zone, Yhat, ln_hh, Rhat, RstdR = ctx.saved_tensors
-        ext = extension()
-        assert ext is not None
-        dY = torch.zeros_like(Y) if dY is None else dY
-        dhT = torch.zeros_like(h0) if dhT is None else dhT
-        dX, dR, dh0, dg = ext.tanh_backward(
-            dY, dhT, Y, h0, weight_hh, valid, rmask, zone, Yhat, ln_hh, Rhat, RstdR
-        )
-        return dX, dR, dh0, None, None, None, dg if ln_hh.numel() else None
 
 
 def tanh_sequence(
@@ -427,41 +264,8 @@ def tanh_sequence(
     z = _empty(x_proj) if zone is None else zone
     g = _empty(x_proj) if ln_hh is None else ln_hh
     args = (x_proj, weight_hh, h0, valid_t, rmask_t, z, g)
-    if _needs_grad(x_proj, weight_hh, h0, g):
-        Y, hT = FusedTanhFunction.apply(*args)
-    else:
-        ext = extension()
-        assert ext is not None
-        Y, hT = ext.tanh_forward(*args, False)[:2]
+    Y, hT = torch.ops.rnnlab.tanh_forward(*args, _needs_grad(x_proj, weight_hh, h0, g))[:2]
     return Y, (hT,)
-
-
-class GatedScanFunction(torch.autograd.Function):
-    """minGRU / minLSTM from x_proj (the coefficients computed inside the recurrence), with the
-    hand-written backward that recomputes their derivatives from x_proj."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x_proj: Tensor, h0: Tensor, valid: Tensor, kind: int
-    ) -> tuple[Tensor, Tensor]:
-        ext = extension()
-        assert ext is not None
-        H, hT = ext.gated_scan_forward(x_proj, h0, valid, kind)
-        ctx.save_for_backward(x_proj, H, h0, valid)
-        ctx.kind = kind
-        return H, hT
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, dH: Tensor | None, dhT: Tensor | None
-    ) -> tuple[Tensor, Tensor, None, None]:
-        x_proj, H, h0, valid = ctx.saved_tensors
-        ext = extension()
-        assert ext is not None
-        dH = torch.zeros_like(H) if dH is None else dH
-        dhT = torch.zeros_like(h0) if dhT is None else dhT
-        dx, dh0 = ext.gated_scan_backward(dH, dhT, x_proj, H, h0, valid, ctx.kind)
-        return dx, dh0, None, None
 
 
 def gated_scan(
@@ -470,10 +274,5 @@ def gated_scan(
     """All states of minGRU (kind 0) or minLSTM (kind 1): x_proj (T, B, G*H), h0 (B, H), valid
     (T, B) bool or None. Returns (h (T, B, H), h_T); h carries the state over padded steps."""
     v = _empty(x_proj) if valid is None else valid
-    if _needs_grad(x_proj, h0):
-        H, hT = GatedScanFunction.apply(x_proj, h0, v, kind)
-        return H, hT
-    ext = extension()
-    assert ext is not None
-    H, hT = ext.gated_scan_forward(x_proj, h0, v, kind)
+    H, hT = torch.ops.rnnlab.gated_scan_forward(x_proj, h0, v, kind)
     return H, hT
