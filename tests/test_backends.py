@@ -11,7 +11,7 @@ from torch.autograd import gradcheck
 import rnnlab
 from rnnlab import Recurrent
 from rnnlab.errors import ConfigError
-from rnnlab.kernels import cpu
+from rnnlab.kernels import build, cpu
 
 LSTMS = [n for n in rnnlab.cell_names() if n.startswith("lstm")]
 FUSED = rnnlab.cell_names()  # every cell has a fused CPU kernel
@@ -291,7 +291,7 @@ def test_the_packed_recurrent_product_equals_torch_mm(shape):
 def test_a_lock_left_by_a_killed_build_is_cleared_not_waited_on():
     # torch waits forever on its build directory's "lock" file; one left by a process killed
     # while it loaded the extension must not hang every later process.
-    lock = cpu.build_directory() / "lock"
+    lock = build.build_directory() / "lock"
     lock.touch()
     try:
         code = "from rnnlab.kernels import cpu\nassert cpu.extension() is not None\n"
@@ -310,21 +310,21 @@ def test_the_kernel_cache_is_keyed_by_content_not_by_checkout(tmp_path, monkeypa
     version of torch gets its own directory, so no checkout rebuilds another's kernels."""
     import shutil
 
-    key = cpu.build_key()
-    assert cpu.extension_name().endswith(key) and key in str(cpu.build_directory())
+    key = build.build_key()
+    assert build.extension_name().endswith(key) and key in str(build.build_directory())
     copy = tmp_path / "csrc"
-    shutil.copytree(cpu._CSRC, copy)
-    monkeypatch.setattr(cpu, "_CSRC", copy)
-    monkeypatch.setattr(cpu, "_SOURCES", [copy / p.name for p in cpu._SOURCES])
-    assert cpu.build_key() == key
+    shutil.copytree(build._CSRC, copy)
+    monkeypatch.setattr(build, "_CSRC", copy)
+    monkeypatch.setattr(build, "_SOURCES", [copy / p.name for p in build._SOURCES])
+    assert build.build_key() == key
     header = copy / "safe_math.h"
     original = header.read_bytes()
     header.write_bytes(original + b"// changed\n")
-    assert cpu.build_key() != key
+    assert build.build_key() != key
     header.write_bytes(original)
-    assert cpu.build_key() == key
-    monkeypatch.setattr(cpu.torch, "__version__", "0.0.0")
-    assert cpu.build_key() != key
+    assert build.build_key() == key
+    monkeypatch.setattr(build.torch, "__version__", "0.0.0")
+    assert build.build_key() != key
 
 
 def test_a_build_announces_itself_once(tmp_path, monkeypatch, capsys):
@@ -337,14 +337,14 @@ def test_a_build_announces_itself_once(tmp_path, monkeypatch, capsys):
 
     def fake_load(name, sources, extra_cflags, build_directory, verbose):
         built.append(name)
-        (cpu.Path(build_directory) / f"{name}.so").write_bytes(b"")
+        (build.Path(build_directory) / f"{name}.so").write_bytes(b"")
         return object()
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.delenv("RNNLAB_NO_EXTENSION", raising=False)
     monkeypatch.setattr(cpp_extension, "load", fake_load)
     for attempt in range(2):
-        monkeypatch.setattr(cpu, "_state", {"module": None, "error": None})
+        monkeypatch.setattr(build, "_state", {"module": None, "error": None})
         assert cpu.extension() is not None
         lines = [line for line in capsys.readouterr().err.splitlines() if line]
         if attempt == 0:
@@ -352,7 +352,7 @@ def test_a_build_announces_itself_once(tmp_path, monkeypatch, capsys):
             assert str(tmp_path) in lines[0] and "built the fused CPU kernels in" in lines[1]
         else:
             assert lines == []  # cached: nothing said
-    assert built == [cpu.extension_name()] * 2
+    assert built == [build.extension_name()] * 2
 
 
 @needs_extension
@@ -393,7 +393,7 @@ def test_without_a_compiler_one_line_says_the_step_loop_is_used(tmp_path, monkey
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.delenv("RNNLAB_NO_EXTENSION", raising=False)
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
-    monkeypatch.setattr(cpu, "_state", {"module": None, "error": None})
+    monkeypatch.setattr(build, "_state", {"module": None, "error": None})
     assert cpu.extension() is None and cpu.extension() is None  # said once, not per call
     lines = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(lines) == 2 and "could not be built" in lines[1]

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from rnnlab.cells import CELLS, Cell, CellOptions, GRUCell, State, make_cell
 from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.export import export_layer, onnx_exporting, refuse_unsupported_export
 
 # "auto": the fused backend where it applies, else the step loop; "step": always the step loop
 # (the reference); "fused": the fused backend, or an error where it does not apply.
@@ -191,6 +192,13 @@ class Recurrent(nn.Module):
         T, B = x.shape[0], x.shape[1]
         if T == 0:
             raise ValueError(f"Recurrent got an input with no time steps (shape {tuple(x.shape)})")
+        if onnx_exporting():
+            random = (
+                cfg.recurrent_dropout > 0
+                or cfg.zoneout > 0
+                or (cfg.dropout > 0 and cfg.num_layers > 1)
+            )
+            refuse_unsupported_export(self.training and random)
         valid = None if lengths is None else self._valid_mask(lengths, T, B, x.device)
         if valid is not None:
             # Whatever padding holds (NaN included) never reaches a product: the input
@@ -234,6 +242,9 @@ class Recurrent(nn.Module):
     ) -> tuple[Tensor, State]:
         """One direction of one layer, step by step. x (T, B, I) -> (T, B, H)."""
         cfg = self.config
+        if onnx_exporting():  # ONNX's own operator, or a Scan of the step (rnnlab.export)
+            zone = self._zoneout_masks(x.shape[0], state, cell.zoneout_parts)
+            return export_layer(cell, x, state, valid, zone)
         x_proj = cell.project_input(x)  # (T, B, G*H): all input products at once
         mask = None
         if self.training and cfg.recurrent_dropout > 0:

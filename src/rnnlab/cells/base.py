@@ -93,6 +93,19 @@ class Cell(nn.Module, ABC):
         Returns (outputs (T, B, H), final state), or None where no fused backend applies."""
         return None
 
+    def onnx_operator(
+        self, x: Tensor, state: State, valid: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """While ONNX export traces: the layer as ONNX's own recurrent operator (``LSTM``, ``GRU``,
+        ``RNN``: ``rnnlab.cells.onnx``) where it computes this cell's function; None
+        elsewhere (the export then scans the step). x (T, B, I) raw inputs, valid (T, B, 1)."""
+        return None
+
+    def _blocks(self, w: Tensor, order: list[int]) -> Tensor:
+        """w's H-row blocks (gates) in another order, for ONNX's gate order."""
+        H = self.hidden_size
+        return torch.cat([w[k * H : (k + 1) * H] for k in order])
+
     def _fused_available(self, x_proj: Tensor, layer_norm_fused: bool = False) -> bool:
         """The fused CPU kernels cover every cell on the CPU; layer norm only where the cell's
         kernel fuses it (``layer_norm_fused``: the LSTM family, both GRUs and tanh)."""
@@ -157,7 +170,6 @@ _CHUNK_ROWS = 4096  # rows per slice of the gain's gradient: no full-size tempor
 
 
 class _NormalisedProjection(torch.autograd.Function):
-
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: Tensor, weight: Tensor, gain: Tensor, bias: Tensor

@@ -59,6 +59,21 @@ class GRUCell(Cell):
 
     fused_zoneout = True
 
+    def onnx_operator(
+        self, x: Tensor, state: State, valid: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """ONNX's GRU with ``linear_before_reset=1`` (the reset gate multiplies R_h h + R_bh, as
+        here and in torch), gates reordered from r, u, n to ONNX's z, r, h."""
+        if self.options.layer_norm:
+            return None
+        from rnnlab.cells.onnx import onnx_rnn
+
+        order = [1, 0, 2]
+        weights = (self._blocks(self.weight_ih, order), self._blocks(self.weight_hh, order),
+                   torch.cat([self._blocks(self.bias, order),
+                              self._blocks(self.bias_hh, order)]))  # fmt: skip
+        return onnx_rnn("GRU", x, weights, state, valid, {"linear_before_reset": 1})
+
     def fused_sequence(
         self,
         x_proj: Tensor,
@@ -116,6 +131,20 @@ class GRUv1Cell(Cell):
         return (n_t + u_t * (h_prev - n_t),)
 
     fused_zoneout = True
+
+    def onnx_operator(
+        self, x: Tensor, state: State, valid: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """ONNX's GRU with ``linear_before_reset=0`` (the reset gate multiplies h before the
+        product, Chung et al.'s form) and no recurrent bias, gates reordered to z, r, h."""
+        if self.options.layer_norm:
+            return None
+        from rnnlab.cells.onnx import onnx_rnn
+
+        order = [1, 0, 2]
+        bias = torch.cat([self._blocks(self.bias, order), torch.zeros_like(self.bias)])
+        weights = (self._blocks(self.weight_ih, order), self._blocks(self.weight_hh, order), bias)
+        return onnx_rnn("GRU", x, weights, state, valid, {"linear_before_reset": 0})
 
     def fused_sequence(
         self,

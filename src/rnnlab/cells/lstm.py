@@ -142,7 +142,7 @@ class LSTMCell(Cell):
             blocks["i"] = blocks["i"] + g_i
             blocks["f"] = blocks["f"] + g_f
             blocks["o"] = blocks["o"] + g_o
-        peep = dict(zip(v.peephole_rows, self.peephole, strict=True)) if v.peephole_rows else {}
+        peep = {name: self.peephole[k] for k, name in enumerate(v.peephole_rows)}
 
         z_t = torch.tanh(blocks["z"]) if v.input_activation else blocks["z"]
         i_t = self._gate(blocks, peep, "i", c_prev)
@@ -165,6 +165,27 @@ class LSTMCell(Cell):
         return (y_t, c_t, torch.cat((i_t, f_t, o_t), dim=-1))
 
     fused_zoneout = True
+
+    def onnx_operator(
+        self, x: Tensor, state: State, valid: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """ONNX's LSTM, for the variants whose function it is: every gate, both activations,
+        no coupling and no gate-to-gate recurrence (``lstm``, ``lstm-np``, ``lstm-v``). Gates
+        reordered from i, f, z, o to ONNX's i, o, f, c; peepholes to its P = (p_i, p_o, p_f),
+        with p_i, p_f on c_{t-1} and p_o on c_t, as here."""
+        v = self.variant
+        full = self.blocks == ("i", "f", "z", "o") and v.input_activation and v.output_activation
+        if self.options.layer_norm or v.coupled or v.full_gate_recurrence or not full:
+            return None
+        from rnnlab.cells.onnx import onnx_rnn
+
+        order = [self.blocks.index(k) for k in "iofz"]
+        bias = torch.cat([self._blocks(self.bias, order), torch.zeros_like(self.bias)])
+        weights = (self._blocks(self.weight_ih, order), self._blocks(self.weight_hh, order), bias)
+        peephole = None
+        if v.peephole_rows:
+            peephole = torch.cat([self.peephole[v.peephole_rows.index(k)] for k in "iof"])
+        return onnx_rnn("LSTM", x, weights, state, valid, {}, peephole)
 
     def fused_sequence(
         self,

@@ -38,6 +38,18 @@ class TanhCell(Cell):
 
     fused_zoneout = True
 
+    def onnx_operator(
+        self, x: Tensor, state: State, valid: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """ONNX's RNN with tanh: H_t = tanh(X_t W^T + H_{t-1} R^T + W_b + R_b), R_b = 0."""
+        if self.options.layer_norm:
+            return None
+        from rnnlab.cells.onnx import onnx_rnn
+
+        bias = torch.cat([self.bias, torch.zeros_like(self.bias)])
+        return onnx_rnn("RNN", x, (self.weight_ih, self.weight_hh, bias), state, valid,
+                        {"activations": ["Tanh"]})  # fmt: skip
+
     def fused_sequence(
         self,
         x_proj: Tensor,

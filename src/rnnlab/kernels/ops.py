@@ -4,7 +4,7 @@ Each kernel of the C++ extension (``rnnlab.kernels.cpu``) is a ``torch.library``
 three parts, so that ``torch.compile(fullgraph=True)`` and ``torch.export`` trace through it as one
 node instead of breaking the graph around an opaque call:
 
-- the CPU implementation: the extension's function (built on first call, see ``cpu.extension``);
+- the CPU implementation: the extension's function (built on first call: ``kernels.build``);
 - a fake implementation: the shapes, dtypes and devices of its outputs from those of its inputs,
   with no computation, for tracing with symbolic (dynamic) sequence lengths and batch sizes;
 - for each forward operator, its autograd formula: the matching backward operator (itself an
@@ -24,16 +24,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnlab.kernels.build import extension, unavailable_reason
+
 Tensors = tuple[Tensor, ...]
 
 
 def _ext() -> Any:
-    from rnnlab.kernels.cpu import extension
-
     ext = extension()
     if ext is None:  # only reached where a fused path was chosen, which needs the extension
-        from rnnlab.kernels.cpu import unavailable_reason
-
         raise RuntimeError(f"the fused CPU kernels are unavailable: {unavailable_reason()}")
     return ext
 
