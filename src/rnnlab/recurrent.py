@@ -18,9 +18,11 @@ from rnnlab.cells import CELLS, Cell, CellOptions, GRUCell, State, make_cell
 from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.export import export_layer, onnx_exporting, refuse_unsupported_export
 
-# "auto": the fused backend where it applies, else the step loop; "step": always the step loop
-# (the reference); "fused": the fused backend, or an error where it does not apply.
-BACKENDS = ("auto", "step", "fused")
+# "auto": torch's own layer where it computes the cell's function and is the faster choice
+# (cuDNN on a GPU; oneDNN's LSTM on the CPU: rnnlab.kernels.torchrnn), else the fused backend where
+# it applies, else the step loop; "step": always the step loop (the reference); "fused": the
+# fused backend, or an error where it does not apply; "torch": torch's layer, or an error.
+BACKENDS = ("auto", "step", "fused", "torch")
 
 # Cells torch.nn can express exactly, and the torch module class of each.
 _TORCH_EQUIVALENT = {"lstm": nn.LSTM, "lstm-np": nn.LSTM, "gru": nn.GRU, "tanh": nn.RNN}
@@ -245,6 +247,10 @@ class Recurrent(nn.Module):
         if onnx_exporting():  # ONNX's own operator, or a Scan of the step (rnnlab.export)
             zone = self._zoneout_masks(x.shape[0], state, cell.zoneout_parts)
             return export_layer(cell, x, state, valid, zone)
+        if cfg.backend in ("auto", "torch"):
+            ran = self._torch_layer(cell, x, state, valid)
+            if ran is not None:
+                return ran
         x_proj = cell.project_input(x)  # (T, B, G*H): all input products at once
         mask = None
         if self.training and cfg.recurrent_dropout > 0:
@@ -281,6 +287,38 @@ class Recurrent(nn.Module):
                 outputs.append(new[0])
             state = new
         return torch.stack(outputs), state
+
+    def _torch_layer(
+        self, cell: Cell, x: Tensor, state: State, valid: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """torch's own layer where it computes this cell's function with these options (no
+        zoneout, no recurrent dropout in training) and, under "auto", is the faster choice."""
+        from rnnlab.kernels.torchrnn import prefers_torch, torch_layer
+
+        cfg = self.config
+        weights = cell.torch_weights()
+        usable = (
+            weights is not None
+            and cfg.zoneout == 0
+            and not (self.training and cfg.recurrent_dropout > 0)
+        )
+        if (
+            usable
+            and cell.torch_kind is not None
+            and (cfg.backend == "torch" or prefers_torch(cell.torch_kind, x.device))
+        ):
+            assert weights is not None
+            ran = torch_layer(cell.torch_kind, x, weights, state, valid, self.training)
+            if ran is not None:
+                return ran
+        if cfg.backend == "torch":
+            raise ConfigError(
+                f"the torch backend does not apply to cell {cfg.cell!r} with these options "
+                f"(torch's layers are lstm, lstm-np, gru and tanh without layer_norm, zoneout, "
+                f"recurrent dropout or zero lengths; layer_norm={cfg.layer_norm}, "
+                f"zoneout={cfg.zoneout}, recurrent_dropout={cfg.recurrent_dropout})"
+            )
+        return None
 
     def _zoneout_masks(self, T: int, state: State, parts: int) -> Tensor | None:
         """Krueger et al. 2017, eq. 5: h_t = d_t * h_{t-1} + (1 - d_t) * h_new with d_t ~

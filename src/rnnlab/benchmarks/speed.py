@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     )
     parser.add_argument("--cells", default="all", help="comma-separated cells (default: all)")
     parser.add_argument("--shapes", default=None, help="B,T,I,H[;B,T,I,H...]")
-    parser.add_argument("--backend", default="auto", help="auto, step or fused")
+    parser.add_argument("--backend", default="auto", help="auto, step, fused or torch")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--out", type=Path, default=Path("bench/out/speed.json"))

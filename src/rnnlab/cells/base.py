@@ -93,6 +93,13 @@ class Cell(nn.Module, ABC):
         Returns (outputs (T, B, H), final state), or None where no fused backend applies."""
         return None
 
+    torch_kind: str | None = None  # torch's layer of the same function (kernels.torchrnn), if any
+
+    def torch_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """(W_ih, W_hh, b_ih, b_hh) for torch's layer of the same function (``torch_kind``), or
+        None where this cell's options make it another function (layer norm, a variant)."""
+        return None
+
     def onnx_operator(
         self, x: Tensor, state: State, valid: Tensor | None
     ) -> tuple[Tensor, State] | None:
@@ -113,7 +120,7 @@ class Cell(nn.Module, ABC):
             return False
         from rnnlab.kernels import cpu
 
-        return cpu.extension() is not None
+        return cpu.available()
 
     # --- shared helpers -----------------------------------------------------------------------
     def initial_state(self, batch_size: int, like: Tensor) -> State:

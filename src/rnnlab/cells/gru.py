@@ -59,6 +59,13 @@ class GRUCell(Cell):
 
     fused_zoneout = True
 
+    torch_kind = "gru"
+
+    def torch_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        if self.options.layer_norm:
+            return None
+        return self.weight_ih, self.weight_hh, self.bias, self.bias_hh
+
     def onnx_operator(
         self, x: Tensor, state: State, valid: Tensor | None
     ) -> tuple[Tensor, State] | None:

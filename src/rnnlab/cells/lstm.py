@@ -166,6 +166,17 @@ class LSTMCell(Cell):
 
     fused_zoneout = True
 
+    torch_kind = "lstm"
+
+    def torch_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """torch's LSTM is the variant with every gate, both activations and no peepholes
+        (``lstm``, ``lstm-np``); the one bias is torch's b_ih (its b_hh zeros)."""
+        v = self.variant
+        plain = self.blocks == ("i", "f", "z", "o") and v.input_activation and v.output_activation
+        if self.options.layer_norm or v.peephole_rows or v.coupled or not plain:
+            return None
+        return self.weight_ih, self.weight_hh, self.bias, torch.zeros_like(self.bias)
+
     def onnx_operator(
         self, x: Tensor, state: State, valid: Tensor | None
     ) -> tuple[Tensor, State] | None:

@@ -38,6 +38,13 @@ class TanhCell(Cell):
 
     fused_zoneout = True
 
+    torch_kind = "tanh"
+
+    def torch_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        if self.options.layer_norm:
+            return None
+        return self.weight_ih, self.weight_hh, self.bias, torch.zeros_like(self.bias)
+
     def onnx_operator(
         self, x: Tensor, state: State, valid: Tensor | None
     ) -> tuple[Tensor, State] | None:

@@ -83,7 +83,7 @@ class ScanCell(Cell):
         if x_proj.device.type == "cpu":
             from rnnlab.kernels import cpu
 
-            if cpu.extension() is not None:
+            if cpu.available():
                 # On a CPU the exact sequential recurrence beats the log-space scan; the kernel
                 # computes a_t and b_t from x_proj inside it and keeps only the states.
                 h, h_last = cpu.gated_scan(x_proj, h0, valid, self.scan_kind)

@@ -212,8 +212,9 @@ class RecurrentOptions(FamilyConfig):
         0.0, "variational recurrent dropout (Gal & Ghahramani 2016)", low=0.0, below=1.0
     )
     zoneout: float = option(0.0, "zoneout probability (Krueger et al. 2017)", low=0.0, below=1.0)
-    backend: str = option("auto", "auto (fused where it applies), step (the reference loop) or "
-                          "fused", "system", choices=BACKENDS)  # fmt: skip
+    backend: str = option("auto", "auto (torch's own layer where it is the same function and "
+                          "faster, else fused where it applies), step (the reference loop), fused "
+                          "or torch", "system", choices=BACKENDS)  # fmt: skip
     chrono: int = option(0, "chrono initialisation with this T_max (Tallec & Ollivier 2018; 0: "
                          "off)", low=0)  # fmt: skip
 

@@ -161,6 +161,14 @@ def _say(line: str) -> None:
     print(f"rnnlab: {line}", file=sys.stderr, flush=True)
 
 
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the extension is (or can now be) built. Under torch.compile and torch.export this
+    runs when the trace reaches it and is a constant of the trace: the build itself is never
+    traced."""
+    return extension() is not None
+
+
 def unavailable_reason() -> str | None:
     extension()
     return _state["error"]

@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from rnnlab.kernels import ops as _ops  # noqa: F401 (registers torch.ops.rnnlab.*)
-from rnnlab.kernels.build import extension, unavailable_reason
+from rnnlab.kernels.build import available, extension, unavailable_reason
 
-__all__ = ["extension", "unavailable_reason", "lstm_sequence", "gru_sequence", "tanh_sequence",
-           "gated_scan"]  # fmt: skip
+__all__ = ["available", "extension", "unavailable_reason", "lstm_sequence", "gru_sequence",
+           "tanh_sequence", "gated_scan"]  # fmt: skip
 
 
 def _empty(like: Tensor) -> Tensor:
