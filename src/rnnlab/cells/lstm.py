@@ -207,7 +207,13 @@ class LSTMCell(Cell):
         zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
         """The fused CPU kernel (rnnlab.kernels.cpu), zoneout (``zone`` (T, B, 2H): the keep masks
-        of y and c) and layer norm included."""
+        of y and c) and layer norm included; on a GPU the Triton kernels (rnnlab.kernels.gpu)."""
+        if x_proj.device.type == "cuda":  # the Triton kernels (no zoneout, layer norm or FGR)
+            from rnnlab.kernels import gpu
+
+            return None if zone is not None else gpu.lstm_sequence(
+                self, x_proj, state, valid, recurrent_mask
+            )  # fmt: skip
         if not self._fused_available(x_proj, layer_norm_fused=True):
             return None
         from rnnlab.kernels import cpu

@@ -1,0 +1,291 @@
+"""The LSTM family on a GPU: the gate arithmetic of each step fused into one Triton kernel beside
+the recurrent product (cuBLAS), as haste and cuDNN do.
+
+Forward, per step t: ``pre = x_proj[t] + (y_{t-1} * mask) R^T`` (one ``addmm``), then one kernel
+computes every gate of the variant, c_t and y_t, keeps the state over padded steps and writes
+the activations the backward needs. Backward, per step in reverse: one kernel takes the
+gradients of y_t and c_t back through the gates to d pre_t (and to c_{t-1}), then one product
+``d pre_t R`` carries the gradient to y_{t-1}. The weight gradients are single large products
+after the loop: dR = sum_t d pre_t^T (y_{t-1} * mask), the peepholes' as reductions, and
+d x_proj = d pre (the input projection's own products are autograd's, outside).
+
+Covered: every LSTM variant but FGR (its gate-to-gate product per step), with peepholes,
+``lengths`` and recurrent dropout; not layer norm or zoneout (the GPU runs the step loop for
+those, and for FGR). The plain ``lstm`` runs cuDNN instead (``kernels.torchrnn``).
+
+No GPU has been lent to this project: these kernels are tested on the CPU in Triton's
+interpreter (``TRITON_INTERPRET=1``, ``tests/test_gpu_kernels.py``) against the step loop, in
+float64 with gradients, and their speed on a GPU has not been measured.
+
+The equations (the cell's, ``rnnlab.cells.lstm``), with absent gates fixed to 1:
+z = tanh(z~) (or z~), i = s(i~ + p_i c_{t-1}), f = s(f~ + p_f c_{t-1}) (or 1 - i, coupled),
+c = i z + f c_{t-1}, o = s(o~ + p_o c), h = tanh(c) (or c), y = o h.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+try:  # Triton comes with torch's CUDA wheels; the CPU wheel runs the step loop on a GPU
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover (Triton is a dev dependency)
+    triton = None
+
+
+def available() -> bool:
+    return triton is not None
+
+
+if triton is not None:
+    # Only Triton's builtins (tl.exp, tl.full; not tl.sigmoid or tl.zeros, @triton.jit functions):
+    # a kernel defined after torch imported Triton then runs in the interpreter as a whole (the
+    # interpreter patches the kernel, not the library's jitted callees, decorated at import).
+    # sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) = 2 sigmoid(2x) - 1.
+    @triton.jit
+    def _lstm_forward_step(  # type: ignore[no-untyped-def]
+        pre, c_prev, y_prev, peep, valid, y_out, c_out, acts, Y_out, H, GH,
+        OFF_I: tl.constexpr, OFF_F: tl.constexpr, OFF_Z: tl.constexpr, OFF_O: tl.constexpr,
+        P_I: tl.constexpr, P_F: tl.constexpr, P_O: tl.constexpr, COUPLED: tl.constexpr,
+        IN_ACT: tl.constexpr, OUT_ACT: tl.constexpr, HAS_VALID: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """One step of one batch row b (program 0) and BLOCK units (program 1)."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        row = b * GH
+        cp = tl.load(c_prev + b * H + cols, mask=keep, other=0.0)
+        zt = tl.load(pre + row + OFF_Z * H + cols, mask=keep, other=0.0)
+        if IN_ACT:
+            zt = 2.0 / (1.0 + tl.exp(-2.0 * zt)) - 1.0
+        if OFF_I >= 0:
+            it = tl.load(pre + row + OFF_I * H + cols, mask=keep, other=0.0)
+            if P_I >= 0:
+                it += tl.load(peep + P_I * H + cols, mask=keep, other=0.0) * cp
+            it = 1.0 / (1.0 + tl.exp(-it))
+        else:
+            it = tl.full([BLOCK], 1.0, zt.dtype)
+        if COUPLED:
+            ft = 1.0 - it
+        elif OFF_F >= 0:
+            ft = tl.load(pre + row + OFF_F * H + cols, mask=keep, other=0.0)
+            if P_F >= 0:
+                ft += tl.load(peep + P_F * H + cols, mask=keep, other=0.0) * cp
+            ft = 1.0 / (1.0 + tl.exp(-ft))
+        else:
+            ft = tl.full([BLOCK], 1.0, zt.dtype)
+        ct = it * zt + ft * cp
+        if OFF_O >= 0:
+            ot = tl.load(pre + row + OFF_O * H + cols, mask=keep, other=0.0)
+            if P_O >= 0:
+                ot += tl.load(peep + P_O * H + cols, mask=keep, other=0.0) * ct
+            ot = 1.0 / (1.0 + tl.exp(-ot))
+        else:
+            ot = tl.full([BLOCK], 1.0, zt.dtype)
+        ht = ct
+        if OUT_ACT:
+            ht = 2.0 / (1.0 + tl.exp(-2.0 * ct)) - 1.0
+        yt = ot * ht
+        out = yt
+        if HAS_VALID:
+            v = tl.load(valid + b)
+            if v == 0:
+                ct = cp
+                yt = tl.load(y_prev + b * H + cols, mask=keep, other=0.0)
+                out = tl.full([BLOCK], 0.0, zt.dtype)
+        base = b * 4 * H
+        tl.store(acts + base + cols, it, mask=keep)
+        tl.store(acts + base + H + cols, ft, mask=keep)
+        tl.store(acts + base + 2 * H + cols, zt, mask=keep)
+        tl.store(acts + base + 3 * H + cols, ot, mask=keep)
+        tl.store(c_out + b * H + cols, ct, mask=keep)
+        tl.store(y_out + b * H + cols, yt, mask=keep)
+        tl.store(Y_out + b * H + cols, out, mask=keep)
+
+    @triton.jit
+    def _lstm_backward_step(  # type: ignore[no-untyped-def]
+        dY, dy, dc, acts, c_prev, c_t, peep, valid, dpre, dy_direct, dc_prev, H, GH,
+        OFF_I: tl.constexpr, OFF_F: tl.constexpr, OFF_Z: tl.constexpr, OFF_O: tl.constexpr,
+        P_I: tl.constexpr, P_F: tl.constexpr, P_O: tl.constexpr, COUPLED: tl.constexpr,
+        IN_ACT: tl.constexpr, OUT_ACT: tl.constexpr, HAS_VALID: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """d pre_t, the part of d y_{t-1} that does not go through R, and d c_{t-1}."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        carried = tl.load(dy + b * H + cols, mask=keep, other=0.0)
+        gc = tl.load(dc + b * H + cols, mask=keep, other=0.0)
+        gy = carried + tl.load(dY + b * H + cols, mask=keep, other=0.0)
+        base = b * 4 * H
+        it = tl.load(acts + base + cols, mask=keep, other=0.0)
+        ft = tl.load(acts + base + H + cols, mask=keep, other=0.0)
+        zt = tl.load(acts + base + 2 * H + cols, mask=keep, other=0.0)
+        ot = tl.load(acts + base + 3 * H + cols, mask=keep, other=0.0)
+        cp = tl.load(c_prev + b * H + cols, mask=keep, other=0.0)
+        ct = tl.load(c_t + b * H + cols, mask=keep, other=0.0)
+        ht = ct
+        if OUT_ACT:
+            ht = 2.0 / (1.0 + tl.exp(-2.0 * ct)) - 1.0
+        dh = gy * ot
+        gct = gc
+        if OUT_ACT:
+            gct += dh * (1.0 - ht * ht)
+        else:
+            gct += dh
+        do_pre = tl.full([BLOCK], 0.0, ot.dtype)
+        if OFF_O >= 0:
+            do_pre = gy * ht * ot * (1.0 - ot)
+            if P_O >= 0:
+                gct += do_pre * tl.load(peep + P_O * H + cols, mask=keep, other=0.0)
+        dz = gct * it
+        if IN_ACT:
+            dz = dz * (1.0 - zt * zt)
+        di = gct * zt
+        if COUPLED:
+            di -= gct * cp  # f = 1 - i
+        di_pre = di * it * (1.0 - it)
+        df_pre = gct * cp * ft * (1.0 - ft)
+        gcp = gct * ft
+        if (OFF_I >= 0) and (P_I >= 0):
+            gcp += di_pre * tl.load(peep + P_I * H + cols, mask=keep, other=0.0)
+        if (OFF_F >= 0) and (not COUPLED) and (P_F >= 0):
+            gcp += df_pre * tl.load(peep + P_F * H + cols, mask=keep, other=0.0)
+        direct = tl.full([BLOCK], 0.0, ot.dtype)
+        if HAS_VALID:
+            v = tl.load(valid + b)
+            if v == 0:  # a padded step: the state passed through, the output a constant 0
+                dz = tl.full([BLOCK], 0.0, ot.dtype)
+                di_pre = dz
+                df_pre = dz
+                do_pre = dz
+                gcp = gc
+                direct = carried
+        row = b * GH
+        tl.store(dpre + row + OFF_Z * H + cols, dz, mask=keep)
+        if OFF_I >= 0:
+            tl.store(dpre + row + OFF_I * H + cols, di_pre, mask=keep)
+        if (OFF_F >= 0) and (not COUPLED):
+            tl.store(dpre + row + OFF_F * H + cols, df_pre, mask=keep)
+        if OFF_O >= 0:
+            tl.store(dpre + row + OFF_O * H + cols, do_pre, mask=keep)
+        tl.store(dy_direct + b * H + cols, direct, mask=keep)
+        tl.store(dc_prev + b * H + cols, gcp, mask=keep)
+
+
+def _block(H: int) -> int:
+    return min(256, triton.next_power_of_2(H))
+
+
+class _LSTMFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x_proj: Tensor, weight_hh: Tensor, peephole: Tensor, y0: Tensor, c0: Tensor,
+        valid: Tensor, rmask: Tensor, layout: dict[str, int],
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        T, B, GH = x_proj.shape
+        H = weight_hh.shape[1]
+        has_valid, has_mask = valid.numel() > 0, rmask.numel() > 0
+        v8 = valid.to(torch.int8).contiguous() if has_valid else valid
+        Y = x_proj.new_empty(T, B, H)
+        states_y = x_proj.new_empty(T, B, H)  # y_t as state (padded rows keep y_{t-1})
+        C = x_proj.new_empty(T, B, H)
+        acts = x_proj.new_empty(T, B, 4 * H)
+        pre = x_proj.new_empty(B, GH)
+        grid = (B, triton.cdiv(H, _block(H)))
+        y, c = y0.contiguous(), c0.contiguous()
+        R_t = weight_hh.t()
+        for t in range(T):
+            r_in = y * rmask if has_mask else y
+            torch.addmm(x_proj[t], r_in, R_t, out=pre)
+            _lstm_forward_step[grid](
+                pre, c, y, peephole, v8[t] if has_valid else v8, states_y[t], C[t], acts[t],
+                Y[t], H, GH, **layout, HAS_VALID=has_valid, BLOCK=_block(H),
+            )  # fmt: skip
+            y, c = states_y[t], C[t]
+        ctx.save_for_backward(x_proj, weight_hh, peephole, y0, c0, v8, rmask, states_y, C, acts)
+        ctx.layout = layout
+        return Y, y.clone(), c.clone()
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        x_proj, weight_hh, peephole, y0, c0, v8, rmask, states_y, C, acts = ctx.saved_tensors
+        T, B, GH = x_proj.shape
+        H = weight_hh.shape[1]
+        has_valid, has_mask = v8.numel() > 0, rmask.numel() > 0
+        dY = torch.zeros_like(states_y) if dY is None else dY.contiguous()
+        dy = torch.zeros_like(y0) if dyT is None else dyT.contiguous().clone()
+        dc = torch.zeros_like(c0) if dcT is None else dcT.contiguous().clone()
+        dpre = x_proj.new_zeros(T, B, GH)  # rows of absent gates stay zero
+        direct, dc_prev = torch.empty_like(dy), torch.empty_like(dc)
+        grid = (B, triton.cdiv(H, _block(H)))
+        for t in range(T - 1, -1, -1):
+            c_prev = C[t - 1] if t > 0 else c0
+            _lstm_backward_step[grid](
+                dY[t], dy, dc, acts[t], c_prev, C[t], peephole, v8[t] if has_valid else v8,
+                dpre[t], direct, dc_prev, H, GH, **ctx.layout, HAS_VALID=has_valid,
+                BLOCK=_block(H),
+            )  # fmt: skip
+            through = dpre[t] @ weight_hh
+            dy = direct + (through * rmask if has_mask else through)
+            dc, dc_prev = dc_prev, dc
+        y_prev = torch.cat([y0[None], states_y[:-1]])
+        if has_mask:
+            y_prev = y_prev * rmask
+        d_weight_hh = dpre.reshape(T * B, GH).t() @ y_prev.reshape(T * B, H)
+        d_peephole = None
+        if peephole.numel():
+            d_peephole = torch.zeros_like(peephole)
+            c_prev_all = torch.cat([c0[None], C[:-1]])
+            L = ctx.layout
+            for key, name, c_seen in (("P_I", "OFF_I", c_prev_all), ("P_F", "OFF_F", c_prev_all),
+                                      ("P_O", "OFF_O", C)):  # fmt: skip
+                if L[key] >= 0:
+                    k = L[name]
+                    d_peephole[L[key]] = (dpre[..., k * H : (k + 1) * H] * c_seen).sum((0, 1))
+        return dpre, d_weight_hh, d_peephole, dy, dc, None, None, None
+
+
+def layout_of(cell: Any) -> dict[str, Any] | None:
+    """The kernels' constants for an LSTM cell, or None where they do not apply (FGR)."""
+    v = cell.variant
+    if v.full_gate_recurrence:
+        return None
+
+    def offset(k: str) -> int:
+        return cell.blocks.index(k) if k in cell.blocks else -1
+
+    def row(k: str) -> int:
+        return v.peephole_rows.index(k) if k in v.peephole_rows else -1
+
+    return {"OFF_I": offset("i"), "OFF_F": offset("f"), "OFF_Z": offset("z"),
+            "OFF_O": offset("o"), "P_I": row("i"), "P_F": row("f"), "P_O": row("o"),
+            "COUPLED": bool(v.coupled), "IN_ACT": bool(v.input_activation),
+            "OUT_ACT": bool(v.output_activation)}  # fmt: skip
+
+
+def lstm_sequence(
+    cell: Any, x_proj: Tensor, state: tuple[Tensor, ...], valid: Tensor | None,
+    rmask: Tensor | None,
+) -> tuple[Tensor, tuple[Tensor, ...]] | None:  # fmt: skip
+    """One layer and direction of an LSTM-family cell: x_proj (T, B, G*H), state (y0, c0),
+    valid (T, B) bool. Returns the outputs (T, B, H) and (y_T, c_T), or None where the kernels
+    do not apply (FGR, layer norm, no Triton)."""
+    if triton is None or cell.options.layer_norm:
+        return None
+    layout = layout_of(cell)
+    if layout is None:
+        return None
+    e = x_proj.new_empty(0)
+    peephole = cell.peephole if cell.variant.peephole_rows else e
+    Y, yT, cT = _LSTMFunction.apply(
+        x_proj.contiguous(), cell.weight_hh, peephole, state[0], state[1],
+        e if valid is None else valid, e if rmask is None else rmask, layout,
+    )  # fmt: skip
+    return Y, (yT, cT)

@@ -1,0 +1,66 @@
+"""The GPU kernels of the LSTM family (Triton), run on the CPU in Triton's interpreter
+(TRITON_INTERPRET=1) against the step loop: outputs, final states and every gradient, in float64,
+for every LSTM variant the kernels cover, with lengths, initial states and recurrent dropout.
+(No GPU has been lent to this project; on one, the same kernels run compiled.)"""
+
+import os
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton", reason="Triton is not installed")
+if not torch.cuda.is_available():
+    # Before the kernels are defined (decorated): Triton decides there whether they are
+    # interpreted, and torch may have imported Triton (and read TRITON_INTERPRET) already.
+    os.environ["TRITON_INTERPRET"] = "1"
+    triton.knobs.runtime.interpret = True
+
+from rnnlab import Recurrent  # noqa: E402
+from rnnlab.cells import cell_names  # noqa: E402
+from rnnlab.kernels import gpu  # noqa: E402
+
+LSTM_CELLS = [c for c in cell_names() if c.startswith("lstm")]
+
+
+@pytest.mark.parametrize("cell", LSTM_CELLS)
+def test_kernels_match_the_step_loop_with_gradients(cell):
+    torch.manual_seed(0)
+    layer = Recurrent(cell, 3, 5, backend="step").double()
+    for p in layer.parameters():
+        torch.nn.init.uniform_(p, -0.6, 0.6)
+    unit = layer.layer_cells[0]
+    if gpu.layout_of(unit) is None:
+        assert cell == "lstm-fgr"  # its gate-to-gate product per step: the step loop runs it
+        return
+    T, B = 6, 3
+    x = torch.randn(T, B, 3, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 4])
+    valid = torch.arange(T)[:, None] < lengths[None, :]
+    state = (torch.randn(B, 5, dtype=torch.float64), torch.randn(B, 5, dtype=torch.float64))
+    mask = torch.bernoulli(torch.full((B, 5), 0.7, dtype=torch.float64)) / 0.7
+
+    def run(fn):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        s = tuple(part.clone().requires_grad_(True) for part in state)
+        out, final = fn(unit.project_input(xi), s)
+        (out.square().sum() + final[0].sum() + 2 * final[1].sum()).backward()
+        grads = [p.grad.clone() for p in unit.parameters()]
+        return out, final, grads, xi.grad, [part.grad for part in s]
+
+    def steps(x_proj, s):
+        outputs = []
+        for t in range(T):
+            new = unit.step(x_proj[t], s, mask)
+            v = valid[t][:, None]
+            new = tuple(torch.where(v, n, o) for n, o in zip(new, s, strict=True))
+            outputs.append(torch.where(v, new[0], 0.0))
+            s = new
+        return torch.stack(outputs), s
+
+    want = run(steps)
+    got = run(lambda x_proj, s: gpu.lstm_sequence(unit, x_proj, s, valid, mask))
+    for g, w in zip(got, want, strict=True):
+        for a, b in zip(g if isinstance(g, (list, tuple)) else [g],
+                        w if isinstance(w, (list, tuple)) else [w], strict=True):  # fmt: skip
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
