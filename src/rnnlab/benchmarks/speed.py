@@ -112,6 +112,34 @@ def matmul_floor(cell: str, shape: tuple[int, ...], repeats: int) -> float:
     return timed(products, repeats)
 
 
+def matmul_flops(cell: str, shape: tuple[int, ...], backward: bool = True) -> float:
+    """The floating-point operations of a layer's matrix products (elementwise work is not
+    counted, as in the usual RNN FLOP counts): a forward 2 T B G*H (I + H) (the scan cells have
+    no recurrent product: 2 T B G*H I), plus FGR's gate-to-gate product 2 T B (3H)^2; a
+    forward+backward three times the forward (the backward's d x, d W_ih, d y and d R are two
+    products for each one of the forward)."""
+    B, T, I, H = shape
+    torch_rows = {"torch:lstm": (4, True), "torch:gru": (3, True), "torch:rnn": (1, True)}
+    if cell in torch_rows:
+        rows, recurrent, fgr = *torch_rows[cell], False
+    else:
+        layer = Recurrent(cell, I, H).layer_cells[0]
+        rows, recurrent = layer.weight_ih.shape[0] // H, layer.recurrent_weights
+        fgr = hasattr(layer, "weight_gg")
+    forward = 2.0 * T * B * rows * H * (I + (H if recurrent else 0))
+    if fgr:
+        forward += 2.0 * T * B * (3 * H) ** 2
+    return forward * (3 if backward else 1)
+
+
+def matmul_peak(repeats: int, n: int = 2048) -> float:
+    """GFLOP/s of one large square float32 product (n x n by n x n), the machine's measured
+    matrix-product peak that the cells' rates are stated against."""
+    a, b = torch.randn(n, n, device=DEVICE), torch.randn(n, n, device=DEVICE)
+    ms = timed(lambda: torch.mm(a, b), max(repeats, 3))
+    return 2.0 * n**3 / (ms / 1000) / 1e9
+
+
 def measure_memory(name: str, shape: tuple[int, ...], backend: str, **options: Any) -> float:
     """Peak resident-set growth (MiB) of one forward+backward, in a fresh process: the peak is
     reset just before the step (Linux: /proc/self/clear_refs) and read after it (VmHWM). On a
@@ -207,6 +235,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     ]  # fmt: skip
     options = {k: v for k, v in (("layer_norm", args.layer_norm), ("zoneout", args.zoneout)) if v}
     rows: list[dict[str, Any]] = []
+    peak = matmul_peak(args.repeats)
+    print(f"matrix-product peak: {peak:.0f} GFLOP/s (2048^2 float32 torch.mm)", file=sys.stderr)
     for shape in shapes:
         baselines: dict[str, dict[str, float]] = {}
         for ref in ("torch:lstm", "torch:gru", "torch:rnn"):
@@ -232,6 +262,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
             row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / base["fwd_bwd_ms"]
             row["forward_ratio"] = row["forward_ms"] / base["forward_ms"]
             row["vs_matmul"] = row["fwd_bwd_ms"] / row["matmul_ms"]
+            row["gflops"] = matmul_flops(cell, shape) / (row["fwd_bwd_ms"] / 1000) / 1e9
+            row["forward_gflops"] = (
+                matmul_flops(cell, shape, backward=False) / (row["forward_ms"] / 1000) / 1e9
+            )
+            row["ref_gflops"] = matmul_flops(ref_name, shape) / (base["fwd_bwd_ms"] / 1000) / 1e9
+            row["peak_gflops"] = peak
             if not args.no_memory:
                 row["peak_mib"] = measure_memory(cell, shape, args.backend, **options)
                 row["ref_peak_mib"] = base["peak_mib"]
@@ -245,21 +281,24 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         f"{torch.get_num_threads()} threads, {machine} ({DEVICE}), backend {args.backend}"
         + (f", options {options}" if options else "")
     )
+    print(f"matrix-product peak (2048^2 float32 torch.mm): {peak:.0f} GFLOP/s; GFLOP/s counts the "
+          "matrix products of a forward+backward (3 x 2 T B G*H (I + H))")  # fmt: skip
     print(
-        "| shape (B,T,I,H) | cell | fwd ms | fwd ratio | fwd+bwd ms | ratio | vs matmul | "
-        "matmul ms | peak MiB | ref peak MiB |"
+        "| shape (B,T,I,H) | cell | fwd ms | fwd ratio | fwd+bwd ms | ratio | GFLOP/s | "
+        "% of peak | ref GFLOP/s | vs matmul | peak MiB | ref peak MiB |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(
             f"| {','.join(map(str, r['shape']))} | {r['cell']} | {r['forward_ms']:.1f} | "
             f"{r['forward_ratio']:.2f} | {r['fwd_bwd_ms']:.1f} | {r['fwd_bwd_ratio']:.2f} | "
-            f"{r['vs_matmul']:.2f} | {r['matmul_ms']:.1f} | "
+            f"{r['gflops']:.0f} | {100 * r['gflops'] / peak:.0f}% | {r['ref_gflops']:.0f} | "
+            f"{r['vs_matmul']:.2f} | "
             f"{r.get('peak_mib', float('nan')):.0f} | {r.get('ref_peak_mib', float('nan')):.0f} |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"rows": rows, "threads": torch.get_num_threads(), "device": str(DEVICE),
-               "machine": machine}  # fmt: skip
+               "machine": machine, "matmul_peak_gflops": peak}  # fmt: skip
     args.out.write_text(json.dumps(summary, indent=2))
 
 
