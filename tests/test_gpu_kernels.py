@@ -22,21 +22,27 @@ from rnnlab.kernels import gpu  # noqa: E402
 LSTM_CELLS = [c for c in cell_names() if c.startswith("lstm")]
 
 
-@pytest.mark.parametrize("cell", LSTM_CELLS)
+def _sequence(cell, unit):
+    if cell == "gru-v1":
+        return lambda x_proj, s, valid, mask: gpu.gru_v1_sequence(unit, x_proj, s[0], valid, mask)
+    return lambda x_proj, s, valid, mask: gpu.lstm_sequence(unit, x_proj, s, valid, mask)
+
+
+@pytest.mark.parametrize("cell", [*LSTM_CELLS, "gru-v1"])
 def test_kernels_match_the_step_loop_with_gradients(cell):
     torch.manual_seed(0)
     layer = Recurrent(cell, 3, 5, backend="step").double()
     for p in layer.parameters():
         torch.nn.init.uniform_(p, -0.6, 0.6)
     unit = layer.layer_cells[0]
-    if gpu.layout_of(unit) is None:
+    if cell != "gru-v1" and gpu.layout_of(unit) is None:
         assert cell == "lstm-fgr"  # its gate-to-gate product per step: the step loop runs it
         return
     T, B = 6, 3
     x = torch.randn(T, B, 3, dtype=torch.float64)
     lengths = torch.tensor([6, 2, 4])
     valid = torch.arange(T)[:, None] < lengths[None, :]
-    state = (torch.randn(B, 5, dtype=torch.float64), torch.randn(B, 5, dtype=torch.float64))
+    state = tuple(torch.randn(B, 5, dtype=torch.float64) for _ in unit.state_widths)
     mask = torch.bernoulli(torch.full((B, 5), 0.7, dtype=torch.float64)) / 0.7
 
     def run(fn):
@@ -44,7 +50,7 @@ def test_kernels_match_the_step_loop_with_gradients(cell):
         xi = x.clone().requires_grad_(True)
         s = tuple(part.clone().requires_grad_(True) for part in state)
         out, final = fn(unit.project_input(xi), s)
-        (out.square().sum() + final[0].sum() + 2 * final[1].sum()).backward()
+        (out.square().sum() + sum((k + 1) * f.sum() for k, f in enumerate(final))).backward()
         grads = [p.grad.clone() for p in unit.parameters()]
         return out, final, grads, xi.grad, [part.grad for part in s]
 
@@ -59,7 +65,8 @@ def test_kernels_match_the_step_loop_with_gradients(cell):
         return torch.stack(outputs), s
 
     want = run(steps)
-    got = run(lambda x_proj, s: gpu.lstm_sequence(unit, x_proj, s, valid, mask))
+    kernels = _sequence(cell, unit)
+    got = run(lambda x_proj, s: kernels(x_proj, s, valid, mask))
     for g, w in zip(got, want, strict=True):
         for a, b in zip(g if isinstance(g, (list, tuple)) else [g],
                         w if isinstance(w, (list, tuple)) else [w], strict=True):  # fmt: skip

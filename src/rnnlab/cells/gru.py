@@ -161,6 +161,12 @@ class GRUv1Cell(Cell):
         recurrent_mask: Tensor | None,
         zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
+        if x_proj.device.type == "cuda":  # the Triton kernels (no zoneout or layer norm)
+            from rnnlab.kernels import gpu
+
+            return None if zone is not None else gpu.gru_v1_sequence(
+                self, x_proj, state[0], valid, recurrent_mask
+            )  # fmt: skip
         if not self._fused_available(x_proj, layer_norm_fused=True):
             return None
         from rnnlab.kernels import cpu
