@@ -208,7 +208,7 @@ class LSTMCell(Cell):
     ) -> tuple[Tensor, State] | None:
         """The fused CPU kernel (rnnlab.kernels.cpu), zoneout (``zone`` (T, B, 2H): the keep masks
         of y and c) and layer norm included; on a GPU the Triton kernels (rnnlab.kernels.gpu)."""
-        if x_proj.device.type == "cuda":  # the Triton kernels (no zoneout, layer norm or FGR)
+        if x_proj.device.type == "cuda":  # the Triton kernels (no zoneout or layer norm)
             from rnnlab.kernels import gpu
 
             return None if zone is not None else gpu.lstm_sequence(

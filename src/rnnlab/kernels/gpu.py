@@ -10,10 +10,10 @@ gradients of y_t and c_t back through the gates to d pre_t (and to c_{t-1}), the
 after the loop: dR = sum_t d pre_t^T (y_{t-1} * mask), the peepholes' as reductions, and
 d x_proj = d pre (the input projection's own products are autograd's, outside).
 
-Covered: every LSTM variant but FGR (its gate-to-gate product per step), with peepholes, and
-``gru-v1``, each with ``lengths`` and recurrent dropout; not layer norm or zoneout (the GPU runs
-the step loop for those, and for FGR). ``lstm``, ``gru`` and ``tanh`` run cuDNN instead
-(``kernels.torchrnn``).
+Covered: every LSTM variant (FGR's gate-to-gate product a_{t-1} W_gg^T is one more product per
+step, added into the i, f, o blocks), with peepholes, and ``gru-v1``, each with ``lengths`` and
+recurrent dropout; not layer norm or zoneout (the GPU runs the step loop for those). ``lstm``,
+``gru`` and ``tanh`` run cuDNN instead (``kernels.torchrnn``).
 
 No GPU has been lent to this project: these kernels are tested on the CPU in Triton's
 interpreter (``TRITON_INTERPRET=1``, ``tests/test_gpu_kernels.py``) against the step loop, in
@@ -110,13 +110,14 @@ if triton is not None:
 
     @triton.jit
     def _lstm_backward_step(  # type: ignore[no-untyped-def]
-        dY, dy, dc, acts, c_prev, c_t, peep, valid, dpre, dy_direct, dc_prev, H, GH,
+        dY, dy, dc, da, acts, c_prev, c_t, peep, valid, dpre, dy_direct, dc_prev, H, GH,
         OFF_I: tl.constexpr, OFF_F: tl.constexpr, OFF_Z: tl.constexpr, OFF_O: tl.constexpr,
         P_I: tl.constexpr, P_F: tl.constexpr, P_O: tl.constexpr, COUPLED: tl.constexpr,
-        IN_ACT: tl.constexpr, OUT_ACT: tl.constexpr, HAS_VALID: tl.constexpr,
+        IN_ACT: tl.constexpr, OUT_ACT: tl.constexpr, HAS_VALID: tl.constexpr, FGR: tl.constexpr,
         BLOCK: tl.constexpr,
     ):  # fmt: skip
-        """d pre_t, the part of d y_{t-1} that does not go through R, and d c_{t-1}."""
+        """d pre_t, the part of d y_{t-1} that does not go through R, and d c_{t-1}; with FGR,
+        ``da`` (B, 3H) is the gradient of the state a_t = (i, f, o), added to the gates'."""
         b = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         keep = cols < H
@@ -140,18 +141,25 @@ if triton is not None:
         else:
             gct += dh
         do_pre = tl.full([BLOCK], 0.0, ot.dtype)
+        ga_i = tl.full([BLOCK], 0.0, ot.dtype)
+        ga_f = ga_i
+        ga_o = ga_i
+        if FGR:
+            ga_i = tl.load(da + b * 3 * H + cols, mask=keep, other=0.0)
+            ga_f = tl.load(da + b * 3 * H + H + cols, mask=keep, other=0.0)
+            ga_o = tl.load(da + b * 3 * H + 2 * H + cols, mask=keep, other=0.0)
         if OFF_O >= 0:
-            do_pre = gy * ht * ot * (1.0 - ot)
+            do_pre = (gy * ht + ga_o) * ot * (1.0 - ot)
             if P_O >= 0:
                 gct += do_pre * tl.load(peep + P_O * H + cols, mask=keep, other=0.0)
         dz = gct * it
         if IN_ACT:
             dz = dz * (1.0 - zt * zt)
-        di = gct * zt
+        di = gct * zt + ga_i
         if COUPLED:
             di -= gct * cp  # f = 1 - i
         di_pre = di * it * (1.0 - it)
-        df_pre = gct * cp * ft * (1.0 - ft)
+        df_pre = (gct * cp + ga_f) * ft * (1.0 - ft)
         gcp = gct * ft
         if (OFF_I >= 0) and (P_I >= 0):
             gcp += di_pre * tl.load(peep + P_I * H + cols, mask=keep, other=0.0)
@@ -275,81 +283,105 @@ def _block(H: int) -> int:
 
 
 class _LSTMFunction(torch.autograd.Function):
+    """The LSTM family; with FGR (``weight_gg`` given) the gates i, f, o also take
+    a_{t-1} W_gg^T, a_t = (i_t, f_t, o_t) being a third state part."""
+
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x_proj: Tensor, weight_hh: Tensor, peephole: Tensor, y0: Tensor, c0: Tensor,
-        valid: Tensor, rmask: Tensor, layout: dict[str, int],
-    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        ctx: Any, x_proj: Tensor, weight_hh: Tensor, peephole: Tensor, weight_gg: Tensor,
+        y0: Tensor, c0: Tensor, a0: Tensor, valid: Tensor, rmask: Tensor, layout: dict[str, int],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
         T, B, GH = x_proj.shape
         H = weight_hh.shape[1]
-        has_valid, has_mask = valid.numel() > 0, rmask.numel() > 0
+        has_valid, has_mask, fgr = valid.numel() > 0, rmask.numel() > 0, weight_gg.numel() > 0
         v8 = valid.to(torch.int8).contiguous() if has_valid else valid
         Y = x_proj.new_empty(T, B, H)
         states_y = x_proj.new_empty(T, B, H)  # y_t as state (padded rows keep y_{t-1})
         C = x_proj.new_empty(T, B, H)
-        acts = x_proj.new_empty(T, B, 4 * H)
+        acts = x_proj.new_empty(T, B, 4 * H)  # i, f, z, o after their activations
+        A = x_proj.new_empty(T, B, 3 * H) if fgr else x_proj.new_empty(0)
         pre = x_proj.new_empty(B, GH)
+        gates = [layout["OFF_I"], layout["OFF_F"], layout["OFF_O"]]
         grid = (B, triton.cdiv(H, _block(H)))
-        y, c = y0.contiguous(), c0.contiguous()
+        y, c, a = y0.contiguous(), c0.contiguous(), a0
         R_t = weight_hh.t()
         for t in range(T):
             r_in = y * rmask if has_mask else y
             torch.addmm(x_proj[t], r_in, R_t, out=pre)
+            if fgr:  # the gate-to-gate product, into the i, f and o blocks
+                blocks = pre.view(B, GH // H, H)
+                blocks[:, gates] += (a @ weight_gg.t()).view(B, 3, H)
             _lstm_forward_step[grid](
                 pre, c, y, peephole, v8[t] if has_valid else v8, states_y[t], C[t], acts[t],
                 Y[t], H, GH, **layout, HAS_VALID=has_valid, BLOCK=_block(H),
             )  # fmt: skip
+            if fgr:
+                new_a = acts[t].view(B, 4, H)[:, [0, 1, 3]].reshape(B, 3 * H)
+                A[t] = torch.where(v8[t, :, None] != 0, new_a, a) if has_valid else new_a
+                a = A[t]
             y, c = states_y[t], C[t]
-        ctx.save_for_backward(x_proj, weight_hh, peephole, y0, c0, v8, rmask, states_y, C, acts)
+        ctx.save_for_backward(x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, v8, rmask,
+                              states_y, C, acts, A)  # fmt: skip
         ctx.layout = layout
-        return Y, y.clone(), c.clone()
+        return Y, y.clone(), c.clone(), (a.clone() if fgr else x_proj.new_empty(0))
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None
+        ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None, daT: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        x_proj, weight_hh, peephole, y0, c0, v8, rmask, states_y, C, acts = ctx.saved_tensors
+        (x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, v8, rmask, states_y, C, acts,
+         A) = ctx.saved_tensors  # fmt: skip
         T, B, GH = x_proj.shape
         H = weight_hh.shape[1]
-        has_valid, has_mask = v8.numel() > 0, rmask.numel() > 0
+        has_valid, has_mask, fgr = v8.numel() > 0, rmask.numel() > 0, weight_gg.numel() > 0
+        L = ctx.layout
+        gates = [L["OFF_I"], L["OFF_F"], L["OFF_O"]]
         dY = torch.zeros_like(states_y) if dY is None else dY.contiguous()
         dy = torch.zeros_like(y0) if dyT is None else dyT.contiguous().clone()
         dc = torch.zeros_like(c0) if dcT is None else dcT.contiguous().clone()
+        da = torch.zeros_like(a0) if (daT is None or not fgr) else daT.contiguous().clone()
         dpre = x_proj.new_zeros(T, B, GH)  # rows of absent gates stay zero
         direct, dc_prev = torch.empty_like(dy), torch.empty_like(dc)
         grid = (B, triton.cdiv(H, _block(H)))
         for t in range(T - 1, -1, -1):
             c_prev = C[t - 1] if t > 0 else c0
             _lstm_backward_step[grid](
-                dY[t], dy, dc, acts[t], c_prev, C[t], peephole, v8[t] if has_valid else v8,
-                dpre[t], direct, dc_prev, H, GH, **ctx.layout, HAS_VALID=has_valid,
-                BLOCK=_block(H),
+                dY[t], dy, dc, da, acts[t], c_prev, C[t], peephole,
+                v8[t] if has_valid else v8, dpre[t], direct, dc_prev, H, GH, **L,
+                HAS_VALID=has_valid, FGR=fgr, BLOCK=_block(H),
             )  # fmt: skip
             through = dpre[t] @ weight_hh
             dy = direct + (through * rmask if has_mask else through)
             dc, dc_prev = dc_prev, dc
+            if fgr:  # d a_{t-1}: through W_gg, or all of d a_t on a padded row
+                d_gates = dpre[t].view(B, GH // H, H)[:, gates].reshape(B, 3 * H)
+                passed = d_gates @ weight_gg
+                da = torch.where(v8[t, :, None] != 0, passed, da) if has_valid else passed
         y_prev = torch.cat([y0[None], states_y[:-1]])
         if has_mask:
             y_prev = y_prev * rmask
         d_weight_hh = dpre.reshape(T * B, GH).t() @ y_prev.reshape(T * B, H)
+        d_weight_gg = None
+        if fgr:
+            a_prev = torch.cat([a0[None], A[:-1]]).reshape(T * B, 3 * H)
+            d_gates = dpre.view(T * B, GH // H, H)[:, gates].reshape(T * B, 3 * H)
+            d_weight_gg = d_gates.t() @ a_prev
         d_peephole = None
         if peephole.numel():
             d_peephole = torch.zeros_like(peephole)
             c_prev_all = torch.cat([c0[None], C[:-1]])
-            L = ctx.layout
             for key, name, c_seen in (("P_I", "OFF_I", c_prev_all), ("P_F", "OFF_F", c_prev_all),
                                       ("P_O", "OFF_O", C)):  # fmt: skip
                 if L[key] >= 0:
                     k = L[name]
                     d_peephole[L[key]] = (dpre[..., k * H : (k + 1) * H] * c_seen).sum((0, 1))
-        return dpre, d_weight_hh, d_peephole, dy, dc, None, None, None
+        return (dpre, d_weight_hh, d_peephole, d_weight_gg, dy, dc, da if fgr else None, None,
+                None, None)  # fmt: skip
 
 
 def layout_of(cell: Any) -> dict[str, Any] | None:
-    """The kernels' constants for an LSTM cell, or None where they do not apply (FGR)."""
+    """The kernels' constants for an LSTM cell."""
     v = cell.variant
-    if v.full_gate_recurrence:
-        return None
 
     def offset(k: str) -> int:
         return cell.blocks.index(k) if k in cell.blocks else -1
@@ -367,21 +399,22 @@ def lstm_sequence(
     cell: Any, x_proj: Tensor, state: tuple[Tensor, ...], valid: Tensor | None,
     rmask: Tensor | None,
 ) -> tuple[Tensor, tuple[Tensor, ...]] | None:  # fmt: skip
-    """One layer and direction of an LSTM-family cell: x_proj (T, B, G*H), state (y0, c0),
-    valid (T, B) bool. Returns the outputs (T, B, H) and (y_T, c_T), or None where the kernels
-    do not apply (FGR, layer norm, no Triton)."""
+    """One layer and direction of an LSTM-family cell: x_proj (T, B, G*H), state (y0, c0[, a0]),
+    valid (T, B) bool. Returns the outputs (T, B, H) and the final state, or None where the
+    kernels do not apply (layer norm, no Triton)."""
     if triton is None or cell.options.layer_norm:
         return None
     layout = layout_of(cell)
-    if layout is None:
-        return None
     e = x_proj.new_empty(0)
-    peephole = cell.peephole if cell.variant.peephole_rows else e
-    Y, yT, cT = _LSTMFunction.apply(
-        x_proj.contiguous(), cell.weight_hh, peephole, state[0], state[1],
+    v = cell.variant
+    peephole = cell.peephole if v.peephole_rows else e
+    weight_gg = cell.weight_gg if v.full_gate_recurrence else e
+    a0 = state[2] if v.full_gate_recurrence else e
+    Y, yT, cT, aT = _LSTMFunction.apply(
+        x_proj.contiguous(), cell.weight_hh, peephole, weight_gg, state[0], state[1], a0,
         e if valid is None else valid, e if rmask is None else rmask, layout,
     )  # fmt: skip
-    return Y, (yT, cT)
+    return Y, ((yT, cT, aT) if v.full_gate_recurrence else (yT, cT))
 
 
 class _GRUv1Function(torch.autograd.Function):
