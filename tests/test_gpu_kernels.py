@@ -22,14 +22,17 @@ from rnnlab.kernels import gpu  # noqa: E402
 LSTM_CELLS = [c for c in cell_names() if c.startswith("lstm")]
 
 
-def _sequence(cell, unit):
+def _sequence(cell, unit, zone):
     if cell == "gru-v1":
         return lambda x_proj, s, valid, mask: gpu.gru_v1_sequence(unit, x_proj, s[0], valid, mask)
-    return lambda x_proj, s, valid, mask: gpu.lstm_sequence(unit, x_proj, s, valid, mask)
+    return lambda x_proj, s, valid, mask: gpu.lstm_sequence(unit, x_proj, s, valid, mask, zone)
 
 
-@pytest.mark.parametrize("cell", [*LSTM_CELLS, "gru-v1"])
-def test_kernels_match_the_step_loop_with_gradients(cell):
+CASES = [(c, False) for c in [*LSTM_CELLS, "gru-v1"]] + [(c, True) for c in LSTM_CELLS]
+
+
+@pytest.mark.parametrize("cell,zoneout", CASES)
+def test_kernels_match_the_step_loop_with_gradients(cell, zoneout):
     torch.manual_seed(0)
     layer = Recurrent(cell, 3, 5, backend="step").double()
     for p in layer.parameters():
@@ -41,6 +44,8 @@ def test_kernels_match_the_step_loop_with_gradients(cell):
     valid = torch.arange(T)[:, None] < lengths[None, :]
     state = tuple(torch.randn(B, w * 5, dtype=torch.float64) for w in unit.state_widths)
     mask = torch.bernoulli(torch.full((B, 5), 0.7, dtype=torch.float64)) / 0.7
+    # zoneout's keep masks of y and c (T, B, 2H), as Recurrent draws them in training
+    zone = torch.bernoulli(torch.full((T, B, 10), 0.3, dtype=torch.float64)) if zoneout else None
 
     def run(fn):
         layer.zero_grad()
@@ -55,6 +60,9 @@ def test_kernels_match_the_step_loop_with_gradients(cell):
         outputs = []
         for t in range(T):
             new = unit.step(x_proj[t], s, mask)
+            if zone is not None:
+                d_y, d_c = zone[t].chunk(2, -1)
+                new = (torch.lerp(new[0], s[0], d_y), torch.lerp(new[1], s[1], d_c), *new[2:])
             v = valid[t][:, None]
             new = tuple(torch.where(v, n, o) for n, o in zip(new, s, strict=True))
             outputs.append(torch.where(v, new[0], 0.0))
@@ -62,7 +70,7 @@ def test_kernels_match_the_step_loop_with_gradients(cell):
         return torch.stack(outputs), s
 
     want = run(steps)
-    kernels = _sequence(cell, unit)
+    kernels = _sequence(cell, unit, zone)
     got = run(lambda x_proj, s: kernels(x_proj, s, valid, mask))
     for g, w in zip(got, want, strict=True):
         for a, b in zip(g if isinstance(g, (list, tuple)) else [g],

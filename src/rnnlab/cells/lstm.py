@@ -208,12 +208,10 @@ class LSTMCell(Cell):
     ) -> tuple[Tensor, State] | None:
         """The fused CPU kernel (rnnlab.kernels.cpu), zoneout (``zone`` (T, B, 2H): the keep masks
         of y and c) and layer norm included; on a GPU the Triton kernels (rnnlab.kernels.gpu)."""
-        if x_proj.device.type == "cuda":  # the Triton kernels (no zoneout or layer norm)
+        if x_proj.device.type == "cuda":  # the Triton kernels (no layer norm)
             from rnnlab.kernels import gpu
 
-            return None if zone is not None else gpu.lstm_sequence(
-                self, x_proj, state, valid, recurrent_mask
-            )  # fmt: skip
+            return gpu.lstm_sequence(self, x_proj, state, valid, recurrent_mask, zone)
         if not self._fused_available(x_proj, layer_norm_fused=True):
             return None
         from rnnlab.kernels import cpu

@@ -11,8 +11,9 @@ after the loop: dR = sum_t d pre_t^T (y_{t-1} * mask), the peepholes' as reducti
 d x_proj = d pre (the input projection's own products are autograd's, outside).
 
 Covered: every LSTM variant (FGR's gate-to-gate product a_{t-1} W_gg^T is one more product per
-step, added into the i, f, o blocks), with peepholes, and ``gru-v1``, each with ``lengths`` and
-recurrent dropout; not layer norm or zoneout (the GPU runs the step loop for those). ``lstm``,
+step, added into the i, f, o blocks) with peepholes and zoneout (the keep masks of y and c; the
+cell's own c^_t saved beside the zoned c_t), and ``gru-v1``, each with ``lengths`` and
+recurrent dropout; not layer norm (the GPU runs the step loop for it), nor zoneout on gru-v1. ``lstm``,
 ``gru`` and ``tanh`` run cuDNN instead (``kernels.torchrnn``).
 
 No GPU has been lent to this project: these kernels are tested on the CPU in Triton's
@@ -49,13 +50,15 @@ if triton is not None:
     # sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) = 2 sigmoid(2x) - 1.
     @triton.jit
     def _lstm_forward_step(  # type: ignore[no-untyped-def]
-        pre, c_prev, y_prev, peep, valid, y_out, c_out, acts, Y_out, H, GH,
+        pre, c_prev, y_prev, peep, valid, zone, y_out, c_out, chat_out, acts, Y_out, H, GH,
         OFF_I: tl.constexpr, OFF_F: tl.constexpr, OFF_Z: tl.constexpr, OFF_O: tl.constexpr,
         P_I: tl.constexpr, P_F: tl.constexpr, P_O: tl.constexpr, COUPLED: tl.constexpr,
         IN_ACT: tl.constexpr, OUT_ACT: tl.constexpr, HAS_VALID: tl.constexpr,
-        BLOCK: tl.constexpr,
+        HAS_ZONE: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
-        """One step of one batch row b (program 0) and BLOCK units (program 1)."""
+        """One step of one batch row b (program 0) and BLOCK units (program 1). With zoneout,
+        ``zone`` (B, 2H) holds the keep masks d of y and c (or p in evaluation): the state is
+        d s_{t-1} + (1 - d) s^_t, the cell's own c^_t kept in ``chat_out`` for the backward."""
         b = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         keep = cols < H
@@ -92,6 +95,13 @@ if triton is not None:
         if OUT_ACT:
             ht = 2.0 / (1.0 + tl.exp(-2.0 * ct)) - 1.0
         yt = ot * ht
+        if HAS_ZONE:
+            tl.store(chat_out + b * H + cols, ct, mask=keep)
+            d_y = tl.load(zone + b * 2 * H + cols, mask=keep, other=0.0)
+            d_c = tl.load(zone + b * 2 * H + H + cols, mask=keep, other=0.0)
+            yp = tl.load(y_prev + b * H + cols, mask=keep, other=0.0)
+            yt = d_y * yp + (1.0 - d_y) * yt
+            ct = d_c * cp + (1.0 - d_c) * ct
         out = yt
         if HAS_VALID:
             v = tl.load(valid + b)
@@ -110,11 +120,11 @@ if triton is not None:
 
     @triton.jit
     def _lstm_backward_step(  # type: ignore[no-untyped-def]
-        dY, dy, dc, da, acts, c_prev, c_t, peep, valid, dpre, dy_direct, dc_prev, H, GH,
+        dY, dy, dc, da, acts, c_prev, c_t, peep, valid, zone, dpre, dy_direct, dc_prev, H, GH,
         OFF_I: tl.constexpr, OFF_F: tl.constexpr, OFF_Z: tl.constexpr, OFF_O: tl.constexpr,
         P_I: tl.constexpr, P_F: tl.constexpr, P_O: tl.constexpr, COUPLED: tl.constexpr,
         IN_ACT: tl.constexpr, OUT_ACT: tl.constexpr, HAS_VALID: tl.constexpr, FGR: tl.constexpr,
-        BLOCK: tl.constexpr,
+        HAS_ZONE: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         """d pre_t, the part of d y_{t-1} that does not go through R, and d c_{t-1}; with FGR,
         ``da`` (B, 3H) is the gradient of the state a_t = (i, f, o), added to the gates'."""
@@ -122,8 +132,19 @@ if triton is not None:
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         keep = cols < H
         carried = tl.load(dy + b * H + cols, mask=keep, other=0.0)
-        gc = tl.load(dc + b * H + cols, mask=keep, other=0.0)
-        gy = carried + tl.load(dY + b * H + cols, mask=keep, other=0.0)
+        gc_in = tl.load(dc + b * H + cols, mask=keep, other=0.0)
+        gy_in = carried + tl.load(dY + b * H + cols, mask=keep, other=0.0)
+        gy = gy_in
+        gc = gc_in
+        zoned_y = tl.full([BLOCK], 0.0, gy.dtype)  # what d s_{t-1} takes past the cell
+        zoned_c = zoned_y
+        if HAS_ZONE:  # c_t here is the cell's own c^_t (the caller passes it)
+            d_y = tl.load(zone + b * 2 * H + cols, mask=keep, other=0.0)
+            d_c = tl.load(zone + b * 2 * H + H + cols, mask=keep, other=0.0)
+            zoned_y = d_y * gy_in
+            zoned_c = d_c * gc_in
+            gy = (1.0 - d_y) * gy_in
+            gc = (1.0 - d_c) * gc_in
         base = b * 4 * H
         it = tl.load(acts + base + cols, mask=keep, other=0.0)
         ft = tl.load(acts + base + H + cols, mask=keep, other=0.0)
@@ -165,7 +186,8 @@ if triton is not None:
             gcp += di_pre * tl.load(peep + P_I * H + cols, mask=keep, other=0.0)
         if (OFF_F >= 0) and (not COUPLED) and (P_F >= 0):
             gcp += df_pre * tl.load(peep + P_F * H + cols, mask=keep, other=0.0)
-        direct = tl.full([BLOCK], 0.0, ot.dtype)
+        direct = zoned_y
+        gcp += zoned_c
         if HAS_VALID:
             v = tl.load(valid + b)
             if v == 0:  # a padded step: the state passed through, the output a constant 0
@@ -173,7 +195,7 @@ if triton is not None:
                 di_pre = dz
                 df_pre = dz
                 do_pre = dz
-                gcp = gc
+                gcp = gc_in
                 direct = carried
         row = b * GH
         tl.store(dpre + row + OFF_Z * H + cols, dz, mask=keep)
@@ -289,12 +311,16 @@ class _LSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x_proj: Tensor, weight_hh: Tensor, peephole: Tensor, weight_gg: Tensor,
-        y0: Tensor, c0: Tensor, a0: Tensor, valid: Tensor, rmask: Tensor, layout: dict[str, int],
+        y0: Tensor, c0: Tensor, a0: Tensor, valid: Tensor, rmask: Tensor, zone: Tensor,
+        layout: dict[str, int],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
         T, B, GH = x_proj.shape
         H = weight_hh.shape[1]
         has_valid, has_mask, fgr = valid.numel() > 0, rmask.numel() > 0, weight_gg.numel() > 0
+        has_zone = zone.numel() > 0
         v8 = valid.to(torch.int8).contiguous() if has_valid else valid
+        zone = zone.contiguous()
+        Chat = x_proj.new_empty(T, B, H) if has_zone else x_proj.new_empty(0)
         Y = x_proj.new_empty(T, B, H)
         states_y = x_proj.new_empty(T, B, H)  # y_t as state (padded rows keep y_{t-1})
         C = x_proj.new_empty(T, B, H)
@@ -312,8 +338,9 @@ class _LSTMFunction(torch.autograd.Function):
                 blocks = pre.view(B, GH // H, H)
                 blocks[:, gates] += (a @ weight_gg.t()).view(B, 3, H)
             _lstm_forward_step[grid](
-                pre, c, y, peephole, v8[t] if has_valid else v8, states_y[t], C[t], acts[t],
-                Y[t], H, GH, **layout, HAS_VALID=has_valid, BLOCK=_block(H),
+                pre, c, y, peephole, v8[t] if has_valid else v8, zone[t] if has_zone else zone,
+                states_y[t], C[t], Chat[t] if has_zone else Chat, acts[t], Y[t], H, GH, **layout,
+                HAS_VALID=has_valid, HAS_ZONE=has_zone, BLOCK=_block(H),
             )  # fmt: skip
             if fgr:
                 new_a = acts[t].view(B, 4, H)[:, [0, 1, 3]].reshape(B, 3 * H)
@@ -321,7 +348,7 @@ class _LSTMFunction(torch.autograd.Function):
                 a = A[t]
             y, c = states_y[t], C[t]
         ctx.save_for_backward(x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, v8, rmask,
-                              states_y, C, acts, A)  # fmt: skip
+                              zone, states_y, C, Chat, acts, A)  # fmt: skip
         ctx.layout = layout
         return Y, y.clone(), c.clone(), (a.clone() if fgr else x_proj.new_empty(0))
 
@@ -329,11 +356,13 @@ class _LSTMFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None, daT: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        (x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, v8, rmask, states_y, C, acts,
-         A) = ctx.saved_tensors  # fmt: skip
+        (x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, v8, rmask, zone, states_y, C, Chat,
+         acts, A) = ctx.saved_tensors  # fmt: skip
         T, B, GH = x_proj.shape
         H = weight_hh.shape[1]
         has_valid, has_mask, fgr = v8.numel() > 0, rmask.numel() > 0, weight_gg.numel() > 0
+        has_zone = zone.numel() > 0
+        own_c = Chat if has_zone else C  # the c the gates and h saw (zoneout keeps another)
         L = ctx.layout
         gates = [L["OFF_I"], L["OFF_F"], L["OFF_O"]]
         dY = torch.zeros_like(states_y) if dY is None else dY.contiguous()
@@ -346,9 +375,10 @@ class _LSTMFunction(torch.autograd.Function):
         for t in range(T - 1, -1, -1):
             c_prev = C[t - 1] if t > 0 else c0
             _lstm_backward_step[grid](
-                dY[t], dy, dc, da, acts[t], c_prev, C[t], peephole,
-                v8[t] if has_valid else v8, dpre[t], direct, dc_prev, H, GH, **L,
-                HAS_VALID=has_valid, FGR=fgr, BLOCK=_block(H),
+                dY[t], dy, dc, da, acts[t], c_prev, own_c[t], peephole,
+                v8[t] if has_valid else v8, zone[t] if has_zone else zone, dpre[t], direct,
+                dc_prev, H, GH, **L, HAS_VALID=has_valid, FGR=fgr, HAS_ZONE=has_zone,
+                BLOCK=_block(H),
             )  # fmt: skip
             through = dpre[t] @ weight_hh
             dy = direct + (through * rmask if has_mask else through)
@@ -371,12 +401,12 @@ class _LSTMFunction(torch.autograd.Function):
             d_peephole = torch.zeros_like(peephole)
             c_prev_all = torch.cat([c0[None], C[:-1]])
             for key, name, c_seen in (("P_I", "OFF_I", c_prev_all), ("P_F", "OFF_F", c_prev_all),
-                                      ("P_O", "OFF_O", C)):  # fmt: skip
+                                      ("P_O", "OFF_O", own_c)):  # fmt: skip
                 if L[key] >= 0:
                     k = L[name]
                     d_peephole[L[key]] = (dpre[..., k * H : (k + 1) * H] * c_seen).sum((0, 1))
         return (dpre, d_weight_hh, d_peephole, d_weight_gg, dy, dc, da if fgr else None, None,
-                None, None)  # fmt: skip
+                None, None, None)  # fmt: skip
 
 
 def layout_of(cell: Any) -> dict[str, Any] | None:
@@ -397,7 +427,7 @@ def layout_of(cell: Any) -> dict[str, Any] | None:
 
 def lstm_sequence(
     cell: Any, x_proj: Tensor, state: tuple[Tensor, ...], valid: Tensor | None,
-    rmask: Tensor | None,
+    rmask: Tensor | None, zone: Tensor | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]] | None:  # fmt: skip
     """One layer and direction of an LSTM-family cell: x_proj (T, B, G*H), state (y0, c0[, a0]),
     valid (T, B) bool. Returns the outputs (T, B, H) and the final state, or None where the
@@ -412,7 +442,8 @@ def lstm_sequence(
     a0 = state[2] if v.full_gate_recurrence else e
     Y, yT, cT, aT = _LSTMFunction.apply(
         x_proj.contiguous(), cell.weight_hh, peephole, weight_gg, state[0], state[1], a0,
-        e if valid is None else valid, e if rmask is None else rmask, layout,
+        e if valid is None else valid, e if rmask is None else rmask,
+        e if zone is None else zone, layout,
     )  # fmt: skip
     return Y, ((yT, cT, aT) if v.full_gate_recurrence else (yT, cT))
 
