@@ -13,8 +13,8 @@ d x_proj = d pre (the input projection's own products are autograd's, outside).
 Covered: every LSTM variant (FGR's gate-to-gate product a_{t-1} W_gg^T is one more product per
 step, added into the i, f, o blocks) with peepholes and zoneout (the keep masks of y and c; the
 cell's own c^_t saved beside the zoned c_t), and ``gru-v1``, each with ``lengths`` and
-recurrent dropout; not layer norm (the GPU runs the step loop for it), nor zoneout on gru-v1. ``lstm``,
-``gru`` and ``tanh`` run cuDNN instead (``kernels.torchrnn``).
+recurrent dropout; not layer norm (the GPU runs the step loop for it), nor zoneout on gru-v1.
+``lstm``, ``gru`` and ``tanh`` run cuDNN instead (``kernels.torchrnn``).
 
 No GPU has been lent to this project: these kernels are tested on the CPU in Triton's
 interpreter (``TRITON_INTERPRET=1``, ``tests/test_gpu_kernels.py``) against the step loop, in
