@@ -20,6 +20,7 @@ from rnnlab.cells import cell_names  # noqa: E402
 from rnnlab.kernels import gpu  # noqa: E402
 
 LSTM_CELLS = [c for c in cell_names() if c.startswith("lstm")]
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # compiled on a GPU
 
 
 def _sequence(cell, unit, zone):
@@ -34,18 +35,21 @@ CASES = [(c, False) for c in [*LSTM_CELLS, "gru-v1"]] + [(c, True) for c in LSTM
 @pytest.mark.parametrize("cell,zoneout", CASES)
 def test_kernels_match_the_step_loop_with_gradients(cell, zoneout):
     torch.manual_seed(0)
-    layer = Recurrent(cell, 3, 5, backend="step").double()
+    layer = Recurrent(cell, 3, 5, backend="step").double().to(DEVICE)
     for p in layer.parameters():
         torch.nn.init.uniform_(p, -0.6, 0.6)
     unit = layer.layer_cells[0]
     T, B = 6, 3
-    x = torch.randn(T, B, 3, dtype=torch.float64)
-    lengths = torch.tensor([6, 2, 4])
-    valid = torch.arange(T)[:, None] < lengths[None, :]
-    state = tuple(torch.randn(B, w * 5, dtype=torch.float64) for w in unit.state_widths)
-    mask = torch.bernoulli(torch.full((B, 5), 0.7, dtype=torch.float64)) / 0.7
+    x = torch.randn(T, B, 3, dtype=torch.float64, device=DEVICE)
+    lengths = torch.tensor([6, 2, 4], device=DEVICE)
+    valid = torch.arange(T, device=DEVICE)[:, None] < lengths[None, :]
+    state = tuple(torch.randn(B, w * 5, dtype=torch.float64, device=DEVICE)
+                  for w in unit.state_widths)  # fmt: skip
+    half = torch.full((B, 5), 0.7, dtype=torch.float64, device=DEVICE)
+    mask = torch.bernoulli(half) / 0.7
     # zoneout's keep masks of y and c (T, B, 2H), as Recurrent draws them in training
-    zone = torch.bernoulli(torch.full((T, B, 10), 0.3, dtype=torch.float64)) if zoneout else None
+    third = torch.full((T, B, 10), 0.3, dtype=torch.float64, device=DEVICE)
+    zone = torch.bernoulli(third) if zoneout else None
 
     def run(fn):
         layer.zero_grad()
