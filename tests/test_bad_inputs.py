@@ -99,7 +99,7 @@ CASES = {
         lambda t, _: ["train", "--data", "ptb", "--data-dir", str(t)], "lacks ptb.train.txt"),
     "sample --bpm 0": (
         lambda t, r: ["sample", str(r), "--out", str(t / "x.mid"), "--bpm", "0"],
-        "--bpm and --frames-per-beat must be positive"),
+        "--bpm must be in [4, 1000]"),
     "sample into a folder that does not exist": (
         lambda t, r: ["sample", str(r), "--out", str(t / "no" / "x.mid")], "does not exist"),
     "generate from a music run": (
@@ -147,7 +147,98 @@ CASES = {
                                                                  "high": 1.0}},
                                                "fixed": {"dropout": 1.5}})],
         "dropout must be below 1.0"),
+    # The second round (issue 16's closing check): found by a fresh hunt, each a traceback before.
+    "NaN note in a pickle": (
+        lambda t, _: ["data", "show", _pickle(t / "x.pickle", float("nan"))], "whole numbers"),
+    "a frame that is a number in a pickle": (
+        lambda t, _: ["data", "show", _raw_pickle(t / "x.pickle", [60])],
+        "must be a list of MIDI notes"),
+    "a packed flag that is an array": (
+        lambda t, _: ["data", "show", _rolls(t / "x.npz", packed=np.array([1, 1, 1], np.uint8))],
+        "'packed' must be a single integer"),
+    "an empty .npy series": (
+        lambda t, _: ["data", "show", _npy(t / "e.npy", np.zeros((0, 1)))], "is empty"),
+    "metrics.jsonl of garbage": (
+        lambda t, r: ["compare", _run_copy(r, t, lambda run: _without_result(run, "{oops\n"))],
+        "not valid JSON"),
+    "metrics.jsonl rows that are lists": (
+        lambda t, r: ["compare", _run_copy(r, t, lambda run: _without_result(run, "[1, 2]\n"))],
+        "not an epoch's row"),
+    "a checkpoint of another size, resumed": (
+        lambda t, r: ["train", "--out", _run_copy(r, t, _other_checkpoint), "--resume",
+                      "--epochs", "3", "--no-progress"],
+        "holds another model"),
+    "a plot with no picture format": (
+        lambda t, r: ["compare", str(r), "--plot", str(t / "curves.txt")], "a picture ends in"),
+    "a huge importance-sample count": (
+        lambda t, r: ["eval", str(r), "--iw-samples", "1000000000"], "up to 100,000"),
+    "a seed beyond every generator": (
+        lambda t, r: ["sample", str(r), "--out", str(t / "x.mid"), "--seed", str(10**23)],
+        "--seed must be in"),
+    "a tempo MIDI cannot write": (
+        lambda t, r: ["sample", str(r), "--out", str(t / "x.mid"), "--bpm", "1e-300"],
+        "--bpm must be in"),
+    "a train seed beyond every generator": (
+        lambda t, r: ["train", "--data", "jsb", "--seed", str(10**23)], "seed must be at most"),
+    "an output folder that is a file": (
+        lambda t, r: ["data", "import-midi", _midi_folder(t), "--name", "x", "--out-dir",
+                      _csv(t / "f.csv", "a\n1\n")], "File exists"),
+    "a study folder that is a file": (
+        lambda t, _: ["study", "create", "s", "--trials", "2", "--dir", _csv(t / "f", "x"),
+                      "--space", "greff"], "is a file, not a folder"),
+    "a storage URL no driver reads": (
+        lambda t, _: ["study", "create", "s", "--trials", "2", "--storage", "bogus://x",
+                      "--space", "greff"], "cannot open it"),
+    "a negative worker": (
+        lambda t, _: ["study", "run", "s", "--dir", str(t), "--worker", "-5"],
+        "--worker must be in"),
+    "a space whose fixed values are a list": (
+        lambda t, _: ["study", "create", "s", "--trials", "2", "--dir", str(t), "--space",
+                      _json(t / "space.json", {"params": {}, "fixed": [1]})], "are JSON objects"),
+    "a log range from zero": (
+        lambda t, _: ["study", "create", "s", "--trials", "2", "--dir", str(t), "--space",
+                      _json(t / "space.json", {"params": {"momentum": {
+                          "type": "one_minus_log", "low": 0.0, "high": 0.5}},
+                          "fixed": {"optimizer": "sgd"}})], "needs low > 0"),
 }  # fmt: skip
+
+
+def _raw_pickle(path, piece):
+    with open(path, "wb") as f:
+        pickle.dump({s: [piece] for s in ("train", "valid", "test")}, f)
+    return str(path)
+
+
+def _midi_folder(tmp):
+    """A folder of ten short MIDI files, enough for the three splits."""
+    from rnnlab.data.midi import write_midi
+
+    folder = tmp / "midi"
+    folder.mkdir()
+    for k in range(10):
+        roll = np.zeros((16, 88), bool)
+        roll[np.arange(16), 30 + (np.arange(16) + k) % 12] = True
+        write_midi(roll, folder / f"p{k}.mid", 2, 100.0)
+    return str(folder)
+
+
+def _npy(path, array):
+    np.save(path, array)
+    return str(path)
+
+
+def _without_result(run, metrics):
+    (run / "result.json").unlink()
+    (run / "metrics.jsonl").write_text(metrics)
+
+
+def _other_checkpoint(run):
+    """The checkpoint of a wider model of the same family in place of the run's own."""
+    other = run.parent / "wider"
+    data = json.loads((run / "config.json").read_text())["config"]["data"]
+    assert main(["train", "--data", data, "--epochs", "1", "--hidden-size", "6", "--out",
+                 str(other), "--no-progress"]) == 0  # fmt: skip
+    shutil.copy(other / "checkpoint.safetensors", run / "checkpoint.safetensors")
 
 
 def _series_run(tmp):

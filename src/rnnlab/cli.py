@@ -34,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"rnnlab: error: {exc}", file=sys.stderr)
         return _EXIT_ERROR
+    except OSError as exc:  # a file or folder the system refuses: it names the path and why
+        if traceback:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"rnnlab: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return _EXIT_ERROR
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
         return _EXIT_INTERRUPTED
@@ -221,8 +227,10 @@ def _add_system(parser: argparse.ArgumentParser, device: str | None = "auto") ->
 def _use_system(args: argparse.Namespace) -> None:
     """Apply --threads (a busy machine evaluates faster on fewer) and check --device before any
     work starts."""
-    if args.threads < 0:
-        raise ConfigError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if not 0 <= args.threads <= 1024:
+        raise ConfigError(
+            f"--threads must be in [0, 1024] (0: torch's default), got {args.threads}"
+        )
     if args.threads:
         import torch
 
@@ -386,9 +394,9 @@ def _eval(args: argparse.Namespace) -> int:
     from rnnlab.families import FAMILIES
     from rnnlab.train.rundir import load_run
 
-    if args.iw_samples < 0:
-        raise ConfigError(f"--iw-samples must be 0 (off) or a number of samples, got "
-                          f"{args.iw_samples}")  # fmt: skip
+    if not 0 <= args.iw_samples <= 10**5:
+        raise ConfigError(f"--iw-samples must be 0 (off) or a number of samples up to 100,000, "
+                          f"got {args.iw_samples}")  # fmt: skip
     run = load_run(args.run, args.device)
     family, data = run.family, args.data or run.cfg.data
     if data != run.cfg.data and not (family.portable_data and family.accepts(data, {})):
@@ -414,6 +422,7 @@ def _compare(args: argparse.Namespace) -> int:
     from rnnlab.report import compare_table, plot_curves
 
     _check_parents(args.plot)
+    _check_plot(args.plot)
     print(compare_table(args.runs))
     if args.plot:
         plot_curves(args.runs, args.plot)
@@ -484,6 +493,8 @@ def _import_midi(args: argparse.Namespace) -> int:
     from rnnlab.data.midi import import_midi_dir
     from rnnlab.data.polyphonic import BUNDLED, save_npz, user_data_dir
 
+    if not 1 <= args.frames_per_beat <= 96:
+        raise ConfigError(f"--frames-per-beat must be in [1, 96], got {args.frames_per_beat}")
     if args.name in BUNDLED or "/" in args.name or not args.name:
         raise ConfigError(f"--name {args.name!r}: choose a plain name other than a bundled set's")
     try:
@@ -505,6 +516,24 @@ def _import_midi(args: argparse.Namespace) -> int:
     sizes = ", ".join(f"{k} {len(v)}" for k, v in rolls.splits.items())
     print(f"{args.name}: {sizes} pieces ({len(skipped)} skipped) -> {path}")
     return 0
+
+
+def _check_seed(seed: int, flag: str = "--seed") -> None:
+    from rnnlab.families.base import SEED_MAX
+
+    if not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{flag} must be in [0, {SEED_MAX}], got {seed}")
+
+
+def _check_plot(path: Path | None) -> None:
+    """A picture's file name must end in a format matplotlib writes."""
+    if path is None:
+        return
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise ConfigError(f"{path}: a picture ends in one of {', '.join('.' + f for f in formats)}")
 
 
 def _check_parents(*paths: Path | None) -> None:
@@ -537,10 +566,12 @@ def _sample(args: argparse.Namespace) -> int:
     from rnnlab.families import SampleRequest
     from rnnlab.train.rundir import load_run
 
-    if args.frames is not None and args.frames < 1:
-        raise ConfigError(f"--frames must be positive, got {args.frames}")
-    if args.bpm <= 0 or args.frames_per_beat < 1:
-        raise ConfigError("--bpm and --frames-per-beat must be positive")
+    if args.frames is not None and not 1 <= args.frames <= 10**5:
+        raise ConfigError(f"--frames must be in [1, 100,000], got {args.frames}")
+    if not 4 <= args.bpm <= 1000 or not 1 <= args.frames_per_beat <= 96:
+        raise ConfigError(f"--bpm must be in [4, 1000] (MIDI's tempo range) and --frames-per-beat "
+                          f"in [1, 96], got {args.bpm} and {args.frames_per_beat}")  # fmt: skip
+    _check_seed(args.seed)
     run = load_run(args.run, args.device)
     if run.family.draws != "frames":
         hint = "; it writes text: rnnlab generate RUN" if run.family.draws == "text" else ""
@@ -562,6 +593,9 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.max_len < 1 or args.top_k < 0 or args.temperature < 0:
         raise ConfigError("--n and --max-len must be positive, --top-k and --temperature >= 0")
+    if args.n > 10**5 or args.max_len > 10**5:
+        raise ConfigError("--n and --max-len are at most 100,000")
+    _check_seed(args.seed)
     run = load_run(args.run, args.device)
     if run.family.draws != "text":
         hint = "; it draws frames: rnnlab sample RUN" if run.family.draws == "frames" else ""
@@ -605,8 +639,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
 def _interpolate(args: argparse.Namespace) -> int:
     import torch
 
-    if args.steps < 2:
-        raise ConfigError(f"--steps must be at least 2, got {args.steps}")
+    if not 2 <= args.steps <= 1000:
+        raise ConfigError(f"--steps must be in [2, 1000], got {args.steps}")
     run = _load_encoder(args.run, args.device)
     a, b = _encode(run, args.first), _encode(run, args.second)
     weights = torch.linspace(0, 1, args.steps, device=a.device)[:, None]
@@ -621,6 +655,14 @@ def _study(args: argparse.Namespace) -> int:
 
     from rnnlab.study import runner
 
+    if args.dir.exists() and not args.dir.is_dir():
+        raise ConfigError(f"--dir {args.dir} is a file, not a folder")
+    _check_seed(getattr(args, "seed", 0))
+    if not 0 <= getattr(args, "worker", 0) <= 999:
+        raise ConfigError(f"--worker must be in [0, 999] (it offsets the sampler's seed), got "
+                          f"{args.worker}")  # fmt: skip
+    if getattr(args, "max_trials", None) is not None and args.max_trials < 1:
+        raise ConfigError(f"--max-trials must be positive, got {args.max_trials}")
     storage = args.storage or runner.default_storage(args.dir, args.name)
     if args.command == "create":
         from rnnlab.study.space import load_space
@@ -652,6 +694,8 @@ def _task_show(args: argparse.Namespace) -> int:
 
     from rnnlab.data.tasks import make_task
 
+    if not 0 <= args.seq_len <= 10**6 or not 0 <= args.delay <= 10**6:
+        raise ConfigError("--seq-len and --delay must be in [0, 1,000,000]")
     task = make_task(args.name, args.seq_len, args.delay)
     base = task.baseline()
     print(f"{task.name}: {task.reference}")

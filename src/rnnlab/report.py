@@ -18,10 +18,27 @@ from rnnlab.train.checkpoint import METRICS, MODEL, RESULT, stored_parameter_cou
 
 
 def read_history(run: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows (one JSON object per epoch); a garbled line is an error naming it."""
     path = run / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunDirError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+        epoch = row.get("epoch") if isinstance(row, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise RunDirError(f"{path}, line {number}: not an epoch's row (an object with an "
+                              "integer 'epoch')")  # fmt: skip
+        bad = [k for k, v in row.items() if not isinstance(v, (int, float, str, bool, type(None)))]
+        if bad:
+            raise RunDirError(f"{path}, line {number}: {bad[0]!r} is not a number")
+        rows.append(row)
+    return rows
 
 
 def run_score(run: Path) -> dict[str, str]:

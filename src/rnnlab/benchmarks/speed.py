@@ -216,8 +216,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                         help="cpu (the default), cuda (or cuda:N), or auto (a GPU where torch "
                         "sees one)")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.threads < 0:
-        parser.error(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if not 0 <= args.threads <= 1024:
+        parser.error(f"--threads must be in [0, 1024] (0: torch's default), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     global DEVICE

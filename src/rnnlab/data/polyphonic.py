@@ -210,11 +210,21 @@ def load_pickle(path: Path) -> PianoRolls:
         if split not in data:
             raise DataError(f"{path}: no {split!r} split (keys: {sorted(map(str, data))})")
         pieces = []
+        if not isinstance(data[split], list | tuple):
+            raise DataError(f"{path}: {split!r} must be a list of pieces, got "
+                            f"{type(data[split]).__name__}")  # fmt: skip
         for i, piece in enumerate(data[split]):
+            if not isinstance(piece, list | tuple):
+                raise DataError(f"{path}: {split} piece {i} must be a list of frames, got "
+                                f"{type(piece).__name__}")  # fmt: skip
             roll = np.zeros((len(piece), NUM_KEYS), dtype=bool)
             for t, frame in enumerate(piece):
+                if not isinstance(frame, list | tuple):
+                    raise DataError(f"{path}: {split} piece {i} frame {t} must be a list of "
+                                    f"MIDI notes, got {type(frame).__name__}")  # fmt: skip
                 for note in frame:
-                    if not isinstance(note, int | float | np.number) or note != int(note):
+                    finite = isinstance(note, int | float | np.number) and np.isfinite(note)
+                    if not finite or note != int(note):
                         raise DataError(
                             f"{path}: {split} piece {i} frame {t} has note {note!r}: MIDI notes "
                             "are whole numbers"
@@ -238,7 +248,11 @@ def load_npz(path: Path) -> PianoRolls:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-    packed = bool(arrays.get("packed", np.array(0)))
+    flag = arrays.get("packed", np.array(0))
+    if flag.shape != () or flag.dtype.kind not in "biu":
+        raise DataError(f"{path}: 'packed' must be a single integer (0 or 1), got an array of "
+                        f"shape {flag.shape} and type {flag.dtype}")  # fmt: skip
+    packed = bool(flag)
     splits = {}
     for split in SPLITS:
         rolls_key, lengths_key = f"{split}_rolls", f"{split}_lengths"

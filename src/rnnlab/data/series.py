@@ -289,6 +289,9 @@ def _check_array(array: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where} has dtype {array.dtype}; expected real numbers")
     if array.ndim not in (1, 2):
         raise DataError(f"{where} has shape {array.shape}; expected (T,) or (T, D)")
+    if len(array) == 0:
+        raise DataError(f"{where} is empty (shape {array.shape}); a sequence needs at least "
+                        f"{MIN_STEPS} steps")  # fmt: skip
     values = array.astype(np.float64).reshape(len(array), -1)  # (T, D)
     if values.shape[1] == 0:
         raise DataError(f"{where} has shape {array.shape}: no columns")

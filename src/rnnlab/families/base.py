@@ -147,6 +147,9 @@ def _check_field(f: Field[Any], value: Any) -> None:
         raise ConfigError(f"{name} must be below {meta['below']}, got {value}")
 
 
+SEED_MAX = 2**31 - 1  # every generator rnnlab seeds (torch, numpy, Optuna's) takes it
+
+
 # --- the option groups families share --------------------------------------------------------
 @dataclass(frozen=True)
 class TrainOptions(FamilyConfig):
@@ -185,8 +188,9 @@ class TrainOptions(FamilyConfig):
         "training",
         low=0,
     )
-    seed: int = option(0, "seed of every random choice", "system")
-    threads: int = option(0, "torch CPU threads (0: torch's default)", "system", low=0)
+    seed: int = option(0, "seed of every random choice", "system", low=0, high=SEED_MAX)
+    threads: int = option(0, "torch CPU threads (0: torch's default)", "system", low=0,
+                          high=1024)  # fmt: skip
     device: str = option("auto", "where the model runs: cpu, cuda (or cuda:N), or auto (a GPU "
                          "where torch sees one)", "system")  # fmt: skip
 

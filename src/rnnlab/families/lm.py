@@ -26,6 +26,7 @@ from torch import nn
 from rnnlab import device as draw
 from rnnlab.data.text import Corpus, batchify, bptt_windows, read_corpus
 from rnnlab.device import model_device
+from rnnlab.errors import RunDirError
 from rnnlab.families.base import (
     WIDTH,
     Family,
@@ -208,6 +209,9 @@ class LM(TextFamily):
         vocab: list[str] = assets["vocab"]
         chars = bool(assets.get("chars"))
         gen = torch.Generator().manual_seed(seed)
+        if not isinstance(vocab, list) or "<eos>" not in vocab or len(set(vocab)) != len(vocab):
+            raise RunDirError("assets.json: the vocabulary must be a list of distinct words "
+                              "holding <eos>; this run's is damaged")  # fmt: skip
         eos = vocab.index("<eos>")
         lines = []
         for ids in sample_tokens(model, eos, n, temperature, top_k, gen, max_len):

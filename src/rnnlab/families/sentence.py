@@ -108,6 +108,10 @@ class SentenceProblem(Problem):
         self.sets = {split: sentences(corpus, split) for split in ("train", "valid", "test")}
         train = self.sets["train"]
         self.train = [s for s in train if len(s) <= cfg.max_len + 1] if cfg.max_len else train
+        if not self.train:
+            shortest = min(map(len, train)) - 1
+            raise DataError(f"no training sentence has at most --max-len {cfg.max_len} words "
+                            f"(the shortest has {shortest}); raise --max-len")  # fmt: skip
         self.model = model or SentenceVAE(vae_model_config(cfg, latent), len(self.vocab))
         self.iw: dict[str, Any] = {}
 

@@ -40,7 +40,7 @@ from rnnlab.data.series import (
     time_splits,
 )
 from rnnlab.device import model_device, to_device
-from rnnlab.errors import ConfigError, DataError
+from rnnlab.errors import ConfigError, DataError, RunDirError
 from rnnlab.families.base import (
     Family,
     Problem,
@@ -317,6 +317,8 @@ class SeriesFamily(Family):
             raise DataError(f"forecasting continues the run's data: {exc}") from None
         normaliser = Normaliser.from_dict(assets["normaliser"])
         horizon = request.frames or int(assets["horizon"])
+        if not 1 <= horizon <= 10**6:
+            raise RunDirError(f"assets.json: the forecast horizon must be positive, got {horizon}")
         x = series.sequences[0]
         transform = assets.get("transform", "level")
         gen = torch.Generator().manual_seed(request.seed)

@@ -49,13 +49,20 @@ def default_storage(directory: Path, name: str) -> str:
 def open_storage(url: str, heartbeat: int = HEARTBEAT_S, grace: int = GRACE_S) -> RDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            url,
-            heartbeat_interval=heartbeat,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        try:
+            return RDBStorage(
+                url,
+                heartbeat_interval=heartbeat,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except sqlalchemy.exc.SQLAlchemyError as exc:  # a URL no driver reads, a dead server
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise ConfigError(
+                f"--storage {url}: cannot open it ({reason}); a database URL "
+                "like sqlite:///studies/x.db or postgresql://host/db"
+            ) from None
 
 
 def create_study(
@@ -169,6 +176,10 @@ def run_worker(
     from rnnlab.train.loop import train_run
 
     study, settings = load_study(name, storage)
+    try:  # a study made before a check existed is refused here, not by a trial's traceback
+        check_space(settings["space"])
+    except RnnlabError as exc:
+        raise ConfigError(f"study {name!r} has a search space rnnlab cannot run: {exc}") from None
     study.sampler = _sampler(settings, worker_seed)
     if settings["pruner"] == "median":
         study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)

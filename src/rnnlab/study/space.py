@@ -83,8 +83,14 @@ def check_space(space: dict[str, Any]) -> None:
     """The space's shape, its names against its family's options, and its fixed values and each
     parameter's first value against the family's checks (so a bad value fails at create time,
     not in a worker)."""
-    if set(space) - {"params", "fixed"} or "params" not in space:
-        raise ConfigError("a search space has 'params' and optionally 'fixed'")
+    if not isinstance(space, dict) or set(space) - {"params", "fixed"} or "params" not in space:
+        raise ConfigError("a search space is a JSON object with 'params' and optionally 'fixed'")
+    if not isinstance(space["params"], dict) or not isinstance(space.get("fixed", {}), dict):
+        raise ConfigError("a search space's 'params' and 'fixed' are JSON objects (name: ...)")
+    for name, spec in space["params"].items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"parameter {name!r}: a JSON object like {{\"type\": \"float\", "
+                              f"\"low\": ..., \"high\": ...}}, got {spec!r}")  # fmt: skip
     if "model" in space["params"]:
         raise ConfigError(
             "a study compares one model family's score: fix 'model', do not search it"
@@ -101,6 +107,9 @@ def check_space(space: dict[str, Any]) -> None:
             raise ConfigError(f"parameter {name!r}: categorical needs choices")
         if spec["type"] != "categorical" and not spec.get("low", 0) < spec.get("high", 0):
             raise ConfigError(f"parameter {name!r}: needs low < high")
+        if (spec["type"] == "one_minus_log" or spec.get("log")) and not spec["low"] > 0:
+            raise ConfigError(f"parameter {name!r}: a log-uniform range needs low > 0, got "
+                              f"{spec['low']}")  # fmt: skip
     first = {name: _first(spec) for name, spec in space["params"].items()}
     run_config({**space.get("fixed", {}), **first})
 

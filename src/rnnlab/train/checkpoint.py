@@ -139,7 +139,7 @@ def load_model_weights(path: Path, model: nn.Module) -> dict[str, Any]:
         differ = sorted(
             k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k)
         )
-        if "embedding.weight" in differ and "embedding.weight" in found:
+        if "embedding.weight" in differ and "embedding.weight" in found.keys() & expected.keys():
             raise RunDirError(
                 f"{path}: vocabulary mismatch: the checkpoint has "
                 f"{found['embedding.weight'][0]} words, the data's vocabulary "
@@ -180,6 +180,10 @@ def load_training_checkpoint(
     """Restore what ``save_training_checkpoint`` wrote; returns the counters."""
     tensors, meta = load_tensors(path)
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if {k: tuple(v.shape) for k, v in model_state.items()} != expected:
+        raise RunDirError(f"{path} holds another model than its run's config.json describes "
+                          "(other tensors or shapes); it cannot be resumed")  # fmt: skip
     model.load_state_dict(model_state)
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
