@@ -174,3 +174,23 @@ def _screenshot(page, png):
 
     pixels = matplotlib.image.imread(png)
     assert pixels.shape[:2] == (1400, 1000) and pixels.std() > 0.05  # not a blank page
+
+
+def test_a_trial_taken_by_a_worker_killed_before_its_first_heartbeat_is_reclaimed(
+    tmp_path, tiny_npz, monkeypatch
+):
+    """Found by the second bad-input hunt: a worker killed between taking a trial and recording
+    its first heartbeat left a RUNNING trial that Optuna never calls stale (it has no heartbeat),
+    and the study never finished. Such a trial, past the grace period, is failed and retried."""
+    space = _space(tmp_path, tiny_npz)
+    studies = tmp_path / "studies"
+    assert main(["study", "create", "silent", "--space", str(space), "--trials", "2", "--dir",
+                 str(studies)]) == 0  # fmt: skip
+    storage = runner.default_storage(studies, "silent")
+    study, _ = runner.load_study("silent", storage)
+    study.ask()  # a trial taken, no heartbeat ever recorded: its worker died at once
+    monkeypatch.setattr(runner, "GRACE_S", 0)
+    assert runner.run_worker("silent", storage, directory=studies, log=lambda s: None) == 2
+    states = [t.state for t in _trials(tmp_path, "silent")]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+    assert states.count(optuna.trial.TrialState.FAIL) == 1

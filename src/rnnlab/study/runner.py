@@ -13,6 +13,7 @@ last checkpoint, so an interrupted study continues where it stopped and no trial
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -128,10 +129,36 @@ def _claim(study: optuna.Study, trial: optuna.Trial, me: str) -> bool:
     """Whether this worker owns the trial it was just given. Two workers asking at the same
     moment can both be handed the same queued trial where the database does not lock rows
     (SQLite); each writes its name, waits a moment, and only the name that stayed runs it."""
+    study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
     trial.set_user_attr("worker", me)
     time.sleep(CLAIM_WAIT_S)
     owner = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
     return owner.user_attrs.get("worker") == me
+
+
+def _fail_silent_trials(study: optuna.Study) -> None:
+    """A worker killed between taking a trial and its first heartbeat leaves a RUNNING trial
+    that Optuna never calls stale (staleness is judged by heartbeats, and it has none): such a
+    trial, older than the grace period, is failed and re-queued like a stale one."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps the RDB storage in a cache
+    engine = getattr(backend, "engine", None)
+    if engine is None:
+        return
+    with engine.connect() as connection:
+        beating = {row[0] for row in connection.execute(
+            sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}  # fmt: skip
+    now = datetime.datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = trial.datetime_start
+        if trial._trial_id in beating or started is None:
+            continue
+        old_enough = (now - started).total_seconds() > GRACE_S
+        if old_enough and storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            failed = storage.get_trial(trial._trial_id)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                RetryHeartbeatStaleTrialCallback(max_retry=3)(study, failed)
 
 
 def _counting(study: optuna.Study) -> list[int]:
@@ -190,6 +217,7 @@ def run_worker(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed, re-queued
+            _fail_silent_trials(study)
         if counted(study) >= settings["trials"]:
             if not any(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False)):
                 break
