@@ -195,6 +195,9 @@ CASES = {
     "a space whose fixed values are a list": (
         lambda t, _: ["study", "create", "s", "--trials", "2", "--dir", str(t), "--space",
                       _json(t / "space.json", {"params": {}, "fixed": [1]})], "are JSON objects"),
+    "a momentum of 2": (
+        lambda t, _: ["train", "--data", "jsb", "--optimizer", "sgd", "--momentum", "2"],
+        "momentum must be below 1.0"),
     "a log range from zero": (
         lambda t, _: ["study", "create", "s", "--trials", "2", "--dir", str(t), "--space",
                       _json(t / "space.json", {"params": {"momentum": {

@@ -159,7 +159,7 @@ class TrainOptions(FamilyConfig):
     optimizer: str = option("adam", "adam, rmsprop (Chung et al.) or sgd", "training",
                             choices=OPTIMIZERS)  # fmt: skip
     lr: float = option(3e-3, "initial learning rate", "training", positive=True)
-    momentum: float = option(0.0, "momentum (rmsprop and sgd)", "training", low=0.0,
+    momentum: float = option(0.0, "momentum (rmsprop and sgd)", "training", low=0.0, below=1.0,
                              requires={"optimizer": ("rmsprop", "sgd")})  # fmt: skip
     weight_decay: float = option(0.0, "L2 penalty", "training", low=0.0)
     batch_size: int = option(16, "sequences per batch", "training", positive=True, high=10**6)
