@@ -1,6 +1,8 @@
 """Speed benchmark from a checkout: the same as ``rnnlab bench speed`` (rnnlab.benchmarks.speed)."""
 
-from rnnlab.benchmarks.speed import main
+import sys
+
+from rnnlab.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["bench", "speed", *sys.argv[1:]]))

@@ -203,7 +203,29 @@ CASES = {
                       _json(t / "space.json", {"params": {"momentum": {
                           "type": "one_minus_log", "low": 0.0, "high": 0.5}},
                           "fixed": {"optimizer": "sgd"}})], "needs low > 0"),
+    # The third round: bench speed's options, each a traceback (or a silent zero) before.
+    "a bench shape with a zero": (
+        lambda t, _: _bench(t, "--shapes", "0,1,2,3"), "B must be in [1, 4,096], got 0"),
+    "a bench shape of text": (
+        lambda t, _: _bench(t, "--shapes", "a,b,c,d"), "comma-separated whole numbers"),
+    "a bench shape of three values": (
+        lambda t, _: _bench(t, "--shapes", "1,2,3"), "four values B,T,I,H per shape"),
+    "a negative bench shape": (
+        lambda t, _: _bench(t, "--shapes", "2,3,4,-5"), "H must be in [1, 16,384], got -5"),
+    "a huge bench shape": (
+        lambda t, _: _bench(t, "--shapes", "4096,100000,88,256"), "T x B x max(I, H)"),
+    "a bench of no repeats": (
+        lambda t, _: _bench(t, "--repeats", "0"), "argument --repeats: must be in [1, 1,000]"),
+    "a negative sweep length": (
+        lambda t, _: _bench(t, "--sweep-t", "-1"), "argument --sweep-t: each length must be in"),
+    "a bench written into a folder": (
+        lambda t, _: ["bench", "speed", "--cells", "tanh", "--out", str(t)], "is a folder"),
 }  # fmt: skip
+
+
+def _bench(tmp, *options):
+    return ["bench", "speed", "--cells", "tanh", "--no-memory", "--out", str(tmp / "s.json"),
+            *options]  # fmt: skip
 
 
 def _raw_pickle(path, piece):

@@ -34,6 +34,8 @@ from torch import nn
 import rnnlab
 from rnnlab import Recurrent
 from rnnlab.device import resolve_device
+from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.recurrent import BACKENDS
 
 SHAPES = [(32, 100, 88, 256), (64, 500, 128, 512), (1, 1000, 88, 128)]
 TORCH_OF = {"gru": nn.GRU, "gru-v1": nn.GRU, "tanh": nn.RNN}  # the LSTM family: nn.LSTM
@@ -191,22 +193,132 @@ def sweep_lengths(
         print(f"| {T} | " + " | ".join(f"{t:.1f}" for t in times) + " |", flush=True)
 
 
+# Bounds of --shapes and --sweep-t: beyond them a shape is a typo, not a benchmark (a layer of
+# 16,384 LSTM units already holds 4 GiB of recurrent weights), and the product bound keeps the
+# (T, B, max(I, H)) activations of one layer under 4 GiB of float32.
+LIMITS = {"B": 4096, "T": 100_000, "I": 16_384, "H": 16_384}
+MAX_ELEMENTS = 2**30
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad option is one line (``rnnlab: error: ...``, exit 2), not the usage block."""
+
+    def error(self, message: str) -> Any:
+        prog = self.prog or "rnnlab bench speed"
+        raise ConfigError(f"{message} (`{prog} --help` lists the options)")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"takes comma-separated whole numbers, got {text!r}"
+        ) from None
+
+
+def _shapes(text: str) -> list[tuple[int, int, int, int]]:
+    """--shapes: B,T,I,H[;B,T,I,H...], each value positive and bounded (LIMITS)."""
+    shapes = []
+    for part in text.split(";"):
+        values = _ints(part)
+        if len(values) != 4:
+            raise argparse.ArgumentTypeError(
+                f"takes four values B,T,I,H per shape, got {part!r} ({len(values)})"
+            )
+        for name, value in zip("BTIH", values, strict=True):
+            if not 1 <= value <= LIMITS[name]:
+                raise argparse.ArgumentTypeError(
+                    f"{part!r}: {name} must be in [1, {LIMITS[name]:,}], got {value}"
+                )
+        B, T, I, H = values
+        if T * B * max(I, H) > MAX_ELEMENTS:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: T x B x max(I, H) must be at most {MAX_ELEMENTS:,} "
+                f"(4 GiB of float32 per layer's activations)"
+            )
+        shapes.append((B, T, I, H))
+    return shapes
+
+
+def _lengths(text: str) -> list[int]:
+    """--sweep-t: T1,T2,..., each in [1, LIMITS['T']]."""
+    lengths = _ints(text)
+    for T in lengths:
+        if not 1 <= T <= LIMITS["T"]:
+            raise argparse.ArgumentTypeError(
+                f"each length must be in [1, {LIMITS['T']:,}], got {T}"
+            )
+    return lengths
+
+
+def _bounded_int(low: int, high: int) -> Any:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high:,}], got {value}")
+        return value
+
+    return convert
+
+
+def _zoneout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
+def _check_names(args: argparse.Namespace) -> None:
+    """Cells and backend checked before anything is measured."""
+    if args.cells != "all":
+        for cell in args.cells.split(","):
+            if cell not in rnnlab.cell_names():
+                raise unknown_name("cell", cell, rnnlab.cell_names())
+    if args.backend not in BACKENDS:
+        raise unknown_name("backend", args.backend, BACKENDS)
+
+
+def _check_out(out: Path) -> None:
+    """--out is a JSON file to write: a new path or a regular file, in a folder that is one."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name (e.g. {out / 'speed.json'})")
+    if out.exists() and not out.is_file():
+        raise ConfigError(f"--out {out} is not a regular file (a device or pipe); give a file name")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
+            break
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--cells", default="all", help="comma-separated cells (default: all)")
-    parser.add_argument("--shapes", default=None, help="B,T,I,H[;B,T,I,H...]")
+    parser.add_argument("--shapes", type=_shapes, default=None,
+                        help=f"B,T,I,H[;B,T,I,H...] (each a positive integer, B up to "
+                        f"{LIMITS['B']:,}, T up to {LIMITS['T']:,}, I and H up to "
+                        f"{LIMITS['H']:,})")  # fmt: skip
     parser.add_argument("--backend", default="auto", help="auto, step, fused or torch")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=_bounded_int(1, 1000), default=5,
+                        help="timed runs per measurement, 1 to 1,000 (default: 5)")  # fmt: skip
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--out", type=Path, default=Path("bench/out/speed.json"))
     parser.add_argument(
         "--layer-norm", action="store_true", help="our cells with layer norm (torch's without)"
     )
-    parser.add_argument("--zoneout", type=float, default=0.0, help="our cells with zoneout")
+    parser.add_argument("--zoneout", type=_zoneout, default=0.0, help="our cells with zoneout")
     parser.add_argument(
         "--sweep-t",
+        type=_lengths,
         default=None,
         help="T1,T2,...: time forward+backward against T at B=32, I=88, H=256 instead",
     )
@@ -218,6 +330,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0 <= args.threads <= 1024:
         parser.error(f"--threads must be in [0, 1024] (0: torch's default), got {args.threads}")
+    _check_names(args)
+    _check_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     global DEVICE
@@ -226,13 +340,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         cells = (
             ["mingru", "minlstm", "gru", "lstm"] if args.cells == "all" else args.cells.split(",")
         )
-        lengths = [int(t) for t in args.sweep_t.split(",")]
-        sweep_lengths(cells, lengths, 32, 88, 256, args.repeats)
+        sweep_lengths(cells, args.sweep_t, 32, 88, 256, args.repeats)
         return
     cells = rnnlab.cell_names() if args.cells == "all" else args.cells.split(",")
-    shapes = SHAPES if args.shapes is None else [
-        tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")
-    ]  # fmt: skip
+    shapes = SHAPES if args.shapes is None else args.shapes
     options = {k: v for k, v in (("layer_norm", args.layer_norm), ("zoneout", args.zoneout)) if v}
     rows: list[dict[str, Any]] = []
     peak = matmul_peak(args.repeats)
