@@ -81,6 +81,35 @@ def test_fused_matches_step_float32(cell):
 
 
 @needs_extension
+@pytest.mark.parametrize("cell", [c for c in LSTMS if c != "lstm-fgr"])
+@pytest.mark.parametrize("training", [True, False])
+def test_float32_forward_fused_with_the_product_matches_step(cell, training):
+    """float32's forward runs the gate arithmetic inside the recurrent product, per group of 16
+    units (on AVX-512): whole and partial groups (H = 16, 37), batches that leave partial row
+    tiles (B = 1, 13), with zoneout, recurrent dropout, lengths and peepholes, with and without
+    gradients."""
+    gen = torch.Generator().manual_seed(LSTMS.index(cell))
+    for H, B in ((16, 13), (37, 1), (37, 13)):
+        ref, fast = _pair(cell, 6, H, 1, True, torch.float32, zoneout=0.3, recurrent_dropout=0.2)
+        ref.train(training)
+        fast.train(training)
+        x = torch.randn(9, B, 6, generator=gen)
+        lengths = torch.randint(1, 10, (B,), generator=gen)
+        weights = torch.randn(9, B, 2 * H, generator=gen)
+        for a, b in zip(
+            _outputs_and_grads(ref, x, lengths, weights, 2),
+            _outputs_and_grads(fast, x, lengths, weights, 2),
+            strict=True,
+        ):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
+        with torch.no_grad():
+            torch.manual_seed(4)
+            expected = ref(x, lengths=lengths)[0]
+            torch.manual_seed(4)
+            torch.testing.assert_close(fast(x, lengths=lengths)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_extension
 @pytest.mark.parametrize("cell", FUSED)
 def test_gradcheck_through_the_fused_backward(cell):
     layer = Recurrent(cell, 3, 3, backend="fused").double()
