@@ -2,7 +2,8 @@
 //
 // The input projection x_proj = W x + b for all time steps is computed by the caller as one
 // matrix product. Here only the recurrent product stays in the time loop; the gate arithmetic
-// of a step is one pass over memory. The backward pass keeps only the recurrent product
+// of a step is one pass over memory (in float32 on AVX-512, without layer norm or FGR, it runs
+// inside the recurrent product, per group of 16 units: GateGroups below). The backward pass keeps only the recurrent product
 // dpre_t R in its loop and forms dR, dW_gg and the peephole gradients after it, as single
 // large products (the scheme of haste and cuDNN).
 //
