@@ -9,12 +9,12 @@ import torch
 from torch.autograd import gradcheck
 
 import rnnlab
+from cell_traits import FUSED
 from rnnlab import Recurrent
 from rnnlab.errors import ConfigError
 from rnnlab.kernels import build, cpu
 
 LSTMS = [n for n in rnnlab.cell_names() if n.startswith("lstm")]
-FUSED = rnnlab.cell_names()  # every cell has a fused CPU kernel
 needs_extension = pytest.mark.skipif(
     cpu.extension() is None, reason=f"fused CPU extension unavailable: {cpu.unavailable_reason()}"
 )

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 import rnnlab
+from cell_traits import probe, takes, usable
 from rnnlab import Recurrent
+from rnnlab.errors import ConfigError
 from rnnlab.recurrent import reverse_padded
 
 CELLS = rnnlab.cell_names()
-STATE_PARTS = {"tanh": 1, "gru": 1, "gru-v1": 1, "lstm-fgr": 3, "mingru": 1, "minlstm": 1}
-SCAN = {"mingru", "minlstm"}
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -17,24 +17,15 @@ SCAN = {"mingru", "minlstm"}
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_shapes(cell, bidirectional, batch_first):
     T, B, I, H, L = 5, 3, 4, 6, 2
-    rdrop = 0.2 if cell not in SCAN else 0.0  # scan cells have no recurrent weights
+    options = usable(cell, layer_norm=True, recurrent_dropout=0.2, zoneout=0.1)
     layer = Recurrent(
-        cell,
-        I,
-        H,
-        L,
-        bidirectional=bidirectional,
-        batch_first=batch_first,
-        dropout=0.1,
-        layer_norm=True,
-        recurrent_dropout=rdrop,
-        zoneout=0.1,
+        cell, I, H, L, bidirectional=bidirectional, batch_first=batch_first, dropout=0.1, **options
     )
     D = 2 if bidirectional else 1
     x = torch.randn(B, T, I) if batch_first else torch.randn(T, B, I)
     out, state = layer(x, lengths=torch.tensor([5, 2, 1]))
     assert out.shape == ((B, T, D * H) if batch_first else (T, B, D * H))
-    assert len(state) == STATE_PARTS.get(cell, 2)
+    assert len(state) == len(probe(cell).state_widths)
     assert state[0].shape == (L * D, B, H)
     # Padded steps give zero outputs.
     padded = out[1, 2:] if batch_first else out[2:, 1]
@@ -48,7 +39,7 @@ def test_shapes(cell, bidirectional, batch_first):
 def test_padding_never_changes_results(cell, options):
     """A padded batch gives each sequence exactly what it gets alone (outputs and final states)."""
     torch.manual_seed(1)
-    layer = Recurrent(cell, 3, 4, 2, bidirectional=True, **options).double().eval()
+    layer = Recurrent(cell, 3, 4, 2, bidirectional=True, **usable(cell, **options)).double().eval()
     lengths = [6, 3, 1]
     x = torch.randn(6, 3, 3, dtype=torch.float64)
     x_padded = x.clone()
@@ -115,6 +106,17 @@ def test_unknown_cell_lists_valid_ones():
 def test_scan_cells_refuse_recurrent_dropout():
     with pytest.raises(ValueError, match="no recurrent weights"):
         Recurrent("mingru", 3, 4, recurrent_dropout=0.1)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("option", ["layer_norm", "zoneout", "recurrent_dropout"])
+def test_an_option_a_cell_does_not_take_is_refused_by_name(cell, option):
+    value = {"layer_norm": True, "zoneout": 0.2, "recurrent_dropout": 0.2}[option]
+    if takes(cell, option):
+        Recurrent(cell, 3, 4, **{option: value})
+    else:
+        with pytest.raises(ConfigError, match=f"cell '{cell}'.*{option}"):
+            Recurrent(cell, 3, 4, **{option: value})
 
 
 def test_forget_bias_init():

@@ -129,10 +129,13 @@ class Recurrent(nn.Module):
             chrono=chrono,
         )
         options = CellOptions(layer_norm=layer_norm, forget_bias=forget_bias)
-        if recurrent_dropout > 0 and not CELLS[cell](1, 1, options).recurrent_weights:
-            raise ConfigError(
-                f"cell {cell!r} has no recurrent weights, so recurrent_dropout does not apply"
-            )
+        probe = CELLS[cell](1, 1, CellOptions())
+        asked = {"layer_norm": layer_norm, "zoneout": zoneout > 0,
+                 "recurrent_dropout": recurrent_dropout > 0}  # fmt: skip
+        for option, on in asked.items():
+            reason = probe.refusal(option) if on else None
+            if reason is not None:
+                raise ConfigError(f"cell {cell!r}: {reason}")
         self.num_directions = 2 if bidirectional else 1
         self.cells = nn.ModuleList(
             make_cell(

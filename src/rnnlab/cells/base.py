@@ -54,6 +54,24 @@ class Cell(nn.Module, ABC):
     gate_rows: int = 1
     recurrent_weights: bool = True  # False for the parallel-scan cells (no R, no recurrent dropout)
     fused_zoneout: bool = False  # True where fused_sequence takes zoneout masks (``zone=``)
+    # The layer options this cell computes; ``Recurrent`` refuses the others by name.
+    options_taken: frozenset[str] = frozenset({"layer_norm", "zoneout", "recurrent_dropout"})
+    fused_kernel: bool = True  # a fused CPU kernel (rnnlab.kernels) runs this cell's layers
+    # False where a surrogate gradient stands in for a step function's (spiking units, events):
+    # finite differences cannot check such a cell; its own tests check the surrogate instead.
+    exact_gradient: bool = True
+    # True where training draws noise inside the step (its step and fused forms then agree only
+    # in evaluation, or under the same generator state).
+    noisy_in_training: bool = False
+
+    def refusal(self, option: str) -> str | None:
+        """Why this cell does not take ``option`` (a ``Recurrent`` option), or None if it does."""
+        if option in self.options_taken:
+            return None
+        if option == "recurrent_dropout" and not self.recurrent_weights:
+            return "it has no recurrent weights, so recurrent_dropout does not apply"
+        taken = ", ".join(sorted(self.options_taken)) or "none of them"
+        return f"it does not take {option} (of the layer options it takes: {taken})"
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__()

@@ -55,6 +55,7 @@ class ScanCell(Cell):
     state_widths = (1,)
     zoneout_parts = 1
     recurrent_weights = False
+    options_taken = frozenset({"layer_norm", "zoneout"})
     scan_kind: int  # which cell the fused CPU kernel computes (csrc/scan.cpp)
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
