@@ -220,7 +220,16 @@ CASES = {
         lambda t, _: _bench(t, "--sweep-t", "-1"), "argument --sweep-t: each length must be in"),
     "a bench written into a folder": (
         lambda t, _: ["bench", "speed", "--cells", "tanh", "--out", str(t)], "is a folder"),
+    "resuming a run that never finished an epoch": (
+        lambda t, r: ["train", "--out", _run_copy(r, t, _unfinished), "--resume"],
+        "no epoch finished, so there is nothing to resume"),
 }  # fmt: skip
+
+
+def _unfinished(run):
+    """A run directory as a run killed in its first epoch leaves it: no checkpoint yet."""
+    for name in ("checkpoint.safetensors", "model.safetensors", "metrics.jsonl", "result.json"):
+        (run / name).unlink()
 
 
 def _bench(tmp, *options):

@@ -190,3 +190,78 @@ def test_a_failed_start_leaves_nothing_behind(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         train_run(out, RNNConfig(data=str(tmp_path / "missing.npz")), progress=False)
     assert not out.exists()
+
+
+_STOPPED_IN_EPOCH_1 = """
+import sys, time
+from pathlib import Path
+from rnnlab.train import loop
+def stuck(*args, **kwargs):  # epoch 1 never ends: the signal arrives in it
+    Path(sys.argv[1]).touch()
+    time.sleep(120)
+loop._run_epoch = stuck
+from rnnlab.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _start_stuck(tmp_path, argv, name):
+    """A `rnnlab train` process that waits in its first epoch (after config.json is written)."""
+    import subprocess
+    import sys
+    import time
+
+    flag = tmp_path / name
+    process = subprocess.Popen([sys.executable, "-c", _STOPPED_IN_EPOCH_1, str(flag), *argv],
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.1)
+    return process
+
+
+def test_a_run_stopped_in_its_first_epoch_starts_again(tiny_npz, tmp_path, capsys):
+    """SIGTERM stops a run as Ctrl-C does (a run without a checkpoint removes its files);
+    after SIGKILL, whose files stay, the same command starts the run afresh, while --resume
+    says there is nothing to resume. A run that a living process trains is refused as such."""
+    import signal
+
+    from rnnlab.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_npz), "--hidden-size", "4", "--epochs", "1",
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    process = _start_stuck(tmp_path, argv, "term")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 143, process.stderr.read()
+    assert "rnnlab: terminated" in process.stderr.read() and not out.exists()
+
+    process = _start_stuck(tmp_path, argv, "kill")
+    assert main(argv) == 2  # the process lives: refused, and not told to --resume
+    err = capsys.readouterr().err
+    assert "being trained by another process" in err and "--resume" not in err, err
+    process.kill()
+    process.wait(60)
+    assert (out / "config.json").is_file() and not (out / "checkpoint.safetensors").exists()
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((out / "result.json").read_text())["epochs_run"] == 1
+
+
+def test_resume_takes_the_options_it_already_has(tiny_npz, tmp_path, capsys):
+    from rnnlab.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_npz), "--hidden-size", "4", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main([*argv, "--epochs", "2"]) == 0
+    config = (out / "config.json").read_text()
+    assert main([*argv, "--resume", "--epochs", "1"]) == 2  # fewer than it has run
+    assert "--epochs 1 is below the 2 epoch(s)" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == config
+    assert main([*argv, "--resume", "--model", "rnn", "--epochs", "3"]) == 0
+    assert json.loads((out / "result.json").read_text())["epochs_run"] == 3
+    assert main([*argv, "--resume", "--hidden-size", "5", "--epochs", "3"]) == 2
+    assert "(got --hidden-size)" in capsys.readouterr().err

@@ -18,10 +18,32 @@ from typing import Any
 
 from rnnlab.errors import ConfigError, RnnlabError
 
-_EXIT_ERROR, _EXIT_INTERRUPTED = 2, 130
+_EXIT_ERROR, _EXIT_INTERRUPTED, _EXIT_TERMINATED = 2, 130, 143
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it stops as Ctrl-C does: a new run that
+    has not finished an epoch removes its files, a checkpointed one stays resumable."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     traceback = "--traceback" in argv[: _command_index(argv) + 1]
     try:
@@ -40,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"rnnlab: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return _EXIT_ERROR
+    except _Terminated:
+        print("rnnlab: terminated", file=sys.stderr)
+        return _EXIT_TERMINATED
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
         return _EXIT_INTERRUPTED
@@ -347,33 +372,58 @@ def _train(argv: list[str]) -> int:
 
     family, args, given = parse_train(argv)
     progress = not getattr(args, "no_progress", False)
-    if getattr(args, "resume", False):
+    resume = getattr(args, "resume", False)
+    system: dict[str, Any] | None = None
+    if resume:
         if not hasattr(args, "out"):
             raise ConfigError("--resume needs --out RUN, the run directory to continue")
-        system: dict[str, Any] = {k: given[k] for k in ("device", "threads") if k in given}
-        fixed = set(given) - {"epochs", *system} | ({"model"} if hasattr(args, "model") else set())
+        system = {k: given[k] for k in ("device", "threads") if k in given}
+        fixed = _changed_on_resume(args, family, given, {"epochs", *system})
         if fixed:
             raise ConfigError(
                 f"--resume continues a run with its own config.json; only --epochs, --device "
                 f"and --threads may change (got "
                 f"{', '.join('--' + k.replace('_', '-') for k in sorted(fixed))})"
             )
-        out = args.out
-        result = train_run(out, None, resume=True, epochs=given.get("epochs"), system=system,
-                           progress=progress)  # fmt: skip
+        out, cfg = args.out, None
     else:
         cfg = make_config(given, family)
         out = getattr(args, "out", None) or _default_out(family, cfg)
         print(f"training {family.name} ({_architecture(cfg)}) on {cfg.data} into {out}")
-        try:
-            result = train_run(out, cfg, progress=progress)
-        except KeyboardInterrupt:
-            if (Path(out) / "config.json").is_file():
-                print(f"interrupted; continue with: rnnlab train --out {out} --resume",
-                      file=sys.stderr)  # fmt: skip
-            raise
+    try:
+        result = train_run(out, cfg, resume=resume, epochs=given.get("epochs") if resume else None,
+                           system=system, progress=progress)  # fmt: skip
+    except KeyboardInterrupt:
+        from rnnlab.train.checkpoint import CHECKPOINT
+
+        if (Path(out) / CHECKPOINT).is_file():
+            print(f"stopped; continue with: rnnlab train --out {out} --resume", file=sys.stderr)
+        raise
     print(family.summary(result, out))
     return 0
+
+
+def _changed_on_resume(
+    args: argparse.Namespace, family: Any, given: dict[str, Any], free: set[str]
+) -> set[str]:
+    """The options of a --resume line that differ from the run's config.json (an option given
+    with the value the run already has changes nothing, so it is accepted)."""
+    from dataclasses import replace
+
+    from rnnlab.train.rundir import read_run_config
+
+    options = {k: v for k, v in given.items() if k not in free}
+    if not options and not hasattr(args, "model"):
+        return set()
+    saved_family, saved, _ = read_run_config(Path(args.out))
+    changed = {"model"} if getattr(args, "model", saved_family.name) != saved_family.name else set()
+    if changed or saved_family is not family:
+        return changed | set(options)
+    try:
+        candidate = family.resolve(replace(saved, **options))
+    except ConfigError:
+        return set(options)
+    return {k for k in options if getattr(candidate, k) != getattr(saved, k)}
 
 
 def _architecture(cfg: Any) -> str:

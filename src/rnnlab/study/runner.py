@@ -257,7 +257,9 @@ def run_worker(
         beat.start()
         try:
             try:
-                resume = (out / "config.json").is_file()
+                # A trial killed before its first epoch ended has no checkpoint: it starts
+                # afresh in the same folder (train_run clears the unfinished run's files).
+                resume = (out / "checkpoint.safetensors").is_file()
                 pruning = settings["pruner"] != "none"
                 result = train_run(
                     out,

@@ -127,6 +127,22 @@ def stored_parameter_count(path: Path) -> int:
         raise RunDirError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
+def checkpoint_epoch(path: Path) -> int:
+    """The last finished epoch of a training checkpoint, read from its header alone."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise RunDirError(f"{path} is not a readable safetensors file ({exc})") from None
+    try:
+        epoch = json.loads(metadata["rnnlab"])["counters"]["epoch"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RunDirError(f"{path} has malformed rnnlab metadata ({exc!r})") from None
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise RunDirError(f"{path} has malformed rnnlab metadata (epoch {epoch!r})")
+    return epoch
+
+
 def save_model(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     save_tensors(path, dict(model.state_dict()), meta)
 

@@ -45,6 +45,7 @@ from rnnlab.train.checkpoint import (
     METRICS,
     MODEL,
     RESULT,
+    checkpoint_epoch,
     load_model_weights,
     load_training_checkpoint,
     save_model,
@@ -176,20 +177,28 @@ def train_run(
     if cfg is None:
         raise ConfigError("a new run needs a configuration")
     family = family_of(cfg)
-    _check_new_run_dir(out)
+    _check_new_run_dir(out, locked=False)
     problem = _problem(family, cfg, None)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         with run_lock(out):
-            _check_new_run_dir(out)  # again, under the lock: another process may have started
-            _write_run_dir(out, family, cfg, problem.assets())
-            return _train(out, family, cfg, problem, False, progress, log, epoch_callback,
-                          tensorboard)  # fmt: skip
+            _check_new_run_dir(out, locked=True)  # again: another process may have started
+            # The files of a run killed (SIGKILL, a power cut) before its first epoch ended:
+            # no checkpoint was written, so nothing is lost; this command starts it afresh.
+            _clear_unfinished(out)
+            try:
+                _write_run_dir(out, family, cfg, problem.assets())
+                return _train(out, family, cfg, problem, False, progress, log, epoch_callback,
+                              tensorboard)  # fmt: skip
+            except BaseException:
+                # A run that failed (or was stopped) before its first epoch ended leaves nothing
+                # behind to block the corrected command.
+                if not (out / CHECKPOINT).exists():
+                    _clear_unfinished(out)
+                raise
     except BaseException:
-        # A run that failed (or was stopped) before its first epoch ended leaves nothing behind
-        # to block the corrected command: no checkpoint was written, so nothing is lost.
-        if created and not (out / CHECKPOINT).exists():
+        if created and all(p.name == LOCK for p in out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)
         raise
 
@@ -443,14 +452,56 @@ def _save_epoch(
 
 
 # --- run directories ---------------------------------------------------------------------------
-def _check_new_run_dir(out: Path) -> None:
+def _check_new_run_dir(out: Path, locked: bool) -> None:
+    """A new run goes into a new or empty folder, or one holding only the files of a run that
+    never finished an epoch (no checkpoint) and that no living process trains (``locked``: this
+    process holds the lock)."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file, not a directory")
-    if out.exists() and any(p.name != LOCK for p in out.iterdir()):
-        raise RunDirError(
-            f"{out} already exists and is not empty; "
-            "continue it with --resume or choose another --out"
-        )
+    if not out.exists() or all(p.name == LOCK for p in out.iterdir()):
+        return
+    if not locked and _lock_held(out):
+        raise RunDirError(f"{out} is being trained by another process; wait for it to finish "
+                          "(or stop it), or choose another --out")  # fmt: skip
+    if (out / CHECKPOINT).exists():
+        raise RunDirError(f"{out} already exists and holds a run with a checkpoint; continue "
+                          "it with --resume or choose another --out")  # fmt: skip
+    others = sorted(p.name for p in out.iterdir() if not _is_run_file(p))
+    if others:
+        raise RunDirError(f"{out} already exists and holds other files than a run's "
+                          f"({', '.join(others[:3])}); choose another --out")  # fmt: skip
+
+
+def _is_run_file(path: Path) -> bool:
+    """A file that a run writes before its first checkpoint."""
+    name = path.name
+    return path.is_file() and (
+        name in (CONFIG, ASSETS, METRICS, MODEL, RESULT, LOCK)
+        or name.startswith("events.out.tfevents.")
+        or name.endswith(".tmp")
+    )
+
+
+def _clear_unfinished(out: Path) -> None:
+    """Remove the files of a run that has no checkpoint (the lock file stays: it is held)."""
+    for path in out.iterdir():
+        if path.name != LOCK and _is_run_file(path):
+            path.unlink(missing_ok=True)
+
+
+def _lock_held(out: Path) -> bool:
+    """Whether a living process holds ``out``'s lock (see ``run_lock``)."""
+    import fcntl
+
+    if not (out / LOCK).is_file():
+        return False
+    with open(out / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def _write_run_dir(out: Path, family: Family, cfg: Any, assets: dict[str, Any]) -> None:
@@ -466,6 +517,14 @@ def _resume_run_dir(
     if legacy:
         raise RunDirError(f"{out} was written by an older rnnlab; upgrade it first with: "
                           f"rnnlab upgrade {out}")  # fmt: skip
+    if not (out / CHECKPOINT).is_file():
+        raise RunDirError(f"{out} has no {CHECKPOINT}: no epoch finished, so there is nothing "
+                          "to resume; start it afresh with the same command without --resume "
+                          "(the unfinished run's files are replaced)")  # fmt: skip
+    done = checkpoint_epoch(out / CHECKPOINT)
+    if epochs is not None and epochs < done:
+        raise ConfigError(f"--epochs {epochs} is below the {done} epoch(s) {out} has already "
+                          f"run; give --epochs {done} or more")  # fmt: skip
     if cfg is not None and cfg != saved:
         raise ConfigError(
             f"--resume continues {out} with its own {CONFIG}; only --epochs, --device and "
