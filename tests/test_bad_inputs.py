@@ -223,7 +223,21 @@ CASES = {
     "resuming a run that never finished an epoch": (
         lambda t, r: ["train", "--out", _run_copy(r, t, _unfinished), "--resume"],
         "no epoch finished, so there is nothing to resume"),
+    "the status of a study that is not there": (
+        lambda t, _: ["study", "status", "nope", "--dir", _study(t)],
+        "no study 'nope' in"),
+    "a worker for a study that is not there": (
+        lambda t, _: ["study", "run", "nope", "--dir", _study(t)], "studies there: s"),
+    "a report of a study in a folder that is not there": (
+        lambda t, _: ["study", "report", "s", "--dir", str(t / "elsewhere")],
+        "there is no such folder"),
 }  # fmt: skip
+
+
+def _study(tmp):
+    """A folder holding one study, s."""
+    assert main(["study", "create", "s", "--trials", "1", "--dir", str(tmp)]) == 0
+    return str(tmp)
 
 
 def _unfinished(run):

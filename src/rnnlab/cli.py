@@ -713,6 +713,8 @@ def _study(args: argparse.Namespace) -> int:
                           f"{args.worker}")  # fmt: skip
     if getattr(args, "max_trials", None) is not None and args.max_trials < 1:
         raise ConfigError(f"--max-trials must be positive, got {args.max_trials}")
+    if args.storage is None and args.command != "create":
+        runner.check_default_storage(args.dir, args.name)
     storage = args.storage or runner.default_storage(args.dir, args.name)
     if args.command == "create":
         from rnnlab.study.space import load_space

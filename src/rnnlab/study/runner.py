@@ -47,6 +47,21 @@ def default_storage(directory: Path, name: str) -> str:
     return f"sqlite:///{(directory / name / 'study.db').resolve()}"
 
 
+def check_default_storage(directory: Path, name: str) -> None:
+    """A study kept in --dir (no --storage) must be there: its folder holds study.db. Listing the
+    studies that are there beats a database error (and opening a missing SQLite file would
+    create an empty one)."""
+    if (directory / name / "study.db").is_file():
+        return
+    if not directory.is_dir():
+        there = ": there is no such folder"
+    else:
+        found = sorted(p.parent.name for p in directory.glob("*/study.db"))
+        there = f"; studies there: {', '.join(found)}" if found else "; it holds no study"
+    raise RunDirError(f"no study {name!r} in {directory}{there} (--dir chooses the folder, "
+                      "--storage a database)")  # fmt: skip
+
+
 def open_storage(url: str, heartbeat: int = HEARTBEAT_S, grace: int = GRACE_S) -> RDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -108,7 +123,9 @@ def load_study(name: str, storage: str) -> tuple[optuna.Study, dict[str, Any]]:
     try:
         study = optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
-        raise RunDirError(f"no study named {name!r} in {storage}") from None
+        names = sorted(optuna.get_all_study_names(storage=open_storage(storage)))
+        there = f"; studies there: {', '.join(names)}" if names else "; it holds no study"
+        raise RunDirError(f"no study named {name!r} in {storage}{there}") from None
     except sqlalchemy.exc.SQLAlchemyError as exc:  # no database there, or unreachable
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise RunDirError(f"cannot open the study database {storage} ({reason})") from None
