@@ -231,7 +231,57 @@ CASES = {
     "a report of a study in a folder that is not there": (
         lambda t, _: ["study", "report", "s", "--dir", str(t / "elsewhere")],
         "there is no such folder"),
+    "model.safetensors that is a folder": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: _replace_model(run, "dir"))],
+        "model.safetensors is a directory, not a safetensors file"),
+    "model.safetensors that is /dev/zero": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: _replace_model(run, "/dev/zero"))],
+        "model.safetensors is not a regular file"),
+    "model.safetensors gone from a trained run": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: _replace_model(run, None))],
+        "model.safetensors is missing (the best epoch's weights"),
+    "config.json whose config is a list": (
+        lambda t, r: ["eval", _run_copy(r, t, lambda run: _document(run, config=[1]))],
+        "'config' must be a JSON object of options, got list"),
+    "a text file named .npz": (
+        lambda t, _: ["train", "--data", _csv(t / "x.npz", "a,b\n1,2\n")],
+        "x.npz: not a plain array file"),
+    "a text file named .npy": (
+        lambda t, _: ["data", "show", _csv(t / "x.npy", "1 2 3\n")], "not a plain array file"),
+    "a folder named .npz": (
+        lambda t, _: ["train", "--data", _folder(t / "x.npz")], "x.npz is a directory"),
+    "a folder named .csv": (
+        lambda t, _: ["train", "--data", _folder(t / "x.csv")], "x.csv is a directory"),
+    "huge values in a series CSV": (
+        lambda t, _: ["train", "--data", _csv(t / "s.csv", "a\n" + "1e300\n-1e300\n" * 20)],
+        "s.csv line 2, column 'a': '1e300' is beyond"),
+    "a --data-dir that is a file": (
+        lambda t, _: ["train", "--data", "ptb", "--data-dir", _csv(t / "f.txt", "x")],
+        "--data-dir"),
+    "a --space file that is not there": (
+        lambda t, _: ["study", "create", "s", "--trials", "2", "--dir", str(t), "--space",
+                      str(t / "nowhere.json")], "nowhere.json: no such file"),
 }  # fmt: skip
+
+
+def _replace_model(run, what):
+    """model.safetensors replaced by a folder, a link to a device, or nothing."""
+    model = run / "model.safetensors"
+    model.unlink()
+    if what == "dir":
+        model.mkdir()
+    elif what is not None:
+        model.symlink_to(what)
+
+
+def _document(run, **fields):
+    path = run / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+
+
+def _folder(path):
+    path.mkdir()
+    return str(path)
 
 
 def _study(tmp):
@@ -343,3 +393,23 @@ def test_evaluating_a_text_run_never_downloads(tmp_path, monkeypatch, capsys):
     assert main(["eval", str(run)]) == 2
     assert "no corpus 'ptb'" in capsys.readouterr().err
     assert main(["generate", str(run), "--n", "1"]) == 0  # the model itself needs no corpus
+
+
+def test_an_unreadable_checkpoint_says_so(trained, tmp_path, capsys, monkeypatch):
+    """safetensors calls a file it may not read "No such file"; rnnlab names the real reason
+    (the test runs as root, so the refusal is simulated)."""
+    import rnnlab.train.checkpoint as checkpoint
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(checkpoint, "open", refused, raising=False)
+    assert main(["eval", str(trained)]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors cannot be read (Permission denied)" in err, err
+
+
+def test_iw_samples_without_a_latent_are_refused_before_evaluating(trained, capsys):
+    assert main(["eval", str(trained), "--iw-samples", "3"]) == 2
+    out, err = capsys.readouterr()
+    assert "--iw-samples applies to models with latent variables" in err and out == "", out

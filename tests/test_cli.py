@@ -85,7 +85,7 @@ def test_corrupt_data_file(tmp_path, capsys):
     bad = tmp_path / "broken.npz"
     bad.write_bytes(b"not a zip")
     code, _, err = _run(["train", "--data", bad, "--out", tmp_path / "r"], capsys)
-    assert code == 2 and "broken.npz: not a readable .npz file" in err
+    assert code == 2 and "broken.npz: not a plain array file" in err
 
 
 def test_resume_refuses_other_options(tiny_npz, tmp_path, capsys):

@@ -135,7 +135,7 @@ def test_npz_packed_and_unpacked(tmp_path):
     "content,message",
     [
         (b"", "not a readable .npz"),
-        (b"garbage bytes", "not a readable .npz"),
+        (b"garbage bytes", "not a plain array file"),
     ],
 )
 def test_corrupt_files_name_the_file(tmp_path, content, message):

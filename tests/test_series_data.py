@@ -121,7 +121,7 @@ def test_file_errors(tmp_path):
         read_series(_write(tmp_path, "series.txt", "a\n1\n2\n"))
     with pytest.raises(DataError, match="is empty"):
         read_series(_write(tmp_path, "empty.npy", ""))
-    with pytest.raises(DataError, match="not a readable .npy"):
+    with pytest.raises(DataError, match="junk.npy: not a plain array file"):
         read_series(_write(tmp_path, "junk.npy", "not numpy"))
     np.save(tmp_path / "a.npy", np.zeros((4, 2)))
     with pytest.raises(DataError, match="apply to .csv files only"):

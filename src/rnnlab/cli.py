@@ -441,7 +441,7 @@ def _default_out(family: Any, cfg: Any) -> Path:
 
 # --- eval, sample, generate ---------------------------------------------------------------------
 def _eval(args: argparse.Namespace) -> int:
-    from rnnlab.families import FAMILIES
+    from rnnlab.families import FAMILIES, Problem
     from rnnlab.train.rundir import load_run
 
     if not 0 <= args.iw_samples <= 10**5:
@@ -453,16 +453,17 @@ def _eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"a {family.name} run on {run.cfg.data!r} cannot be evaluated on "
                           f"{data!r}")  # fmt: skip
     problem = run.problem(data)
+    if args.iw_samples and type(problem).importance_weighted is Problem.importance_weighted:
+        latent = [f.name for f in FAMILIES.values() if f.latent]
+        raise ConfigError(f"--iw-samples applies to models with latent variables "
+                          f"({', '.join(latent)}), not {family.name}")  # fmt: skip
     figures = problem.evaluate(args.split)
     epoch = f" (checkpoint of epoch {run.meta.get('epoch')})"
     for line in family.eval_lines(args.split, figures, data):
         print(line + epoch)
     if args.iw_samples:
         iw = problem.importance_weighted(args.split, args.iw_samples)
-        if iw is None:
-            latent = [f.name for f in FAMILIES.values() if f.latent]
-            raise ConfigError(f"--iw-samples applies to models with latent variables "
-                              f"({', '.join(latent)}), not {family.name}")  # fmt: skip
+        assert iw is not None  # the family's problem computes it (checked above)
         for line in family.iw_lines(args.split, iw, data):
             print(line)
     return 0

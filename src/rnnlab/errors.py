@@ -26,6 +26,16 @@ class TrainingDiverged(RnnlabError):
     """The loss or the gradient became NaN or infinite."""
 
 
+def array_file_error(path: object, kind: str, exc: Exception) -> DataError:
+    """numpy's refusal of an array file (.npy, .npz) as one line. A file that is not a zip or
+    .npy (a text file, say) is taken by numpy for a pickle, which rnnlab never loads."""
+    if "pickled" in str(exc):
+        return DataError(f"{path}: not a plain array file: numpy reads it as pickled objects "
+                         f"(or it is not an {kind} file at all), and rnnlab loads only arrays "
+                         "saved with numpy.save / numpy.savez")  # fmt: skip
+    return DataError(f"{path}: not a readable {kind} file ({exc})")
+
+
 def unknown_name(kind: str, name: str, valid: Iterable[str]) -> ConfigError:
     """An error for an unknown name that lists the valid ones and suggests the closest."""
     valid = sorted(valid)

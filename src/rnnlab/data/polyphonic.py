@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.errors import DataError, unknown_name
+from rnnlab.errors import DataError, array_file_error, unknown_name
 
 NUM_KEYS = 88
 LOWEST_NOTE = 21  # MIDI number of the lowest piano key, A0
@@ -92,6 +92,10 @@ def load_polyphonic(name_or_path: str | Path) -> PianoRolls:
     path = Path(text)
     loaders = {".mat": load_mat, ".pickle": load_pickle, ".pkl": load_pickle, ".npz": load_npz}
     if path.suffix.lower() in loaders:
+        if path.is_dir():
+            raise DataError(f"data file {path} is a directory, not a file")
+        if path.exists() and not path.is_file():
+            raise DataError(f"data file {path} is not a regular file (a device or pipe)")
         if not path.is_file():
             raise DataError(f"data file {path} does not exist")
         return loaders[path.suffix.lower()](path)
@@ -247,7 +251,7 @@ def load_npz(path: Path) -> PianoRolls:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+        raise array_file_error(path, ".npz", exc) from None
     flag = arrays.get("packed", np.array(0))
     if flag.shape != () or flag.dtype.kind not in "biu":
         raise DataError(f"{path}: 'packed' must be a single integer (0 or 1), got an array of "

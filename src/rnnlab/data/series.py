@@ -38,10 +38,13 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from rnnlab.errors import ConfigError, DataError
+from rnnlab.errors import ConfigError, DataError, array_file_error
 
 SUFFIXES = (".csv", ".npy", ".npz")
 MIN_STEPS = 2  # a sequence needs one step to condition on and one to predict
+# Values beyond this magnitude are refused: their squares (the standard deviation, the season's
+# autocorrelation) overflow float64 from about 1e154, and the model's float32 ends at 3.4e38.
+MAX_VALUE = 1e30
 SEASON_MIN_ACF = 0.3  # detect_season: a weaker autocorrelation peak means no season
 SEASON_NEAR_BEST = 0.9  # detect_season: a shorter peak this close to the highest one wins
 SEASON_MAX_LAG = 400  # detect_season: the default longest period searched
@@ -107,8 +110,10 @@ def read_series(
         )
     if not path.exists():
         raise DataError(f"data file {path} does not exist")
+    if path.is_dir():
+        raise DataError(f"data file {path} is a directory, not a file")
     if not path.is_file():
-        raise DataError(f"{path} is not a file")
+        raise DataError(f"data file {path} is not a regular file (a device or pipe)")
     if suffix != ".csv" and (columns is not None or id_column is not None):
         raise DataError(f"{path}: columns and id_column apply to .csv files only")
     blob = path.read_bytes()
@@ -245,6 +250,8 @@ def _parse_cell(cell: str, path: Path, line: int, column: str) -> float:
         raise DataError(f"{where}: {cell!r} is not a number") from None
     if not math.isfinite(value):
         raise DataError(f"{where}: {cell!r} is not a finite number")
+    if abs(value) > MAX_VALUE:
+        raise DataError(f"{where}: {cell!r} is beyond +-{MAX_VALUE:g}; rescale the column")
     return value
 
 
@@ -263,7 +270,7 @@ def _parse_npy(blob: bytes, path: Path) -> tuple[list[np.ndarray], list[str]]:
     try:
         array = np.load(io.BytesIO(blob), allow_pickle=False)
     except _NPY_ERRORS as exc:
-        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
+        raise array_file_error(path, ".npy", exc) from None
     if not isinstance(array, np.ndarray):
         raise DataError(f"{path}: holds an .npz archive, not one array; name it .npz")
     return [_check_array(array, str(path))], ["0"]
@@ -274,7 +281,7 @@ def _parse_npz(blob: bytes, path: Path) -> tuple[list[np.ndarray], list[str]]:
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in sorted(npz.files)}
     except _NPY_ERRORS as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+        raise array_file_error(path, ".npz", exc) from None
     if not arrays:
         raise DataError(f"{path}: the archive holds no arrays")
     sequences = [_check_array(array, f"{path}: array {key!r}") for key, array in arrays.items()]
@@ -304,6 +311,11 @@ def _check_array(array: np.ndarray, where: str) -> np.ndarray:
             f"{where} holds {values[t, j]} at step {t}, column {j} (0-based); "
             f"every value must be finite ({len(bad)} are not)"
         )
+    huge = np.argwhere(np.abs(values) > MAX_VALUE)
+    if len(huge):
+        t, j = huge[0]
+        raise DataError(f"{where} holds {values[t, j]:g} at step {t}, column {j} (0-based), "
+                        f"beyond +-{MAX_VALUE:g}; rescale the column")  # fmt: skip
     return values
 
 

@@ -99,6 +99,11 @@ def find_corpus(name: str, data_dir: Path | None = None, download: bool = True) 
     ``data_dir`` given and only it, else $RNNLAB_DATA/NAME, else the cache (where Penn Treebank
     is downloaded when ``download`` allows)."""
     if data_dir is not None:
+        if not Path(data_dir).exists():
+            raise DataError(f"--data-dir {data_dir} does not exist")
+        if not Path(data_dir).is_dir():
+            raise DataError(f"--data-dir {data_dir} is a file; it names the folder that holds "
+                            f"{name}.train.txt, {name}.valid.txt and {name}.test.txt")  # fmt: skip
         if not all((Path(data_dir) / f"{name}.{s}.txt").is_file() for s in SPLITS):
             raise DataError(
                 f"{data_dir} lacks {name}.train.txt, {name}.valid.txt or {name}.test.txt"

@@ -63,6 +63,11 @@ def load_space(name_or_path: str) -> dict[str, Any]:
         space = json.loads(json.dumps(PRESETS[name_or_path]))
     else:
         path = Path(name_or_path)
+        if path.is_dir():
+            raise ConfigError(f"--space {path} is a directory, not a JSON file")
+        if not path.is_file() and (path.suffix or "/" in name_or_path):  # meant as a file
+            raise ConfigError(f"--space {path}: no such file (a search space is "
+                              f"{' or '.join(PRESETS)}, or a JSON file)")  # fmt: skip
         if not path.is_file():
             raise unknown_name("search space", name_or_path, [*PRESETS, "<file>.json"])
         try:

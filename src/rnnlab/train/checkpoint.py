@@ -93,8 +93,7 @@ def tensors_digest(tensors: dict[str, Tensor]) -> str:
 
 def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Tensors (aliases included) and the JSON metadata written by ``save_tensors``."""
-    if not path.is_file():
-        raise RunDirError(f"{path} is missing")
+    check_readable(path)
     try:
         with safe_open(str(path), framework="pt") as f:  # one read: tensors and metadata
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
@@ -115,6 +114,24 @@ def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise RunDirError(f"{path} has malformed rnnlab metadata ({exc!r})") from None
 
 
+def check_readable(path: Path) -> None:
+    """A checkpoint must be a regular file this process may read; each other case is named
+    (safetensors itself calls a file it may not read "No such file")."""
+    if path.is_dir():
+        raise RunDirError(f"{path} is a directory, not a safetensors file")
+    if path.is_symlink() and not path.exists():
+        raise RunDirError(f"{path} is a broken symbolic link (to {os.readlink(path)})")
+    if not path.exists():
+        raise RunDirError(f"{path} is missing")
+    if not path.is_file():
+        raise RunDirError(f"{path} is not a regular file (a device or pipe), not a checkpoint")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise RunDirError(f"{path} cannot be read ({exc.strerror})") from None
+
+
 def stored_parameter_count(path: Path) -> int:
     """The parameters in a saved model, read from the file's header without loading a tensor.
 
@@ -129,6 +146,7 @@ def stored_parameter_count(path: Path) -> int:
 
 def checkpoint_epoch(path: Path) -> int:
     """The last finished epoch of a training checkpoint, read from its header alone."""
+    check_readable(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -17,7 +17,14 @@ from rnnlab.device import resolve_device
 from rnnlab.errors import ConfigError, RunDirError
 from rnnlab.families import Family, Problem, get_family
 from rnnlab.files import read_json, write_json
-from rnnlab.train.checkpoint import ASSETS, CONFIG, MODEL, load_model_weights
+from rnnlab.train.checkpoint import (
+    ASSETS,
+    CHECKPOINT,
+    CONFIG,
+    MODEL,
+    check_readable,
+    load_model_weights,
+)
 from rnnlab.train.legacy import upgrade_config
 
 FORMAT = 2  # of config.json; format 1 (rnnlab before the families) is read by train.legacy
@@ -43,6 +50,9 @@ def read_run_config(run: Path) -> tuple[Family, Any, bool]:
         raise RunDirError(f"{run / CONFIG}: format {document.get('format')!r} is not one this "
                           f"rnnlab reads ({FORMAT})")  # fmt: skip
     family = get_family(str(document["family"]))
+    if not isinstance(document["config"], dict):
+        raise RunDirError(f"{run / CONFIG}: 'config' must be a JSON object of options, got "
+                          f"{type(document['config']).__name__}")  # fmt: skip
     try:
         cfg = family.config_type.from_dict(document["config"])
     except ConfigError as exc:
@@ -103,8 +113,12 @@ def load_run(run: Path, device: str = "cpu") -> LoadedRun:
     where = resolve_device(device)
     run = Path(run)
     family, cfg, legacy = read_run_config(run)
-    if not (run / MODEL).is_file():
-        raise RunDirError(f"{run} has no {MODEL} yet (no epoch has finished)")
+    if not (run / MODEL).exists() and not (run / MODEL).is_symlink():
+        if not (run / CHECKPOINT).exists():
+            raise RunDirError(f"{run} has no {MODEL} yet (no epoch has finished)")
+        raise RunDirError(f"{run / MODEL} is missing (the best epoch's weights; the run has a "
+                          f"{CHECKPOINT}, so the file was removed or moved)")  # fmt: skip
+    check_readable(run / MODEL)
     assets = read_assets(run, family, cfg, legacy)
     try:
         model = family.build_model(cfg, assets)
