@@ -413,3 +413,53 @@ def test_iw_samples_without_a_latent_are_refused_before_evaluating(trained, caps
     assert main(["eval", str(trained), "--iw-samples", "3"]) == 2
     out, err = capsys.readouterr()
     assert "--iw-samples applies to models with latent variables" in err and out == "", out
+
+
+def _recurrent(*args, **kwargs):
+    from rnnlab import Recurrent
+
+    return lambda: Recurrent(*args, **kwargs)
+
+
+def _forward(x, state=None):
+    import torch
+
+    from rnnlab import Recurrent
+
+    layer = Recurrent("lstm", 3, 4)
+    return lambda: layer(x(torch) if callable(x) else x, state=state(torch) if state else None)
+
+
+API_CASES = {
+    "no cell name": (_recurrent(None, 3, 4), TypeError, "cell must be a name"),
+    "a cell that is a number": (_recurrent(3, 3, 4), TypeError, "cell must be a name"),
+    "an absurd hidden size": (_recurrent("lstm", 3, 2**21), ValueError,
+                              "hidden_size must be at most 1,048,576"),
+    "a million layers": (_recurrent("gru", 3, 4, 10**6), ValueError, "num_layers must be at most"),
+    "dropout as a string": (_recurrent("gru", 3, 4, 2, dropout="0.5"), TypeError,
+                            "dropout must be a number"),
+    "a NaN forget bias": (_recurrent("lstm", 3, 4, forget_bias=float("nan")), ValueError,
+                          "forget_bias must be a finite number"),
+    "bidirectional as a string": (_recurrent("lstm", 3, 4, bidirectional="yes"), TypeError,
+                                  "bidirectional must be True or False"),
+    "a numpy input": (_forward(np.zeros((2, 1, 3), np.float32)), TypeError,
+                      "input x must be a torch.Tensor, got ndarray (torch.from_numpy"),
+    "an int64 input": (_forward(lambda torch: torch.zeros(2, 1, 3, dtype=torch.int64)),
+                       TypeError, "must be a floating-point tensor, got torch.int64"),
+    "a state of integers": (_forward(lambda torch: torch.zeros(2, 1, 3),
+                                     lambda torch: (torch.zeros(1, 1, 4, dtype=torch.int64),) * 2),
+                            TypeError, "state must be a floating-point tensor"),
+    "a state that is a number": (_forward(lambda torch: torch.zeros(2, 1, 3), lambda torch: 0.0),
+                                 TypeError, "state must be a tuple of tensors"),
+    "a state part that is a list": (_forward(lambda torch: torch.zeros(2, 1, 3),
+                                             lambda torch: ([[0.0]], [[0.0]])),
+                                    TypeError, "state must be a torch.Tensor, got list"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(API_CASES))
+def test_the_python_api_refuses_bad_arguments_by_name(case):
+    call, kind, words = API_CASES[case]
+    with pytest.raises(kind, match=None) as info:
+        call()
+    assert words in str(info.value), str(info.value)

@@ -14,6 +14,10 @@ class ConfigError(RnnlabError, ValueError):
     """A bad name, option or value."""
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """A value of the wrong type (a string where a number belongs, None for a name)."""
+
+
 class DataError(RnnlabError):
     """A data file that is missing, empty, corrupt or in the wrong format."""
 

@@ -7,6 +7,7 @@ loop is the reference every faster backend is tested against.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import cast
 
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.cells import CELLS, Cell, CellOptions, GRUCell, State, make_cell
-from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.errors import ConfigError, ConfigTypeError, unknown_name
 from rnnlab.export import export_layer, onnx_exporting, refuse_unsupported_export
 
 # "auto": torch's own layer where it computes the cell's function and is the faster choice
@@ -26,6 +27,70 @@ BACKENDS = ("auto", "step", "fused", "torch")
 
 # Cells torch.nn can express exactly, and the torch module class of each.
 _TORCH_EQUIVALENT = {"lstm": nn.LSTM, "lstm-np": nn.LSTM, "gru": nn.GRU, "tanh": nn.RNN}
+
+
+# Bounds of the Python API (run configs are bounded tighter): beyond them a size is a mistake
+# whose allocation would fail slowly or take the machine's memory.
+MAX_SIZE, MAX_LAYERS = 2**20, 1024
+
+
+def _check_argument_types(cfg: RecurrentConfig) -> None:
+    """Each argument's type (and the sizes' bounds), before any value is used: one TypeError
+    (``ConfigTypeError``) or ValueError (``ConfigError``) naming the argument."""
+    for key in ("cell", "backend"):
+        value = getattr(cfg, key)
+        if not isinstance(value, str):
+            names = CELLS if key == "cell" else BACKENDS
+            raise ConfigTypeError(f"{key} must be a name (a string: {', '.join(names)}), got "
+                                  f"{value!r}")  # fmt: skip
+    for key, high in (("input_size", MAX_SIZE), ("hidden_size", MAX_SIZE),
+                      ("num_layers", MAX_LAYERS), ("chrono", None)):  # fmt: skip
+        value = getattr(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigTypeError(f"{key} must be an int, got {value!r} "
+                                  f"({type(value).__name__})")  # fmt: skip
+        if high is not None and value > high:
+            raise ConfigError(f"{key} must be at most {high:,}, got {value:,}")
+    for key in ("bidirectional", "batch_first", "layer_norm"):
+        value = getattr(cfg, key)
+        if not isinstance(value, bool):
+            raise ConfigTypeError(f"{key} must be True or False, got {value!r}")
+    for key in ("dropout", "recurrent_dropout", "zoneout", "forget_bias"):
+        value = getattr(cfg, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigTypeError(f"{key} must be a number, got {value!r} "
+                                  f"({type(value).__name__})")  # fmt: skip
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+
+
+def _check_tensor(name: str, value: object) -> None:
+    """An input or state part: a floating-point torch tensor (numpy arrays, lists and integer
+    tensors are refused by name rather than failing deep in a product)."""
+    if not isinstance(value, Tensor):
+        hint = (
+            " (torch.from_numpy(a).float() converts it)"
+            if type(value).__module__ == "numpy"
+            else ""
+        )
+        raise TypeError(f"Recurrent's {name} must be a torch.Tensor, got "
+                        f"{type(value).__name__}{hint}")  # fmt: skip
+    if not value.is_floating_point():
+        raise TypeError(f"Recurrent's {name} must be a floating-point tensor, got {value.dtype} "
+                        "(.float() converts it)")  # fmt: skip
+
+
+def _check_inputs(x: object, state: object) -> None:
+    _check_tensor("input x", x)
+    if state is None or isinstance(state, Tensor):
+        parts: tuple[object, ...] = () if state is None else (state,)
+    elif isinstance(state, (tuple, list)):
+        parts = tuple(state)
+    else:
+        raise TypeError(f"Recurrent's state must be a tuple of tensors ((h,), (h, c), ...), got "
+                        f"{type(state).__name__}")  # fmt: skip
+    for part in parts:
+        _check_tensor("state", part)
 
 
 @dataclass(frozen=True)
@@ -47,6 +112,7 @@ class RecurrentConfig:
     chrono: int = 0
 
     def __post_init__(self) -> None:
+        _check_argument_types(self)
         if self.cell not in CELLS:
             raise unknown_name("cell", self.cell, CELLS)
         if self.backend not in BACKENDS:
@@ -182,6 +248,7 @@ class Recurrent(nn.Module):
         self, x: Tensor, lengths: Tensor | None = None, state: State | None = None
     ) -> tuple[Tensor, State]:
         cfg = self.config
+        _check_inputs(x, state)
         if x.dim() != 3:
             raise ValueError(
                 f"Recurrent expects a 3-d input ({'B, T' if cfg.batch_first else 'T, B'}, I), "
