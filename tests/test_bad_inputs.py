@@ -261,7 +261,35 @@ CASES = {
     "a --space file that is not there": (
         lambda t, _: ["study", "create", "s", "--trials", "2", "--dir", str(t), "--space",
                       str(t / "nowhere.json")], "nowhere.json: no such file"),
+    "a space that searches nothing": (
+        lambda t, _: _create(t, {"params": {}}), "'params' is empty"),
+    "a categorical choice the family refuses": (
+        lambda t, _: _create(t, {"params": {"cell": {"type": "categorical",
+                                                     "choices": ["lstm", "lsmt"]}}}),
+        "parameter 'cell': the value 'lsmt' is refused: unknown cell"),
+    "a range whose high end the family refuses": (
+        lambda t, _: _create(t, {"params": {"dropout": {"type": "float", "low": 0.1,
+                                                        "high": 1.5}}}),
+        "the value 1.5 is refused: dropout must be below 1.0"),
+    "a range upside down": (
+        lambda t, _: _create(t, {"params": {"dropout": {"type": "float", "low": 0.5,
+                                                        "high": 0.1}}}),
+        "needs low < high, got 0.5 and 0.1"),
+    "a range with a text bound": (
+        lambda t, _: _create(t, {"params": {"lr": {"type": "float", "low": 0.001,
+                                                   "high": "0.1"}}}),
+        "high must be a number, got '0.1'"),
+    "an empty study name": (
+        lambda t, _: ["study", "create", "", "--trials", "1", "--dir", str(t)],
+        "a study's name is a plain folder name"),
+    "a study name with a slash": (
+        lambda t, _: ["study", "status", "a/b", "--dir", str(t)], "(no '/'), got 'a/b'"),
 }  # fmt: skip
+
+
+def _create(tmp, space):
+    return ["study", "create", "s", "--trials", "2", "--dir", str(tmp), "--space",
+            _json(tmp / "space.json", space)]  # fmt: skip
 
 
 def _replace_model(run, what):

@@ -706,6 +706,8 @@ def _study(args: argparse.Namespace) -> int:
 
     from rnnlab.study import runner
 
+    if not args.name or args.name in (".", "..") or "/" in args.name or "\\" in args.name:
+        raise ConfigError(f"a study's name is a plain folder name (no '/'), got {args.name!r}")
     if args.dir.exists() and not args.dir.is_dir():
         raise ConfigError(f"--dir {args.dir} is a file, not a folder")
     _check_seed(getattr(args, "seed", 0))

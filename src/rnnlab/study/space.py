@@ -16,6 +16,7 @@ A study compares one family's score, so ``model`` cannot be a searched parameter
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import optuna
 
 from rnnlab.cells import cell_names
-from rnnlab.errors import ConfigError, unknown_name
+from rnnlab.errors import ConfigError, RnnlabError, unknown_name
 from rnnlab.families import Family, choose_family, make_config
 
 TYPES = ("categorical", "int", "float", "one_minus_log")
@@ -92,6 +93,9 @@ def check_space(space: dict[str, Any]) -> None:
         raise ConfigError("a search space is a JSON object with 'params' and optionally 'fixed'")
     if not isinstance(space["params"], dict) or not isinstance(space.get("fixed", {}), dict):
         raise ConfigError("a search space's 'params' and 'fixed' are JSON objects (name: ...)")
+    if not space["params"]:
+        raise ConfigError("a search space's 'params' is empty: a study searches at least one "
+                          "option (fixed values go in 'fixed')")  # fmt: skip
     for name, spec in space["params"].items():
         if not isinstance(spec, dict):
             raise ConfigError(f"parameter {name!r}: a JSON object like {{\"type\": \"float\", "
@@ -108,15 +112,44 @@ def check_space(space: dict[str, Any]) -> None:
     for name, spec in space["params"].items():
         if spec.get("type") not in TYPES:
             raise ConfigError(f"parameter {name!r}: type must be one of {', '.join(TYPES)}")
-        if spec["type"] == "categorical" and not spec.get("choices"):
-            raise ConfigError(f"parameter {name!r}: categorical needs choices")
-        if spec["type"] != "categorical" and not spec.get("low", 0) < spec.get("high", 0):
-            raise ConfigError(f"parameter {name!r}: needs low < high")
+        if spec["type"] == "categorical":
+            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
+                raise ConfigError(f"parameter {name!r}: categorical needs choices, a non-empty "
+                                  "JSON list")  # fmt: skip
+            continue
+        number = int if spec["type"] == "int" else (int, float)
+        for bound in ("low", "high"):
+            value = spec.get(bound)
+            if not isinstance(value, number) or isinstance(value, bool):
+                kind = "a whole number" if spec["type"] == "int" else "a number"
+                raise ConfigError(f"parameter {name!r}: {bound} must be {kind}, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"parameter {name!r}: {bound} must be finite, got {value!r}")
+        if not spec["low"] < spec["high"]:
+            raise ConfigError(f"parameter {name!r}: needs low < high, got {spec['low']} and "
+                              f"{spec['high']}")  # fmt: skip
         if (spec["type"] == "one_minus_log" or spec.get("log")) and not spec["low"] > 0:
             raise ConfigError(f"parameter {name!r}: a log-uniform range needs low > 0, got "
                               f"{spec['low']}")  # fmt: skip
     first = {name: _first(spec) for name, spec in space["params"].items()}
-    run_config({**space.get("fixed", {}), **first})
+    base = {**space.get("fixed", {}), **first}
+    run_config(base)
+    for name, spec in space["params"].items():  # every choice and both ends of every range
+        for value in _extremes(spec):
+            try:
+                run_config({**base, name: value})
+            except RnnlabError as exc:
+                raise ConfigError(f"parameter {name!r}: the value {value!r} is refused: "
+                                  f"{exc}") from None  # fmt: skip
+
+
+def _extremes(spec: dict[str, Any]) -> list[Any]:
+    """The values a parameter can reach at its edges: each choice, or both bounds."""
+    if spec["type"] == "categorical":
+        return list(spec["choices"])
+    if spec["type"] == "one_minus_log":
+        return [1.0 - spec["low"], 1.0 - spec["high"]]
+    return [spec["low"], spec["high"]]
 
 
 def _first(spec: dict[str, Any]) -> Any:
