@@ -246,3 +246,130 @@ def test_log_space_scan_matches_the_step_loop(name):
     scan_out, (scan_h,) = cell.log_space_scan(log_a, log_b, h0[0], valid)
     torch.testing.assert_close(scan_out, out, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(scan_h, hT[0], rtol=1e-10, atol=1e-12)
+
+
+# --- cells of the seeds' literature (issue 18) ---------------------------------------------------
+def _heaviside_st(v, dampening, support):
+    """H(v) forward; backward the triangle dampening * max(0, 1 - support |v|), written as the
+    derivative of S(w) = dampening (w - support w |w| / 2), w = v clamped to +-1/support."""
+    w = v.clamp(-1 / support, 1 / support)
+    s = dampening * (w - support * w * w.abs() / 2)
+    return (v > 0).to(v.dtype) + (s - s.detach())
+
+
+def egru_reference(p, x, H, dampening=0.7, support=1.0):
+    """Subramoney et al. 2023 as the authors' EvNN code computes it (rows u, r, z)."""
+    B = x.shape[1]
+    y = torch.zeros(B, H, dtype=x.dtype)
+    c = torch.zeros(B, H, dtype=x.dtype)
+    W = dict(zip("urz", p["weight_ih"].split(H), strict=True))
+    R = dict(zip("urz", p["weight_hh"].split(H), strict=True))
+    b = dict(zip("urz", p["bias"].split(H), strict=True))
+    bR = dict(zip("urz", p["bias_hh"].split(H), strict=True))
+    theta = p["threshold"].clamp(0, 1)
+    ys, events = [], []
+    for xt in x:
+        u = sig(xt @ W["u"].T + b["u"] + y @ R["u"].T + bR["u"])
+        r = sig(xt @ W["r"].T + b["r"] + y @ R["r"].T + bR["r"])
+        z = tanh(xt @ W["z"].T + b["z"] + r * (y @ R["z"].T + bR["z"]))
+        c_hat = u * c + (1 - u) * z
+        e = _heaviside_st(c_hat - theta, dampening, support)
+        y = e * c_hat
+        c = c_hat - e * theta
+        ys.append(y)
+        events.append(e.detach())
+    return torch.stack(ys), y, c, torch.stack(events)
+
+
+def test_egru_equations_and_surrogate_gradients():
+    """Outputs, states, activity and every gradient (through the pseudo-derivative) against the
+    transcription, float64; thresholds spread so that some units fire and some do not."""
+    torch.manual_seed(0)
+    H = 6
+    layer = Recurrent("egru", 4, H, cell_args={"dampening": 0.9, "support": 2.0}).double()
+    p = _random_params(layer)
+    with torch.no_grad():
+        p["threshold"].copy_(torch.linspace(-0.1, 0.6, H))  # one below 0: clamped to 0
+    x = torch.randn(7, 3, 4, dtype=torch.float64)
+    out, (yT, cT) = layer(x)
+    q = {k: v.clone().requires_grad_() for k, v in p.items()}
+    want, y, c, events = egru_reference(q, x, H, 0.9, 2.0)
+    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(yT[0], y, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(cT[0], c, rtol=1e-10, atol=1e-12)
+    assert 0 < events.mean() < 1
+    assert layer.statistics()["activity"] == pytest.approx(events.mean().item())
+    weights = torch.randn_like(out)
+    params = list(layer.cells[0].parameters())
+    got = torch.autograd.grad((out * weights).sum() + cT.sum(), params)
+    expected = torch.autograd.grad((want * weights).sum() + c.sum(), list(q.values()))
+    for name, g, e in zip(p, got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=name)
+    assert got[-1].abs().sum() > 0  # the thresholds learn
+
+
+def test_egru_thresholds_start_from_the_beta_distribution():
+    torch.manual_seed(0)
+    theta = Recurrent("egru", 2, 4000, cell_args={"thr_mean": 0.2}).cells[0].threshold
+    assert theta.min() >= 0 and theta.max() <= 1
+    assert theta.mean().item() == pytest.approx(0.2, abs=0.01)
+
+
+def gatel0rd_reference(p, x, H, noise=None):
+    """Gumbsch et al. 2021 (the authors' GateL0RDCell, one internal layer): rows g, r, p, o."""
+    B = x.shape[1]
+    y = h = torch.zeros(B, H, dtype=x.dtype)
+    Wx = dict(zip("grpo", p["weight_ih"].split(H), strict=True))
+    b = dict(zip("grpo", p["bias"].split(H), strict=True))
+    Rh = dict(zip("gr", p["weight_hh"].split(H), strict=True))
+    Rn = dict(zip("po", p["weight_hn"].split(H), strict=True))
+    ys, thetas = [], []
+    for t, xt in enumerate(x):
+        s = xt @ Wx["g"].T + h @ Rh["g"].T + b["g"]
+        if noise is not None:
+            s = s - noise[t]
+        gate = torch.clamp(tanh(s), min=0)
+        h = gate * tanh(xt @ Wx["r"].T + h @ Rh["r"].T + b["r"]) + (1 - gate) * h
+        y = tanh(xt @ Wx["p"].T + h @ Rn["p"].T + b["p"]) * sig(xt @ Wx["o"].T + h @ Rn["o"].T
+                                                               + b["o"])  # fmt: skip
+        ys.append(y)
+        thetas.append(gate + ((gate > 0).double() - gate).detach())
+    return torch.stack(ys), h, torch.stack(thetas)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_gatel0rd_equations_penalty_and_gradients(training):
+    """Outputs, latent, the fraction of latent changes and the L0 penalty (with its
+    straight-through gradient) against the transcription; in training with the same noise."""
+    torch.manual_seed(0)
+    H, lam, sigma = 5, 0.01, 0.3
+    layer = Recurrent("gatel0rd", 4, H, cell_args={"l0_lambda": lam, "gate_noise": sigma})
+    layer = layer.double().train(training)
+    p = _random_params(layer)
+    x = torch.randn(6, 3, 4, dtype=torch.float64)
+    torch.manual_seed(5)
+    out, (yT, hT, gT) = layer(x)
+    noise = None
+    if training:  # the draws the cell made: one randn_like per step, (B, H) each
+        torch.manual_seed(5)
+        noise = [sigma * torch.randn(3, H, dtype=torch.float64) for _ in range(6)]
+    q = {k: v.clone().requires_grad_() for k, v in p.items()}
+    want, h, theta = gatel0rd_reference(q, x, H, noise)
+    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hT[0], h, rtol=1e-10, atol=1e-12)
+    assert 0 < theta.mean() < 1
+    assert layer.statistics()["gate_openings"] == pytest.approx(theta.mean().item())
+    got = torch.autograd.grad(out.sum() + layer.penalty(), list(layer.cells[0].parameters()))
+    expected = torch.autograd.grad(want.sum() + lam * theta.mean(), list(q.values()))
+    for name, g, e in zip(p, got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_gatel0rd_shut_gates_copy_the_latent_exactly():
+    layer = Recurrent("gatel0rd", 2, 4).double().eval()
+    with torch.no_grad():
+        layer.cells[0].bias[:4] = -50.0  # the gate's bias: s < 0, L = 0
+    h0 = torch.randn(1, 3, 4, dtype=torch.float64)
+    state = (torch.zeros_like(h0), h0, torch.zeros_like(h0))
+    _, (_, hT, _) = layer(torch.randn(9, 3, 2, dtype=torch.float64), state=state)
+    assert torch.equal(hT, h0) and layer.statistics()["gate_openings"] == 0.0

@@ -8,8 +8,8 @@ loop is the reference every faster backend is tested against.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import cast
+from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,7 @@ class RecurrentConfig:
     zoneout: float = 0.0
     backend: str = "auto"
     chrono: int = 0
+    cell_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_argument_types(self)
@@ -127,6 +128,60 @@ class RecurrentConfig:
                 raise ConfigError(f"{key} must be in [0, 1), got {value!r}")
         if self.chrono != 0 and self.chrono < 3:
             raise ConfigError(f"chrono (T_max) must be 0 (off) or at least 3, got {self.chrono}")
+        check_cell_args(self.cell, self.cell_args)
+
+
+def check_cell_args(cell: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Every argument of ``cell`` (``Cell.arguments``), defaults filled in; a name the cell does
+    not take, a value of another type, NaN or inf is refused in one line naming the argument."""
+    if not isinstance(args, dict):
+        raise ConfigError(f"cell_args must be a dict of name: value, got {type(args).__name__}")
+    known = CELLS[cell](1, 1, CellOptions()).arguments
+    for name, value in args.items():
+        if name not in known:
+            if not known:
+                raise ConfigError(f"cell {cell!r} takes no cell arguments (got {name!r})")
+            raise unknown_name(f"argument of cell {cell!r}", name, known)
+        default = known[name][0]
+        kind = type(default)
+        ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True  # an integer where a float is expected
+        if not ok:
+            raise ConfigError(f"cell argument {name} of {cell!r} must be {kind.__name__}, "
+                              f"got {value!r}")  # fmt: skip
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"cell argument {name} of {cell!r} must be finite, got {value!r}")
+    full = {name: args.get(name, default) for name, (default, _) in known.items()}
+    type(CELLS[cell](1, 1, CellOptions())).check_args(full)
+    return full
+
+
+def parse_cell_args(cell: str, text: str) -> dict[str, Any]:
+    """``name=value,name=value`` (the command line's ``--cell-args``) as the typed dict
+    ``Recurrent(cell_args=...)`` takes; the types come from the cell's defaults."""
+    known = CELLS[cell](1, 1, CellOptions()).arguments
+    args: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, raw = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep:
+            raise ConfigError(f"cell argument {item!r} is not name=value")
+        if name not in known:
+            check_cell_args(cell, {name: 0})  # the one-line refusal with the valid names
+        kind = type(known[name][0])
+        try:
+            if kind is bool:
+                if raw.strip().lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                args[name] = raw.strip().lower() in ("true", "1")
+            else:
+                args[name] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"cell argument {name} of {cell!r} must be {kind.__name__}, got "
+                              f"{raw!r}") from None  # fmt: skip
+    check_cell_args(cell, args)
+    return args
 
 
 class Recurrent(nn.Module):
@@ -177,6 +232,7 @@ class Recurrent(nn.Module):
         zoneout: float = 0.0,
         backend: str = "auto",
         chrono: int = 0,
+        cell_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.config = RecurrentConfig(
@@ -193,8 +249,13 @@ class Recurrent(nn.Module):
             zoneout=zoneout,
             backend=backend,
             chrono=chrono,
+            cell_args=dict(cell_args or {}),
         )
-        options = CellOptions(layer_norm=layer_norm, forget_bias=forget_bias)
+        options = CellOptions(
+            layer_norm=layer_norm,
+            forget_bias=forget_bias,
+            args=tuple(sorted(check_cell_args(cell, self.config.cell_args).items())),
+        )
         probe = CELLS[cell](1, 1, CellOptions())
         asked = {"layer_norm": layer_norm, "zoneout": zoneout > 0,
                  "recurrent_dropout": recurrent_dropout > 0}  # fmt: skip
@@ -216,6 +277,7 @@ class Recurrent(nn.Module):
         if chrono:
             for c in self.layer_cells:
                 c.chrono_(chrono)
+        self._tallies: list[tuple[Cell, dict[str, Tensor]]] = []  # of the last forward pass
 
     @classmethod
     def from_config(cls, config: RecurrentConfig) -> Recurrent:
@@ -277,6 +339,8 @@ class Recurrent(nn.Module):
             # projection's weight gradient sums x over every step, padded ones too.
             x = torch.where(valid, x, 0.0)
         states = self._initial_states(state, B, x)
+        if not torch.compiler.is_compiling():
+            self._tallies = []
 
         finals: list[State] = []
         layer_input = x
@@ -305,6 +369,8 @@ class Recurrent(nn.Module):
         if self.num_directions != 1 or self.config.batch_first:
             raise ConfigError("run_layer needs a unidirectional, time-major Recurrent")
         cell = self.layer_cells[layer]
+        if layer == 0 and not torch.compiler.is_compiling():
+            self._tallies = []  # a new pass through the stack
         start = cell.initial_state(x.shape[1], x) if state is None else tuple(s[0] for s in state)
         out, final = self._run(cell, x, start, None)
         return out, tuple(s.unsqueeze(0) for s in final)
@@ -344,10 +410,13 @@ class Recurrent(nn.Module):
                 f"extension: {_fused_status()})"
             )
         outputs = []
+        tallies: list[tuple[Tensor, ...]] = []
         for t in range(x.shape[0]):
             new = cell.step(x_proj[t], state, mask)
             if zone is not None:
                 new = self._zoneout(new, state, zone[t])
+            if cell.tally_names:
+                tallies.append(cell.tally(new))
             if valid is not None:
                 # Padded steps keep the previous state, so final states ignore padding.
                 v = valid[t]  # (B, 1)
@@ -356,7 +425,43 @@ class Recurrent(nn.Module):
             else:
                 outputs.append(new[0])
             state = new
+        if tallies:
+            self._record_tallies(cell, tallies, valid)
         return torch.stack(outputs), state
+
+    def _record_tallies(
+        self, cell: Cell, tallies: list[tuple[Tensor, ...]], valid: Tensor | None
+    ) -> None:
+        """Each tally's mean over the valid steps and the units of this forward pass."""
+        if torch.compiler.is_compiling():
+            return  # recorded in eager mode only (a traced graph has no side outputs)
+        means = {}
+        for k, name in enumerate(cell.tally_names):
+            values = torch.stack([t[k] for t in tallies])  # (T, B, H)
+            if valid is None:
+                means[name] = values.mean()
+            else:
+                v = valid.to(values.dtype)  # (T, B, 1)
+                count = (v.sum() * values.shape[-1]).clamp_min(1.0)
+                means[name] = (values * v).sum() / count
+        self._tallies.append((cell, means))
+
+    def statistics(self) -> dict[str, float]:
+        """The cells' step statistics (``Cell.tally_names``) over the last forward pass: each
+        the mean over its valid steps, units, layers and directions (empty for cells with
+        none, and after a compiled forward)."""
+        out: dict[str, list[float]] = {}
+        for _, means in self._tallies:
+            for name, value in means.items():
+                out.setdefault(name, []).append(float(value.detach()))
+        return {name: sum(v) / len(v) for name, v in out.items()}
+
+    def penalty(self) -> Tensor | None:
+        """The cells' training penalties (``Cell.penalty``) over the last forward pass, averaged
+        over the cells of the stack (GateL0RD's mean over layers), differentiable; None where no
+        cell has one."""
+        terms = [p for cell, means in self._tallies if (p := cell.penalty(means)) is not None]
+        return torch.stack(terms).mean() if terms else None
 
     def _torch_layer(
         self, cell: Cell, x: Tensor, state: State, valid: Tensor | None

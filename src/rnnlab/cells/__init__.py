@@ -6,6 +6,8 @@ from collections.abc import Callable
 from functools import partial
 
 from rnnlab.cells.base import Cell, CellOptions, State
+from rnnlab.cells.egru import EGRUCell
+from rnnlab.cells.gatel0rd import GateL0RDCell
 from rnnlab.cells.gru import GRUCell, GRUv1Cell
 from rnnlab.cells.lstm import VARIANTS, LSTMCell, LSTMVariant
 from rnnlab.cells.rnn import TanhCell
@@ -21,6 +23,8 @@ CELLS: dict[str, CellFactory] = {
     **{name: partial(LSTMCell, variant=variant) for name, variant in VARIANTS.items()},
     "mingru": MinGRUCell,
     "minlstm": MinLSTMCell,
+    "egru": EGRUCell,
+    "gatel0rd": GateL0RDCell,
 }
 
 
@@ -40,6 +44,8 @@ __all__ = [
     "CELLS",
     "Cell",
     "CellOptions",
+    "EGRUCell",
+    "GateL0RDCell",
     "GRUCell",
     "GRUv1Cell",
     "LSTMCell",

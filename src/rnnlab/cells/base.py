@@ -35,10 +35,13 @@ class CellOptions:
     layer_norm: Ba et al. 2016: normalise W x and R y separately (over the whole stacked
         pre-activation of each), and, for LSTMs, c_t before the output activation h.
     forget_bias: initial value of the forget-gate bias (LSTM family with a forget gate).
+    args: the cell's own arguments, (name, value) pairs checked by ``Recurrent`` against the
+        cell's ``arguments``; absent ones take their defaults.
     """
 
     layer_norm: bool = False
     forget_bias: float = 1.0
+    args: tuple[tuple[str, Any], ...] = ()  # the cell's own arguments (``Cell.arguments``)
 
 
 class Cell(nn.Module, ABC):
@@ -63,6 +66,32 @@ class Cell(nn.Module, ABC):
     # True where training draws noise inside the step (its step and fused forms then agree only
     # in evaluation, or under the same generator state).
     noisy_in_training: bool = False
+
+    # The cell's own arguments (``Recurrent(cell_args=...)``; ``--cell-args`` on the command
+    # line): name -> (default, description). A value has its default's type; ``check_args``
+    # checks ranges.
+    arguments: dict[str, tuple[Any, str]] = {}
+    # Per-unit statistics of a step (``tally``), averaged by ``Recurrent`` over the valid steps
+    # of a forward pass (``Recurrent.statistics()``), e.g. the fraction of units that emit an
+    # event; a cell may turn them into a training penalty (``penalty``).
+    tally_names: tuple[str, ...] = ()
+
+    def arg(self, name: str) -> Any:
+        """The value of one of the cell's own arguments."""
+        return dict(self.options.args).get(name, self.arguments[name][0])
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        """Refuse (ConfigError) argument values out of range; ``args`` holds every argument."""
+
+    def tally(self, state: State) -> tuple[Tensor, ...]:
+        """The step statistics named by ``tally_names`` from a new state: each (B, H)."""
+        return ()
+
+    def penalty(self, means: dict[str, Tensor]) -> Tensor | None:
+        """A term for the training loss from the forward pass's tallies (means over valid steps
+        and units, differentiable where the tally is), or None."""
+        return None
 
     def refusal(self, option: str) -> str | None:
         """Why this cell does not take ``option`` (a ``Recurrent`` option), or None if it does."""

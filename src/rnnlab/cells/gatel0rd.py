@@ -1,0 +1,107 @@
+"""GateL0RD (Gumbsch, Butz & Martius, "Sparsely changing latent states for prediction and
+planning in partially observable domains", NeurIPS 2021).
+
+A latent state h that changes only when a gate opens, with an L0 penalty on the openings, so
+that the network learns to keep its latent constant unless something in the world changed.
+With x_t the input and one internal layer (the authors' default), per step:
+
+    s_t = W_g x_t + R_g h_{t-1} + b_g - eps_t,   eps_t ~ N(0, sigma^2) in training, 0 otherwise
+    L_t = ReTanh(s_t) = max(0, tanh(s_t))                                     (the gate)
+    h^_t = tanh(W_r x_t + R_r h_{t-1} + b_r)                                  (recommendation)
+    h_t = L_t * h^_t + (1 - L_t) * h_{t-1}
+    y_t = tanh(W_p x_t + R_p h_t + b_p) * sigmoid(W_o x_t + R_o h_t + b_o)    (output, gate)
+
+The output reads the new latent h_t. Where s_t <= 0 the latent is copied exactly. The penalty
+is lambda times the mean over steps, units (and cells of the stack) of Theta(L_t), the Heaviside
+step of the gate (1 where the latent changes), with the straight-through gradient
+d Theta / d L := 1 of the paper (so it pushes open gates shut and leaves shut ones alone).
+
+Layout: ``weight_ih`` (4H, I) rows g, r, p, o; ``bias`` (4H); ``weight_hh`` (2H, H) rows g, r
+(from h_{t-1}); ``weight_hn`` (2H, H) rows p, o (from h_t). Each of g, r, p, o is one
+``nn.Linear`` over [x; h] in the authors' code, so every weight and bias is initialised as
+torch's Linear: U(-1/sqrt(I + H), 1/sqrt(I + H)). The output has the latent's width H here (the
+authors allow another). State: (y, h, L): L, the last gate, is kept so that ``tally`` can read
+it; it never enters the next step. Deeper internal networks (the authors'
+``num_layers_internal`` > 1) are not offered.
+
+Cell arguments: ``l0_lambda`` (0.001, the paper's setting for its billiard-ball and robot
+tasks) and ``gate_noise`` (sigma = 0.1). ``Recurrent.statistics()`` reports ``gate_openings``,
+the fraction of (step, unit) pairs whose latent changed; ``Recurrent.penalty()`` is the L0 term.
+Layer options: layer norm, zoneout and recurrent dropout are refused (the cell's own gate is the
+regulariser; its recurrent input is h, not the output y that rnnlab's masks act on).
+
+>>> import torch
+>>> from rnnlab import Recurrent
+>>> layer = Recurrent("gatel0rd", 3, 8)
+>>> out, (y, h, gate) = layer(torch.randn(5, 2, 3))
+>>> bool(layer.penalty() >= 0)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.cells.base import Cell, CellOptions, State
+from rnnlab.errors import ConfigError
+
+
+class GateL0RDCell(Cell):
+    """GateL0RD (see the module docstring)."""
+
+    gate_rows = 4
+    state_widths = (1, 1, 1)  # y, h, the step's gate L
+    zoneout_parts = 0
+    options_taken: frozenset[str] = frozenset()
+    fused_kernel = False
+    noisy_in_training = True
+    arguments = {
+        "l0_lambda": (0.001, "weight of the L0 penalty on latent changes"),
+        "gate_noise": (0.1, "std of the Gaussian noise on the gate's input in training"),
+    }
+    tally_names = ("gate_openings",)
+
+    def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
+        super().__init__(input_size, hidden_size, options)
+        H = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(4 * H, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(2 * H, H))
+        self.weight_hn = nn.Parameter(torch.empty(2 * H, H))
+        self.bias = nn.Parameter(torch.empty(4 * H))
+        bound = 1.0 / math.sqrt(input_size + H)
+        with torch.no_grad():
+            for p in (self.weight_ih, self.weight_hh, self.weight_hn, self.bias):
+                p.uniform_(-bound, bound)
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        for name in ("l0_lambda", "gate_noise"):
+            if args[name] < 0:
+                raise ConfigError(f"gatel0rd's {name} must be at least 0, got {args[name]}")
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        _, h_prev, _ = state
+        g_x, r_x, p_x, o_x = x_proj.chunk(4, dim=-1)
+        g_h, r_h = F.linear(h_prev, self.weight_hh).chunk(2, dim=-1)
+        s = g_x + g_h
+        sigma = self.arg("gate_noise")
+        if self.training and sigma > 0:
+            s = s - sigma * torch.randn_like(s)
+        gate = F.relu(torch.tanh(s))
+        h = gate * torch.tanh(r_x + r_h) + (1.0 - gate) * h_prev
+        p_h, o_h = F.linear(h, self.weight_hn).chunk(2, dim=-1)
+        y = torch.tanh(p_x + p_h) * torch.sigmoid(o_x + o_h)
+        return y, h, gate
+
+    def tally(self, state: State) -> tuple[Tensor, ...]:
+        gate = state[2]
+        opened = (gate > 0).to(gate.dtype)
+        return (gate + (opened - gate).detach(),)  # Theta(L), straight-through to L
+
+    def penalty(self, means: dict[str, Tensor]) -> Tensor | None:
+        return self.arg("l0_lambda") * means["gate_openings"]
