@@ -284,7 +284,30 @@ CASES = {
         "a study's name is a plain folder name"),
     "a study name with a slash": (
         lambda t, _: ["study", "status", "a/b", "--dir", str(t)], "(no '/'), got 'a/b'"),
+    "sample into a folder": (
+        lambda t, r: ["sample", str(r), "--out", _folder(t / "x.mid")], "is a folder"),
+    "sample to a name without an extension": (
+        lambda t, r: ["sample", str(r), "--out", str(t / "song")], "ends in .mid or .midi"),
+    "sample to a link to /dev/full": (
+        lambda t, r: ["sample", str(r), "--out", _link(t / "x.mid", "/dev/full")],
+        "is not a regular file"),
+    "a piano roll into a pipe": (
+        lambda t, r: ["sample", str(r), "--png", _fifo(t / "x.png")], "is not a regular file"),
+    "a piano roll with no picture format": (
+        lambda t, r: ["sample", str(r), "--png", str(t / "roll")], "a picture ends in"),
 }  # fmt: skip
+
+
+def _link(path, target):
+    path.symlink_to(target)
+    return str(path)
+
+
+def _fifo(path):
+    import os
+
+    os.mkfifo(path)
+    return str(path)
 
 
 def _create(tmp, space):

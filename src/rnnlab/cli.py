@@ -587,6 +587,23 @@ def _check_plot(path: Path | None) -> None:
         raise ConfigError(f"{path}: a picture ends in one of {', '.join('.' + f for f in formats)}")
 
 
+def _check_output(path: Path | None, flag: str, suffixes: tuple[str, ...] | None) -> None:
+    """A file rnnlab writes: a new path or a regular file (never a folder, a device, a pipe, or
+    a link to one), named with its format's extension (``suffixes``; None: a picture)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
+    if (path.exists() or path.is_symlink()) and not path.is_file():
+        raise ConfigError(f"{flag} {path} is not a regular file (a device, a pipe or a broken "
+                          "link); give a new file name")  # fmt: skip
+    if suffixes is None:
+        _check_plot(path)
+    elif path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{flag} {path}: the file this run writes ends in "
+                          f"{' or '.join(suffixes)}")  # fmt: skip
+
+
 def _check_parents(*paths: Path | None) -> None:
     """An output file's folder must exist (rnnlab does not invent folders for files)."""
     for path in paths:
@@ -630,6 +647,8 @@ def _sample(args: argparse.Namespace) -> int:
     if args.out is None and args.png is None:
         raise ConfigError("sample needs --out FILE, --png FILE, or both")
     _check_parents(args.out, args.png)
+    _check_output(args.out, "--out", run.family.sample_suffixes)
+    _check_output(args.png, "--png", None)
     label = (f"{run.family.name} {getattr(run.cfg, 'cell', '')} on {run.cfg.data}, epoch "
              f"{run.meta.get('epoch')}")  # fmt: skip
     request = SampleRequest(args.out, args.png, args.frames or 0, args.seed,

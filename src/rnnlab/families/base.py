@@ -317,6 +317,7 @@ class Family(ABC):
     score: ClassVar[Score]
     latent: ClassVar[bool] = False  # has latent variables: eval --iw-samples applies
     draws: ClassVar[str | None] = None  # "frames" (rnnlab sample) or "text" (rnnlab generate)
+    sample_suffixes: ClassVar[tuple[str, ...]] = (".mid", ".midi")  # what `sample --out` writes
 
     implied_by_data: ClassVar[bool] = True  # data this family accepts implies it (no --model)
     portable_data: ClassVar[bool] = True  # a run can be evaluated on other data it accepts

@@ -277,6 +277,7 @@ class SeriesFamily(Family):
     config_type = SeriesConfig
     score = Score("nll", "NLL", "nats/step")
     draws = "frames"
+    sample_suffixes = (".csv",)
 
     def accepts(self, data: str, options: dict[str, Any]) -> bool:
         suffix = Path(data).suffix.lower()
