@@ -6,10 +6,10 @@ import sys
 
 import pytest
 import torch
+from cell_traits import FUSED
 from torch.autograd import gradcheck
 
 import rnnlab
-from cell_traits import FUSED
 from rnnlab import Recurrent
 from rnnlab.errors import ConfigError
 from rnnlab.kernels import build, cpu

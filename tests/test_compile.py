@@ -4,9 +4,9 @@ gradients; every operator passes torch.library.opcheck (fake against real, schem
 
 import pytest
 import torch
+from cell_traits import FUSED, probe
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cell_traits import FUSED, probe
 from rnnlab import Recurrent
 from rnnlab.cells import cell_names
 from rnnlab.errors import ConfigError

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from cell_traits import EXACT, probe, takes
 from torch.autograd import gradcheck
 
-from cell_traits import EXACT, probe, takes
 from rnnlab import Recurrent
 
 

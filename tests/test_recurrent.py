@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from cell_traits import probe, takes, usable
 
 import rnnlab
-from cell_traits import probe, takes, usable
 from rnnlab import Recurrent
 from rnnlab.errors import ConfigError
 from rnnlab.recurrent import reverse_padded
@@ -99,7 +99,9 @@ def test_bad_input_width_and_lengths():
 
 
 def test_unknown_cell_lists_valid_ones():
-    with pytest.raises(ValueError, match="Did you mean 'lstm-cifg'.*Valid cells: gru, gru-v1"):
+    with pytest.raises(
+        ValueError, match="Did you mean .lstm-cifg.*Valid cells: .*gru, gru-v1, lstm"
+    ):
         Recurrent("lstm-cfg", 3, 4)
 
 
@@ -209,3 +211,17 @@ def test_nan_in_padding_changes_nothing_not_even_gradients(cell):
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
     for a, b in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_checking_options_draws_no_random_numbers(cell):
+    """A seeded stack's weights are its cells' first draws: reading a cell's traits (what it
+    takes, its arguments) happens on a probe made with the generator saved and restored."""
+    from rnnlab.cells import CellOptions, make_cell
+
+    torch.manual_seed(3)
+    layer = Recurrent(cell, 3, 4)
+    torch.manual_seed(3)
+    alone = make_cell(cell, 3, 4, CellOptions())
+    for a, b in zip(layer.cells[0].parameters(), alone.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.cells import CELLS, Cell, CellOptions, GRUCell, State, make_cell
+from rnnlab.cells import CELLS, Cell, CellOptions, GRUCell, State, make_cell, probe_cell
 from rnnlab.errors import ConfigError, ConfigTypeError, unknown_name
 from rnnlab.export import export_layer, onnx_exporting, refuse_unsupported_export
 
@@ -136,7 +136,7 @@ def check_cell_args(cell: str, args: dict[str, Any]) -> dict[str, Any]:
     not take, a value of another type, NaN or inf is refused in one line naming the argument."""
     if not isinstance(args, dict):
         raise ConfigError(f"cell_args must be a dict of name: value, got {type(args).__name__}")
-    known = CELLS[cell](1, 1, CellOptions()).arguments
+    known = probe_cell(cell).arguments
     for name, value in args.items():
         if name not in known:
             if not known:
@@ -153,14 +153,14 @@ def check_cell_args(cell: str, args: dict[str, Any]) -> dict[str, Any]:
         if kind is float and not math.isfinite(value):
             raise ConfigError(f"cell argument {name} of {cell!r} must be finite, got {value!r}")
     full = {name: args.get(name, default) for name, (default, _) in known.items()}
-    type(CELLS[cell](1, 1, CellOptions())).check_args(full)
+    type(probe_cell(cell)).check_args(full)
     return full
 
 
 def parse_cell_args(cell: str, text: str) -> dict[str, Any]:
     """``name=value,name=value`` (the command line's ``--cell-args``) as the typed dict
     ``Recurrent(cell_args=...)`` takes; the types come from the cell's defaults."""
-    known = CELLS[cell](1, 1, CellOptions()).arguments
+    known = probe_cell(cell).arguments
     args: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, raw = item.partition("=")
@@ -256,7 +256,7 @@ class Recurrent(nn.Module):
             forget_bias=forget_bias,
             args=tuple(sorted(check_cell_args(cell, self.config.cell_args).items())),
         )
-        probe = CELLS[cell](1, 1, CellOptions())
+        probe = probe_cell(cell)
         asked = {"layer_norm": layer_norm, "zoneout": zoneout > 0,
                  "recurrent_dropout": recurrent_dropout > 0}  # fmt: skip
         for option, on in asked.items():

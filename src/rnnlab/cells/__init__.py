@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
+
+import torch
 
 from rnnlab.cells.base import Cell, CellOptions, State
 from rnnlab.cells.egru import EGRUCell
@@ -33,6 +35,17 @@ def cell_names() -> list[str]:
     return list(CELLS)
 
 
+@cache
+def probe_cell(name: str) -> Cell:
+    """A 1 x 1 instance of the cell, to read its traits (what it takes, its arguments) from. Made
+    with the random generator's state saved and restored, so that asking never changes the draws
+    of a seeded model built afterwards."""
+    if name not in CELLS:
+        raise unknown_name("cell", name, CELLS)
+    with torch.random.fork_rng(devices=[]):
+        return CELLS[name](1, 1, CellOptions())
+
+
 def make_cell(name: str, input_size: int, hidden_size: int, options: CellOptions) -> Cell:
     """Build a cell by name; an unknown name gets the list of valid ones."""
     if name not in CELLS:
@@ -56,4 +69,5 @@ __all__ = [
     "TanhCell",
     "cell_names",
     "make_cell",
+    "probe_cell",
 ]
