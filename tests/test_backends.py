@@ -83,11 +83,10 @@ def test_fused_matches_step_float32(cell):
 @needs_extension
 @pytest.mark.parametrize("cell", [c for c in LSTMS if c != "lstm-fgr"])
 @pytest.mark.parametrize("training", [True, False])
-def test_float32_forward_fused_with_the_product_matches_step(cell, training):
-    """float32's forward runs the gate arithmetic inside the recurrent product, per group of 16
-    units (on AVX-512): whole and partial groups (H = 16, 37), batches that leave partial row
-    tiles (B = 1, 13), with zoneout, recurrent dropout, lengths and peepholes, with and without
-    gradients."""
+def test_float32_at_partial_panels_and_tiles_matches_step(cell, training):
+    """float32 (the packed recurrent product's type) at widths that fill its 32-column panels
+    wholly and partly (H = 16, 37) and batches that leave partial 8-row tiles (B = 1, 13), with
+    zoneout, recurrent dropout, lengths and peepholes, with and without gradients."""
     gen = torch.Generator().manual_seed(LSTMS.index(cell))
     for H, B in ((16, 13), (37, 1), (37, 13)):
         ref, fast = _pair(cell, 6, H, 1, True, torch.float32, zoneout=0.3, recurrent_dropout=0.2)

@@ -2,8 +2,7 @@
 //
 // The input projection x_proj = W x + b for all time steps is computed by the caller as one
 // matrix product. Here only the recurrent product stays in the time loop; the gate arithmetic
-// of a step is one pass over memory (in float32 on AVX-512, without layer norm or FGR, it runs
-// inside the recurrent product, per group of 16 units: GateGroups below). The backward pass keeps only the recurrent product
+// of a step is one pass over memory. The backward pass keeps only the recurrent product
 // dpre_t R in its loop and forms dR, dW_gg and the peephole gradients after it, as single
 // large products (the scheme of haste and cuDNN).
 //
@@ -75,256 +74,92 @@ inline void fill_row(scalar_t* out, scalar_t value, int64_t H) {
   for (int64_t h = 0; h < H; ++h) out[h] = value;
 }
 
-// One step's arrays, each (B, ...) as in lstm_forward's loop; nullptr where absent.
-template <typename scalar_t>
-struct StepArrays {
-  const scalar_t* xp;       // x_proj's rows (B, GH), or nullptr (layer norm: in pre already)
-  const scalar_t* gg;       // FGR's a_{t-1} W_gg^T (B, 3H)
-  const scalar_t* P;        // peepholes (3, H)
-  const scalar_t* zeros;    // a row of H zeros
-  const uint8_t* valid;     // (B)
-  const scalar_t* y_prev;   // (B, H), and c_prev, a_prev (B, 3H)
-  const scalar_t* c_prev;
-  const scalar_t* a_prev;
-  scalar_t* y_new;
-  scalar_t* c_new;
-  scalar_t* a_new;
-  scalar_t* y_out;          // Y[t]
-  scalar_t* acts;           // (B, 4H) or nullptr (inference)
-  scalar_t* c_save;         // C[t]
-  const scalar_t* zone;     // (B, 2H): y, c
-  scalar_t* chat_save;
-};
-
-// Units [u0, u0 + n) of batch row b. pre[k] points at gate k's (i, f, z, o) recurrent term of
-// unit u0 (R y_{t-1}; with layer norm x_proj + g LN(R y)), nullptr for an absent gate. scratch
-// holds 4n values (the gates, when acts is nullptr); c_norm 2H (layer norm on c, which needs the
-// whole row: n = H).
-template <typename scalar_t>
-inline void forward_units(const Layout& L, int64_t H, int64_t GH, const StepArrays<scalar_t>& s,
-                          int64_t b, int64_t u0, int64_t n, const scalar_t* const pre[4],
-                          scalar_t* scratch, scalar_t* c_norm, const CellNorm<scalar_t>& norm) {
-  const scalar_t* zeros = s.zeros;
-  const auto peep = [&](int64_t row) { return row >= 0 ? s.P + row * H + u0 : zeros; };
-  const scalar_t *p_i = peep(L.p_i), *p_f = peep(L.p_f), *p_o = peep(L.p_o);
-  // x_proj's block k of this row, or a row of zeros
-  const auto xb = [&](int64_t k) { return s.xp != nullptr ? s.xp + b * GH + k * H + u0 : zeros; };
-  const scalar_t* cp = s.c_prev + b * H + u0;
-  scalar_t* I = s.acts != nullptr ? s.acts + b * 4 * H + u0 : scratch;
-  const int64_t stride = s.acts != nullptr ? H : n;
-  scalar_t *F = I + stride, *Z = I + 2 * stride, *O = I + 3 * stride;
-  const auto ggb = [&](int64_t k) { return L.fgr ? s.gg + b * 3 * H + k * H + u0 : zeros; };
-  const scalar_t *g_i = ggb(0), *g_f = ggb(1), *g_o = ggb(2);
-  const scalar_t *pz = pre[2], *xz = xb(L.off_z);
-  if (L.g_act) {
-    for (int64_t h = 0; h < n; ++h) Z[h] = rnnlab::tanh(pz[h] + xz[h]);
-  } else {
-    for (int64_t h = 0; h < n; ++h) Z[h] = pz[h] + xz[h];
-  }
-  if (L.off_i >= 0) sigmoid_row(I, pre[0], xb(L.off_i), p_i, cp, g_i, n);
-  else fill_row(I, scalar_t(1), n);
-  if (L.coupled) {
-    for (int64_t h = 0; h < n; ++h) F[h] = scalar_t(1) - I[h];
-  } else if (L.off_f >= 0) {
-    sigmoid_row(F, pre[1], xb(L.off_f), p_f, cp, g_f, n);
-  } else {
-    fill_row(F, scalar_t(1), n);
-  }
-  scalar_t* cn = s.c_new + b * H + u0;
-  for (int64_t h = 0; h < n; ++h) cn[h] = Z[h] * I[h] + cp[h] * F[h];
-  if (L.off_o >= 0) sigmoid_row(O, pre[3], xb(L.off_o), p_o, cn, g_o, n);
-  else fill_row(O, scalar_t(1), n);
-  scalar_t* yn = s.y_new + b * H + u0;
-  const scalar_t* c_out = cn;  // what the output activation sees
-  if (norm.on()) {
-    TORCH_CHECK(u0 == 0 && n == H, "lstm kernel: layer norm on c needs whole rows");
-    scalar_t* xh = c_norm + H;
-    rnnlab::normalise_row(cn, xh, H);
-    for (int64_t h = 0; h < H; ++h) c_norm[h] = norm.gain[h] * xh[h] + norm.bias[h];
-    c_out = c_norm;
-  }
-  if (L.h_act) {
-    for (int64_t h = 0; h < n; ++h) yn[h] = rnnlab::tanh(c_out[h]) * O[h];
-  } else {
-    for (int64_t h = 0; h < n; ++h) yn[h] = c_out[h] * O[h];
-  }
-  const scalar_t* yp = s.y_prev + b * H + u0;
-  if (s.zone != nullptr) {  // zoneout: each unit keeps its previous value where zone is 1
-    if (s.chat_save != nullptr) std::copy(cn, cn + n, s.chat_save + b * H + u0);
-    const scalar_t *zy = s.zone + b * 2 * H + u0, *zc = zy + H;
-    for (int64_t h = 0; h < n; ++h) cn[h] += zc[h] * (cp[h] - cn[h]);
-    for (int64_t h = 0; h < n; ++h) yn[h] += zy[h] * (yp[h] - yn[h]);
-  }
-  if (s.c_save != nullptr) std::copy(cn, cn + n, s.c_save + b * H + u0);
-  const bool v = s.valid == nullptr || s.valid[b];
-  if (v) {
-    std::copy(yn, yn + n, s.y_out + b * H + u0);
-  } else {  // padding: the state carries over and the output is zero
-    std::copy(yp, yp + n, yn);
-    std::copy(cp, cp + n, cn);
-    fill_row(s.y_out + b * H + u0, scalar_t(0), n);
-  }
-  if (s.a_new != nullptr) {  // FGR's a_t = (i, f, o)_t
-    scalar_t* an = s.a_new + b * 3 * H + u0;
-    if (v) {
-      std::copy(I, I + n, an);
-      std::copy(F, F + n, an + H);
-      std::copy(O, O + n, an + 2 * H);
-    } else {
-      const scalar_t* ap = s.a_prev + b * 3 * H + u0;
-      for (int k = 0; k < 3; ++k) std::copy(ap + k * H, ap + k * H + n, an + k * H);
-    }
-  }
-}
-
-// A step's gate arithmetic over every row, after the recurrent product: pre (B, GH) is R y_{t-1}
-// (with layer norm: x_proj + g LN(R y), and s.xp nullptr).
+// pre (B, GH) is R y_{t-1} (with layer norm: x_proj + g LN(R y), and xp nullptr); xp (B, GH)
+// is x_proj's row of the step, added here rather than copied into pre before the product.
 template <typename scalar_t>
 void forward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scalar_t* pre,
-                  const StepArrays<scalar_t>& s, const CellNorm<scalar_t>& norm) {
+                  const scalar_t* xp, const scalar_t* gg, const scalar_t* P, const scalar_t* zeros,
+                  const uint8_t* valid, const scalar_t* y_prev, const scalar_t* c_prev,
+                  const scalar_t* a_prev, scalar_t* y_new, scalar_t* c_new, scalar_t* a_new,
+                  scalar_t* y_out, scalar_t* acts, scalar_t* c_save, const scalar_t* zone,
+                  scalar_t* chat_save, const CellNorm<scalar_t>& norm) {
+  const scalar_t* p_i = L.p_i >= 0 ? P + L.p_i * H : zeros;
+  const scalar_t* p_f = L.p_f >= 0 ? P + L.p_f * H : zeros;
+  const scalar_t* p_o = L.p_o >= 0 ? P + L.p_o * H : zeros;
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<scalar_t> scratch(s.acts == nullptr ? 4 * H : 0);
+    std::vector<scalar_t> scratch(acts == nullptr ? 4 * H : 0);
     std::vector<scalar_t> c_norm(norm.on() ? 2 * H : 0);  // g LN(c) + b, and LN(c)
     for (int64_t b = b0; b < b1; ++b) {
       const scalar_t* pr = pre + b * GH;
-      const int64_t offs[4] = {L.off_i, L.off_f, L.off_z, L.off_o};
-      const scalar_t* gates[4];
-      for (int k = 0; k < 4; ++k) gates[k] = offs[k] >= 0 ? pr + offs[k] * H : nullptr;
-      forward_units(L, H, GH, s, b, 0, H, gates, scratch.data(), c_norm.data(), norm);
+      const scalar_t* xr = xp != nullptr ? xp + b * GH : nullptr;
+      // x_proj's block k of this row, or a row of zeros
+      const auto xb = [&](int64_t k) { return xr != nullptr ? xr + k * H : zeros; };
+      const scalar_t* cp = c_prev + b * H;
+      scalar_t* gates = acts != nullptr ? acts + b * 4 * H : scratch.data();
+      scalar_t *I = gates, *F = gates + H, *Z = gates + 2 * H, *O = gates + 3 * H;
+      const scalar_t* g_i = L.fgr ? gg + b * 3 * H : zeros;
+      const scalar_t* g_f = L.fgr ? gg + b * 3 * H + H : zeros;
+      const scalar_t* g_o = L.fgr ? gg + b * 3 * H + 2 * H : zeros;
+      const scalar_t *pz = pr + L.off_z * H, *xz = xb(L.off_z);
+      if (L.g_act) {
+        for (int64_t h = 0; h < H; ++h) Z[h] = rnnlab::tanh(pz[h] + xz[h]);
+      } else {
+        for (int64_t h = 0; h < H; ++h) Z[h] = pz[h] + xz[h];
+      }
+      if (L.off_i >= 0) sigmoid_row(I, pr + L.off_i * H, xb(L.off_i), p_i, cp, g_i, H);
+      else fill_row(I, scalar_t(1), H);
+      if (L.coupled) {
+        for (int64_t h = 0; h < H; ++h) F[h] = scalar_t(1) - I[h];
+      } else if (L.off_f >= 0) {
+        sigmoid_row(F, pr + L.off_f * H, xb(L.off_f), p_f, cp, g_f, H);
+      } else {
+        fill_row(F, scalar_t(1), H);
+      }
+      scalar_t* cn = c_new + b * H;
+      for (int64_t h = 0; h < H; ++h) cn[h] = Z[h] * I[h] + cp[h] * F[h];
+      if (L.off_o >= 0) sigmoid_row(O, pr + L.off_o * H, xb(L.off_o), p_o, cn, g_o, H);
+      else fill_row(O, scalar_t(1), H);
+      scalar_t* yn = y_new + b * H;
+      const scalar_t* c_out = cn;  // what the output activation sees
+      if (norm.on()) {
+        scalar_t* co = c_norm.data();
+        scalar_t* xh = co + H;
+        rnnlab::normalise_row(cn, xh, H);
+        for (int64_t h = 0; h < H; ++h) co[h] = norm.gain[h] * xh[h] + norm.bias[h];
+        c_out = co;
+      }
+      if (L.h_act) {
+        for (int64_t h = 0; h < H; ++h) yn[h] = rnnlab::tanh(c_out[h]) * O[h];
+      } else {
+        for (int64_t h = 0; h < H; ++h) yn[h] = c_out[h] * O[h];
+      }
+      if (zone != nullptr) {  // zoneout: each unit keeps its previous value where zone is 1
+        if (chat_save != nullptr) std::copy(cn, cn + H, chat_save + b * H);
+        const scalar_t *zy = zone + b * 2 * H, *zc = zy + H, *yp = y_prev + b * H;
+        for (int64_t h = 0; h < H; ++h) cn[h] += zc[h] * (cp[h] - cn[h]);
+        for (int64_t h = 0; h < H; ++h) yn[h] += zy[h] * (yp[h] - yn[h]);
+      }
+      if (c_save != nullptr) std::copy(cn, cn + H, c_save + b * H);
+      const bool v = valid == nullptr || valid[b];
+      if (v) {
+        std::copy(yn, yn + H, y_out + b * H);
+      } else {  // padding: the state carries over and the output is zero
+        std::copy(y_prev + b * H, y_prev + (b + 1) * H, yn);
+        std::copy(cp, cp + H, cn);
+        fill_row(y_out + b * H, scalar_t(0), H);
+      }
+      if (a_new != nullptr) {
+        scalar_t* an = a_new + b * 3 * H;
+        if (v) {
+          std::copy(I, I + 2 * H, an);  // i and f are adjacent
+          std::copy(O, O + H, an + 2 * H);
+        } else {
+          std::copy(a_prev + b * 3 * H, a_prev + (b + 1) * 3 * H, an);
+        }
+      }
     }
   });
 }
-
-#if defined(__AVX512F__)
-// The forward step with the gate arithmetic fused into the recurrent product (float32, no layer
-// norm, no FGR): R's rows are packed per group of 16 units, each group holding the G gates' rows
-// of those units side by side (K x G*16 floats). A thread takes a run of groups, computes a tile
-// of (up to 8) batch rows x G*16 columns of y_{t-1} R^T in registers, and applies the gate
-// arithmetic to those units at once, while the tile is in L1: one pass over the threads per step
-// instead of two, no (B, GH) round trip through memory, and each thread's groups of R stay in
-// its core's L2 from step to step (oneDNN's LSTM forward is organised the same way).
-class GateGroups {
- public:
-  GateGroups(const at::Tensor& R, const Layout& L, int64_t H) : H_(H) {
-    const int64_t offs[4] = {L.off_i, L.off_f, L.off_z, L.off_o};
-    for (int k = 0; k < 4; ++k) {
-      slot_[k] = -1;
-      if (offs[k] >= 0) {
-        slot_[k] = G_;
-        row_[G_++] = offs[k];
-      }
-    }
-    groups_ = (H + 15) / 16;
-    const auto Rc = R.contiguous();
-    packed_ = at::zeros({groups_, H, G_ * 16}, R.options());
-    const float* r = Rc.data_ptr<float>();
-    float* p = packed_.data_ptr<float>();
-    const int64_t G = G_;
-    at::parallel_for(0, groups_, 1, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t width = std::min<int64_t>(16, H - q * 16);
-        for (int64_t k = 0; k < H; ++k) {
-          float* dst = p + (q * H + k) * G * 16;
-          for (int64_t g = 0; g < G; ++g)
-            for (int64_t j = 0; j < width; ++j) dst[g * 16 + j] = r[(row_[g] * H + q * 16 + j) * H + k];
-        }
-      }
-    });
-  }
-
-  // Whether the fused step applies: float32 on AVX-512, 3 or 4 gates, no layer norm, no FGR.
-  static bool applies(const at::Tensor& R, const Layout& L, bool layer_norm) {
-    const int G = (L.off_i >= 0) + (L.off_f >= 0) + (L.off_z >= 0) + (L.off_o >= 0);
-    return R.scalar_type() == at::kFloat && !layer_norm && !L.fgr && G >= 3 &&
-           std::getenv("RNNLAB_NO_PACKED_PRODUCT") == nullptr;
-  }
-
-  // One step: y_in (B, H) contiguous is what the product sees (y_{t-1}, masked under recurrent
-  // dropout).
-  void step(const Layout& L, int64_t B, int64_t GH, const float* y_in,
-            const StepArrays<float>& s) const {
-    const int64_t H = H_, G = G_;
-    const int64_t rows = G == 4 ? 6 : 8;  // accumulators: rows x G zmm registers
-    const float* p = packed_.data_ptr<float>();
-    at::parallel_for(0, groups_, 1, [&](int64_t q0, int64_t q1) {
-      alignas(64) float tile[8 * 4 * 16];  // rows x G gates x 16 units
-      float scratch[4 * 16];
-      CellNorm<float> none;
-      for (int64_t q = q0; q < q1; ++q) {
-        const int64_t u0 = q * 16, n = std::min<int64_t>(16, H - u0);
-        const float* panel = p + q * H * G * 16;
-        for (int64_t m = 0; m < B; m += rows) {
-          const int64_t r = std::min<int64_t>(rows, B - m);
-          product(y_in + m * H, panel, tile, int(r));
-          for (int64_t i = 0; i < r; ++i) {
-            const float* t = tile + i * G * 16;
-            const float* gates[4];
-            for (int k = 0; k < 4; ++k) gates[k] = slot_[k] >= 0 ? t + slot_[k] * 16 : nullptr;
-            forward_units<float>(L, H, GH, s, m + i, u0, n, gates, scratch, nullptr, none);
-          }
-        }
-      }
-    });
-  }
-
- private:
-  // tile (r x G*16) = y rows (r x H) times the panel (H x G*16)
-  void product(const float* y, const float* panel, float* tile, int r) const {
-    if (G_ == 4) {
-      switch (r) {
-        case 6: return rows_of<4, 6>(y, panel, tile);
-        case 5: return rows_of<4, 5>(y, panel, tile);
-        case 4: return rows_of<4, 4>(y, panel, tile);
-        case 3: return rows_of<4, 3>(y, panel, tile);
-        case 2: return rows_of<4, 2>(y, panel, tile);
-        default: return rows_of<4, 1>(y, panel, tile);
-      }
-    }
-    switch (r) {
-      case 8: return rows_of<3, 8>(y, panel, tile);
-      case 7: return rows_of<3, 7>(y, panel, tile);
-      case 6: return rows_of<3, 6>(y, panel, tile);
-      case 5: return rows_of<3, 5>(y, panel, tile);
-      case 4: return rows_of<3, 4>(y, panel, tile);
-      case 3: return rows_of<3, 3>(y, panel, tile);
-      case 2: return rows_of<3, 2>(y, panel, tile);
-      default: return rows_of<3, 1>(y, panel, tile);
-    }
-  }
-
-  template <int G, int R>
-  void rows_of(const float* y, const float* panel, float* tile) const {
-    __m512 acc[R][G];
-    for (int r = 0; r < R; ++r)
-      for (int g = 0; g < G; ++g) acc[r][g] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < H_; ++k) {
-      __m512 w[G];
-      for (int g = 0; g < G; ++g) w[g] = _mm512_load_ps(panel + k * G * 16 + g * 16);
-      for (int r = 0; r < R; ++r) {
-        const __m512 a = _mm512_set1_ps(y[r * H_ + k]);
-        for (int g = 0; g < G; ++g) acc[r][g] = _mm512_fmadd_ps(a, w[g], acc[r][g]);
-      }
-    }
-    for (int r = 0; r < R; ++r)
-      for (int g = 0; g < G; ++g) _mm512_store_ps(tile + (r * G + g) * 16, acc[r][g]);
-  }
-
-  int64_t H_, groups_ = 0;
-  int64_t G_ = 0, slot_[4] = {-1, -1, -1, -1}, row_[4] = {0, 0, 0, 0};
-  at::Tensor packed_;
-};
-
-// The fused step exists for float32 only (applies() is false for other types).
-inline void fused_step(const GateGroups& g, const Layout& L, int64_t B, int64_t GH,
-                       const float* y_in, const StepArrays<float>& s) {
-  g.step(L, B, GH, y_in, s);
-}
-template <typename scalar_t>
-void fused_step(const GateGroups&, const Layout&, int64_t, int64_t, const scalar_t*,
-                const StepArrays<scalar_t>&) {
-  TORCH_CHECK(false, "lstm kernel: the fused step is float32 only");
-}
-#endif
 
 template <typename scalar_t>
 void backward_step(const Layout& L, int64_t B, int64_t H, int64_t GH, const scalar_t* acts,
@@ -455,65 +290,44 @@ std::vector<at::Tensor> lstm_forward(at::Tensor x_proj, at::Tensor weight_hh, at
   const auto b_c = ln_c ? ln_c_b.contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "lstm_forward", [&] {
     // Buffers reused at every step: no allocation inside the loop.
-#if defined(__AVX512F__)
-    std::optional<GateGroups> fused;  // the product and the gate arithmetic in one pass
-    if (GateGroups::applies(weight_hh, L, ln_r || ln_c)) fused.emplace(weight_hh, L, H);
-    const bool is_fused = fused.has_value();
-#else
-    const bool is_fused = false;
-#endif
-    std::optional<rnnlab::PackedProduct> recurrent;  // y R^T
-    if (!is_fused) recurrent.emplace(weight_hh, true);
+    const rnnlab::PackedProduct recurrent(weight_hh, true);  // y R^T
     std::optional<rnnlab::PackedProduct> gate_recurrent;  // FGR's a W_gg^T
     if (L.fgr) gate_recurrent.emplace(weight_gg, true);
-    auto pre = is_fused ? at::Tensor() : at::empty({B, GH}, opts);
+    auto pre = at::empty({B, GH}, opts);
     auto r = ln_r ? at::empty({B, GH}, opts) : at::Tensor();
     auto y_in = has_mask ? at::empty_like(y) : at::Tensor();
     auto gg = L.fgr ? at::empty({B, 3 * H}, opts) : at::Tensor();
-    CellNorm<scalar_t> norm;
-    if (ln_c) {
-      norm.gain = g_c.data_ptr<scalar_t>();
-      norm.bias = b_c.data_ptr<scalar_t>();
-    }
     for (int64_t t = 0; t < T; ++t) {
       if (has_mask) at::mul_out(y_in, y, rmask);
-      const StepArrays<scalar_t> s{
-          ln_r ? nullptr : x_proj.data_ptr<scalar_t>() + t * B * GH,
-          L.fgr ? gg.data_ptr<scalar_t>() : nullptr,
-          P.defined() ? P.data_ptr<scalar_t>() : nullptr,
-          zeros.data_ptr<scalar_t>(),
-          has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr,
-          y.data_ptr<scalar_t>(),
-          c.data_ptr<scalar_t>(),
-          L.fgr ? a.data_ptr<scalar_t>() : nullptr,
-          y_next.data_ptr<scalar_t>(),
-          c_next.data_ptr<scalar_t>(),
-          L.fgr ? a_next.data_ptr<scalar_t>() : nullptr,
-          Y[t].data_ptr<scalar_t>(),
-          save ? acts[t].data_ptr<scalar_t>() : nullptr,
-          save ? C[t].data_ptr<scalar_t>() : nullptr,
-          has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr,
-          save && has_zone ? Chat[t].data_ptr<scalar_t>() : nullptr};
-#if defined(__AVX512F__)
-      if (is_fused) {
-        fused_step(*fused, L, B, GH, (has_mask ? y_in : y).data_ptr<scalar_t>(), s);
-        std::swap(y, y_next);
-        std::swap(c, c_next);
-        continue;
-      }
-#endif
       if (ln_r) {
-        (*recurrent)(r, has_mask ? y_in : y);
+        recurrent(r, has_mask ? y_in : y);
         rnnlab::ln_recurrent_rows<scalar_t>(B, GH, r.data_ptr<scalar_t>(),
                                     x_proj[t].data_ptr<scalar_t>(), GH,
                                     g_hh.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(),
                                     Rhat[save ? t : 0].data_ptr<scalar_t>(),
                                     save ? RstdR[t].data_ptr<scalar_t>() : nullptr);
       } else {
-        (*recurrent)(pre, has_mask ? y_in : y);
+        recurrent(pre, has_mask ? y_in : y);
       }
       if (L.fgr) (*gate_recurrent)(gg, a);
-      forward_step<scalar_t>(L, B, H, GH, pre.data_ptr<scalar_t>(), s, norm);
+      CellNorm<scalar_t> norm;
+      if (ln_c) {
+        norm.gain = g_c.data_ptr<scalar_t>();
+        norm.bias = b_c.data_ptr<scalar_t>();
+      }
+      forward_step<scalar_t>(
+          L, B, H, GH, pre.data_ptr<scalar_t>(),
+          ln_r ? nullptr : x_proj.data_ptr<scalar_t>() + t * B * GH,
+          L.fgr ? gg.data_ptr<scalar_t>() : nullptr,
+          P.defined() ? P.data_ptr<scalar_t>() : nullptr, zeros.data_ptr<scalar_t>(),
+          has_valid ? valid_u8[t].data_ptr<uint8_t>() : nullptr, y.data_ptr<scalar_t>(),
+          c.data_ptr<scalar_t>(), L.fgr ? a.data_ptr<scalar_t>() : nullptr,
+          y_next.data_ptr<scalar_t>(), c_next.data_ptr<scalar_t>(),
+          L.fgr ? a_next.data_ptr<scalar_t>() : nullptr, Y[t].data_ptr<scalar_t>(),
+          save ? acts[t].data_ptr<scalar_t>() : nullptr,
+          save ? C[t].data_ptr<scalar_t>() : nullptr,
+          has_zone ? zone_c[t].data_ptr<scalar_t>() : nullptr,
+          save && has_zone ? Chat[t].data_ptr<scalar_t>() : nullptr, norm);
       std::swap(y, y_next);
       std::swap(c, c_next);
       if (L.fgr) std::swap(a, a_next);
