@@ -230,7 +230,10 @@ def test_recurrent_weight_gradients_formed_chunk_by_chunk_match(cell, layer_norm
         _outputs_and_grads(fast, x, lengths, weights, 3),
         strict=True,
     ):
-        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+        # Gradients of up to ~1e3 summed over 1,800 rows: a small entry's error is relative to
+        # the largest ones, not to itself.
+        scale = max(1.0, a.abs().max().item())
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12 * scale)
 
 
 @needs_extension
