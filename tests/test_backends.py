@@ -230,10 +230,11 @@ def test_recurrent_weight_gradients_formed_chunk_by_chunk_match(cell, layer_norm
         _outputs_and_grads(fast, x, lengths, weights, 3),
         strict=True,
     ):
-        # Gradients of up to ~1e3 summed over 1,800 rows: a small entry's error is relative to
-        # the largest ones, not to itself.
+        # Gradients of up to ~1e3 summed over 1,800 rows, and 45 layer-normed steps in the
+        # outputs: a small entry's round-off is relative to the largest ones, not to itself
+        # (seen: 8e-12 on an output of 1.8e-4, in a tensor whose largest entry is about 1).
         scale = max(1.0, a.abs().max().item())
-        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12 * scale)
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10 * scale)
 
 
 @needs_extension
