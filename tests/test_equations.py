@@ -373,3 +373,75 @@ def test_gatel0rd_shut_gates_copy_the_latent_exactly():
     state = (torch.zeros_like(h0), h0, torch.zeros_like(h0))
     _, (_, hT, _) = layer(torch.randn(9, 3, 2, dtype=torch.float64), state=state)
     assert torch.equal(hT, h0) and layer.statistics()["gate_openings"] == 0.0
+
+
+def ncgru_reference(p, x, H, d):
+    """Mucllari et al. 2022 (reset after the product, as the authors' PyTorch model), with W_c
+    formed by an exact solve of the Cayley transform."""
+    B = x.shape[1]
+    M = torch.triu(p["cayley"], diagonal=1)
+    A = M - M.T
+    eye = torch.eye(H, dtype=x.dtype)
+    Wc = torch.linalg.solve(eye + A, eye - A) @ torch.diag(d)
+    U = dict(zip("ruc", p["weight_ih"].split(H), strict=True))
+    W = dict(zip("ru", p["weight_hh"].split(H), strict=True))
+    b = dict(zip("ru", p["bias"].split(H), strict=True))
+    h = torch.zeros(B, H, dtype=x.dtype)
+    hs = []
+    for xt in x:
+        r = sig(xt @ U["r"].T + h @ W["r"].T + b["r"])
+        u = sig(xt @ U["u"].T + h @ W["u"].T + b["u"])
+        a = xt @ U["c"].T + r * (h @ Wc.T)
+        c = torch.sign(a) * torch.relu(a.abs() + p["modrelu_bias"])
+        h = u * h + (1 - u) * c
+        hs.append(h)
+    return torch.stack(hs), Wc
+
+
+def test_ncgru_equations_orthogonality_and_gradients():
+    torch.manual_seed(0)
+    H = 6
+    layer = Recurrent("nc-gru", 4, H, cell_args={"negatives": 2}).double()
+    cell = layer.cells[0]
+    assert cell.scaling.tolist() == [1, 1, 1, 1, -1, -1]
+    p = _random_params(layer)
+    x = torch.randn(7, 3, 4, dtype=torch.float64)
+    out, _ = layer(x)
+    q = {k: v.clone().requires_grad_() for k, v in p.items()}
+    want, Wc = ncgru_reference(q, x, H, cell.scaling)
+    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12)
+    eye = torch.eye(H, dtype=torch.float64)
+    torch.testing.assert_close(Wc.detach() @ Wc.detach().T, eye, rtol=0, atol=1e-12)
+    weights = torch.randn_like(out)
+    got = torch.autograd.grad((out * weights).sum(), list(cell.parameters()))
+    expected = torch.autograd.grad((want * weights).sum(), list(q.values()))
+    for name, g, e in zip(p, got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_ncgru_neumann_updates_stay_orthogonal_between_refreshes():
+    """Optimiser steps move A; the kept inverse follows by the Neumann series (order 2) and is
+    recomputed exactly every ``refresh`` updates: W_c stays orthogonal to round-off."""
+    torch.manual_seed(1)
+    layer = Recurrent("nc-gru", 3, 16, cell_args={"refresh": 1000}).double()
+    cell = layer.cells[0]
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    eye = torch.eye(16, dtype=torch.float64)
+    worst = 0.0
+    for _ in range(30):
+        out, _ = layer(torch.randn(5, 4, 3, dtype=torch.float64))
+        opt.zero_grad()
+        out.square().sum().backward()
+        opt.step()
+        W = cell.candidate_matrix().detach()
+        worst = max(worst, (W @ W.T - eye).abs().max().item())
+        A = cell.skew().detach()
+        torch.testing.assert_close(cell._inverse, torch.linalg.inv(eye + A), rtol=0, atol=1e-6)
+    assert cell._updates == 30  # every update went through the series, none was exact
+    assert worst < 1e-6  # order-2 series: each update errs by about ||X||^3
+
+
+@pytest.mark.parametrize("args", [{"negatives": -2}, {"neumann_order": 4}, {"refresh": 0}])
+def test_ncgru_arguments_out_of_range_are_refused(args):
+    with pytest.raises(ValueError, match=f"nc-gru's {next(iter(args))}"):
+        Recurrent("nc-gru", 3, 4, cell_args=args)

@@ -66,6 +66,9 @@ def export_layer(
 ) -> tuple[Tensor, State]:
     """One layer and direction, time-major x (T, B, I), as ONNX computes it: the cell's ONNX
     operator where there is one (and no zoneout), else a Scan of its step."""
+    if cell.onnx_refusal is not None:
+        raise ConfigError(f"rnnlab: {type(cell).__name__} cannot be exported to ONNX: "
+                          f"{cell.onnx_refusal}")  # fmt: skip
     if zone is None:
         mapped = cell.onnx_operator(x, state, valid)
         if mapped is not None:

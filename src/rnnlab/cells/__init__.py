@@ -12,6 +12,7 @@ from rnnlab.cells.egru import EGRUCell
 from rnnlab.cells.gatel0rd import GateL0RDCell
 from rnnlab.cells.gru import GRUCell, GRUv1Cell
 from rnnlab.cells.lstm import VARIANTS, LSTMCell, LSTMVariant
+from rnnlab.cells.ncgru import NCGRUCell
 from rnnlab.cells.rnn import TanhCell
 from rnnlab.cells.scan import MinGRUCell, MinLSTMCell
 from rnnlab.errors import unknown_name
@@ -27,6 +28,7 @@ CELLS: dict[str, CellFactory] = {
     "minlstm": MinLSTMCell,
     "egru": EGRUCell,
     "gatel0rd": GateL0RDCell,
+    "nc-gru": NCGRUCell,
 }
 
 
@@ -65,6 +67,7 @@ __all__ = [
     "LSTMVariant",
     "MinGRUCell",
     "MinLSTMCell",
+    "NCGRUCell",
     "State",
     "TanhCell",
     "cell_names",

@@ -66,6 +66,8 @@ class Cell(nn.Module, ABC):
     # True where training draws noise inside the step (its step and fused forms then agree only
     # in evaluation, or under the same generator state).
     noisy_in_training: bool = False
+    # Why an ONNX graph cannot compute this cell (export is then refused with it), or None.
+    onnx_refusal: str | None = None
 
     # The cell's own arguments (``Recurrent(cell_args=...)``; ``--cell-args`` on the command
     # line): name -> (default, description). A value has its default's type; ``check_args``

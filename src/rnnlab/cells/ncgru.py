@@ -1,0 +1,199 @@
+"""NC-GRU, the Neumann-Cayley orthogonal GRU (Mucllari, Zadorozhnyy, Pospisil, Nguyen & Ye,
+"Orthogonal Gated Recurrent Unit with Neumann-Cayley Transformation", 2022).
+
+A GRU whose candidate's recurrent matrix W_c is orthogonal, kept so by the scaled Cayley
+transform of a skew-symmetric A (Helfrich et al. 2018), with a modReLU candidate:
+
+    r_t = sigmoid(U_r x_t + W_r h_{t-1} + b_r)
+    u_t = sigmoid(U_u x_t + W_u h_{t-1} + b_u)
+    a_t = U_c x_t + r_t * (W_c h_{t-1})
+    c_t = modReLU(a_t) = sign(a_t) * relu(|a_t| + b_c)
+    h_t = u_t * h_{t-1} + (1 - u_t) * c_t
+
+    W_c = (I + A)^-1 (I - A) D,   A = M - M^T with M strictly upper triangular,
+    D = diag(1, ..., 1, -1, ..., -1) with its last rho entries -1 (fixed).
+
+The reset acts after the product, as in the authors' PyTorch character-level model (their
+TensorFlow tasks apply it before: W_c (r * h)). a_t has no bias of its own: b_c is modReLU's.
+
+The inverse (I + A)^-1 is not recomputed at every update of A: it is kept, and when A has
+changed by Delta = A_old - A (an optimiser step) it is updated by the Neumann series of
+(I - B Delta)^-1, B_new = (I + X + X^2) B with X = B Delta (``neumann_order`` terms, the
+authors' default 2), and computed exactly every ``refresh`` updates (the authors' 49) or when
+||X|| > 1/2 (where the series would converge slowly). The authors derive Delta from a plain
+gradient step; here it is the step the optimiser actually took, whichever it is. The gradient
+with respect to A is the exact one of the Cayley map, dL/dA = -B^T G (W_c + D)^T with
+G = dL/dW_c, so that A = M - M^T gets dL/dM = V^T - V in its upper triangle, V = B^T G (W_c^T +
+D): the scaled Cayley gradient of Helfrich et al.
+
+Layout: ``weight_ih`` (3H, I) rows r, u, c; ``bias`` (2H) rows r, u; ``weight_hh`` (2H, H)
+rows r, u (unconstrained); ``cayley`` (H, H), of which the strict upper triangle is M;
+``modrelu_bias`` (H) b_c. Initialisation as the authors': A as in scoRNN, s_k ~ U(0, pi/2)
+and a_k = -sqrt((1 - cos s_k) / (1 + cos s_k)) on every other entry of the first
+superdiagonal of M; b_c ~ U(-0.01, 0.01); the other weights torch's GRU initialisation
+U(-1/sqrt(H), 1/sqrt(H)), gate biases zero.
+
+Cell arguments: ``negatives`` (rho; -1: half the units), ``neumann_order`` (1 to 3, default
+2), ``refresh`` (49). Layer options: recurrent dropout (on h_{t-1} where it enters the
+products); layer norm and zoneout are refused.
+
+>>> import torch
+>>> from rnnlab import Recurrent
+>>> layer = Recurrent("nc-gru", 3, 6)
+>>> W = layer.cells[0].candidate_matrix().detach()
+>>> bool(torch.allclose(W @ W.T, torch.eye(6), atol=1e-5))
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.cells.base import Cell, CellOptions, State
+from rnnlab.errors import ConfigError
+
+
+class _CayleyMap(torch.autograd.Function):
+    """W = B (I - A) D with B = (I + A)^-1 given; the exact gradient of the Cayley map."""
+
+    @staticmethod
+    def forward(A: Tensor, B: Tensor, d: Tensor) -> Tensor:  # type: ignore[override]
+        eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+        return (B @ (eye - A)) * d  # times diag(d) on the right
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        _, B, d = inputs
+        ctx.save_for_backward(B, d, output)
+
+    @staticmethod
+    def backward(ctx: Any, G: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        B, d, W = ctx.saved_tensors
+        # dW = -B dA (W + D): dL/dA = -B^T G (W + D)^T
+        return -(B.t() @ G @ (W.t() + torch.diag(d))), None, None
+
+
+def modrelu(a: Tensor, bias: Tensor) -> Tensor:
+    """sign(a) relu(|a| + b) (Arjovsky et al. 2016)."""
+    return torch.sign(a) * F.relu(a.abs() + bias)
+
+
+class NCGRUCell(Cell):
+    """NC-GRU (see the module docstring)."""
+
+    gate_rows = 3
+    state_widths = (1,)
+    zoneout_parts = 0
+    options_taken = frozenset({"recurrent_dropout"})
+    fused_kernel = False
+    onnx_refusal = (
+        "ONNX has no matrix inverse or solve for its Cayley transform (I + A)^-1 (I - A) D"
+    )
+    arguments = {
+        "negatives": (-1, "entries -1 of the Cayley scaling D (-1: half the units)"),
+        "neumann_order": (2, "terms of the Neumann series that updates (I + A)^-1 (1 to 3)"),
+        "refresh": (49, "compute (I + A)^-1 exactly every this many updates of A"),
+    }
+
+    _inverse: Tensor
+    _inverse_of: Tensor
+    _candidate: Tensor
+
+    def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
+        super().__init__(input_size, hidden_size, options)
+        H = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(2 * H, H))
+        self.bias = nn.Parameter(torch.zeros(2 * H))
+        self.cayley = nn.Parameter(torch.zeros(H, H))
+        self.modrelu_bias = nn.Parameter(torch.empty(H))
+        self._uniform_(self.weight_ih, self.weight_hh)
+        with torch.no_grad():
+            self.modrelu_bias.uniform_(-0.01, 0.01)
+            s = torch.rand(H // 2) * (math.pi / 2)
+            a = -torch.sqrt((1 - torch.cos(s)) / (1 + torch.cos(s)))
+            for k in range(H // 2):
+                self.cayley[2 * k, 2 * k + 1] = a[k]
+        rho = self.arg("negatives")
+        rho = H // 2 if rho < 0 else min(rho, H)
+        d = torch.ones(H)
+        if rho:
+            d[H - rho :] = -1.0
+        self.register_buffer("scaling", d)
+        # (I + A)^-1, the A it belongs to, and updates since it was computed exactly: derived
+        # from ``cayley``, so not saved (a loaded model recomputes them).
+        self.register_buffer("_inverse", torch.empty(0), persistent=False)
+        self.register_buffer("_inverse_of", torch.empty(0), persistent=False)
+        self._updates = 0
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        if args["negatives"] < -1:
+            raise ConfigError(
+                f"nc-gru's negatives must be -1 or at least 0, got {args['negatives']}"
+            )
+        if not 1 <= args["neumann_order"] <= 3:
+            raise ConfigError(
+                f"nc-gru's neumann_order must be 1, 2 or 3, got {args['neumann_order']}"
+            )
+        if args["refresh"] < 1:
+            raise ConfigError(f"nc-gru's refresh must be at least 1, got {args['refresh']}")
+
+    def skew(self) -> Tensor:
+        upper = torch.triu(self.cayley, diagonal=1)
+        return upper - upper.t()
+
+    def _inverse_for(self, A: Tensor) -> Tensor:
+        """(I + A)^-1, updated by the Neumann series from the last one where A moved a little."""
+        eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+        if torch.compiler.is_compiling():
+            return torch.linalg.inv(eye + A)
+        with torch.no_grad():
+            A = A.detach()
+            old, B = self._inverse_of, self._inverse
+            if old.shape == A.shape and old.dtype == A.dtype and torch.equal(old, A):
+                return B
+            exact = old.shape != A.shape or old.dtype != A.dtype
+            self._updates += 1
+            if not exact:
+                X = B @ (old - A)
+                exact = self._updates % self.arg("refresh") == 0 or bool(
+                    torch.linalg.matrix_norm(X, ord=2) > 0.5
+                )
+            if exact:
+                B = torch.linalg.inv(eye + A)
+                self._updates = 0
+            else:
+                series, power = eye + X, X
+                for _ in range(self.arg("neumann_order") - 1):
+                    power = power @ X
+                    series = series + power
+                B = series @ B
+            self._inverse, self._inverse_of = B, A.clone()
+            return B
+
+    def candidate_matrix(self) -> Tensor:
+        """W_c = (I + A)^-1 (I - A) D."""
+        A = self.skew()
+        return _CayleyMap.apply(A, self._inverse_for(A), self.scaling)
+
+    def project_input(self, x: Tensor) -> Tensor:
+        # The candidate's rows have no bias (b_c is modReLU's); W_c is formed here, once per
+        # sequence, and read by every step of it.
+        self._candidate = self.candidate_matrix()
+        return F.linear(x, self.weight_ih, F.pad(self.bias, (0, self.hidden_size)))
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        (h_prev,) = state
+        h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
+        r_x, u_x, c_x = x_proj.chunk(3, dim=-1)
+        r_h, u_h = F.linear(h_in, self.weight_hh).chunk(2, dim=-1)
+        r = torch.sigmoid(r_x + r_h)
+        u = torch.sigmoid(u_x + u_h)
+        c = modrelu(c_x + r * F.linear(h_in, self._candidate), self.modrelu_bias)
+        return (u * h_prev + (1.0 - u) * c,)
