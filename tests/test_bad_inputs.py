@@ -55,7 +55,26 @@ def _csv(path, text):
     return str(path)
 
 
+def _task(*extra):
+    return ["train", "--model", "task", "--data", "adding", "--seq-len", "5", *extra]
+
+
 CASES = {
+    "a cell argument out of range": (
+        lambda t, _: _task("--cell", "egru", "--cell-args", "thr_mean=2", "--out", str(t / "r")),
+        "egru's thr_mean must lie in (0, 1)"),
+    "a cell argument the cell does not have": (
+        lambda t, _: _task("--cell", "egru", "--cell-args", "thr_men=0.2", "--out", str(t / "r")),
+        "has no argument 'thr_men' (did you mean 'thr_mean'?)"),
+    "NaN as a cell argument": (
+        lambda t, _: _task("--cell", "nc-gru", "--cell-args", "refresh=nan", "--out", str(t / "r")),
+        "must be int, got 'nan'"),
+    "cell arguments for a cell without any": (
+        lambda t, _: _task("--cell", "gru", "--cell-args", "a=1", "--out", str(t / "r")),
+        "takes no cell arguments"),
+    "a layer option the cell does not take": (
+        lambda t, _: _task("--cell", "gatel0rd", "--zoneout", "0.1", "--out", str(t / "r")),
+        "it does not take zoneout"),
     "negative length in an npz": (
         lambda t, _: ["train", "--data", _rolls(t / "x.npz", train_lengths=np.array([7, -1]))],
         "every piece has at least one frame"),

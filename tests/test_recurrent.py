@@ -225,3 +225,42 @@ def test_checking_options_draws_no_random_numbers(cell):
     alone = make_cell(cell, 3, 4, CellOptions())
     for a, b in zip(layer.cells[0].parameters(), alone.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_statistics_are_collected_over_passes_weighted_by_valid_steps():
+    from rnnlab.recurrent import collecting_statistics, model_penalty
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"a": Recurrent("egru", 3, 5), "b": Recurrent("gru", 3, 5)})
+    seen = []
+    with collecting_statistics(model) as stats:
+        for T, lengths in ((4, [4, 1]), (7, [7, 7])):
+            model["a"](torch.randn(T, 2, 3), torch.tensor(lengths))
+            seen.append((model["a"].statistics()["activity"], sum(lengths) * 5))
+    expected = sum(v * n for v, n in seen) / sum(n for _, n in seen)
+    assert stats == {"activity": pytest.approx(expected)}
+    assert model_penalty(model) is None  # EGRU reports, and adds no term to the loss
+    gate = Recurrent("gatel0rd", 3, 5, num_layers=2, cell_args={"l0_lambda": 0.5})
+    gate(torch.randn(4, 2, 3))
+    openings = gate.statistics()["gate_openings"]
+    assert float(model_penalty(gate)) == pytest.approx(0.5 * openings)
+
+
+def test_a_cells_penalty_reaches_the_training_loss(tmp_path):
+    """GateL0RD's L0 term joins the loss the optimiser minimises (not the reported score), and
+    the gate-opening rate is logged for the validation and test sets."""
+    import json
+
+    from rnnlab.cli import main
+
+    runs = {}
+    for lam in ("0", "5"):
+        out = tmp_path / lam
+        argv = ["train", "--model", "task", "--data", "adding", "--seq-len", "8", "--cell",
+                "gatel0rd", "--hidden-size", "8", "--epochs", "3", "--cell-args",
+                f"l0_lambda={lam}", "--out", str(out), "--no-progress"]  # fmt: skip
+        assert main(argv) == 0
+        runs[lam] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"valid_gate_openings", "test_gate_openings"} <= set(runs["0"][0])
+    # A heavy penalty shuts the gates: far fewer latent changes than without it.
+    assert runs["5"][-1]["valid_gate_openings"] < 0.5 * runs["0"][-1]["valid_gate_openings"]

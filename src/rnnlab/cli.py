@@ -227,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", type=Path, default=None, help="default: DIR/NAME")
 
     cells = sub.add_parser("cells", help="list the registered cells")
-    cells.set_defaults(handler=lambda args: print("\n".join(_cell_names())))
+    cells.add_argument(
+        "--details",
+        action="store_true",
+        help="each cell's layer options, backend and own arguments (--cell-args)",
+    )
+    cells.set_defaults(handler=_cells)
 
     bench = sub.add_parser("bench", help="benchmarks (they measure; they assert nothing)")
     bench_sub = bench.add_subparsers(title="benchmarks")
@@ -236,6 +241,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     speed.set_defaults(handler=_bench_speed, options=[])
     return parser
+
+
+def _cells(args: argparse.Namespace) -> None:
+    if not args.details:
+        print("\n".join(_cell_names()))
+        return
+    from rnnlab.cells import probe_cell
+
+    for name in _cell_names():
+        cell = probe_cell(name)
+        taken = ", ".join(sorted(cell.options_taken)) or "none"
+        kernel = "fused CPU kernel" if cell.fused_kernel else "step loop"
+        print(f"{name}: layer options {taken}; {kernel}"
+              + ("; surrogate gradient" if not cell.exact_gradient else ""))  # fmt: skip
+        for arg, (default, about) in cell.arguments.items():
+            print(f"    {arg}={default}  {about}")
+        if cell.tally_names:
+            print(f"    reports: {', '.join(cell.tally_names)}")
 
 
 def _add_system(parser: argparse.ArgumentParser, device: str | None = "auto") -> None:

@@ -7,7 +7,10 @@ loop is the reference every faster backend is tested against.
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -141,7 +144,10 @@ def check_cell_args(cell: str, args: dict[str, Any]) -> dict[str, Any]:
         if name not in known:
             if not known:
                 raise ConfigError(f"cell {cell!r} takes no cell arguments (got {name!r})")
-            raise unknown_name(f"argument of cell {cell!r}", name, known)
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"cell {cell!r} has no argument {name!r}{hint}; its arguments: "
+                              f"{', '.join(sorted(known))}")  # fmt: skip
         default = known[name][0]
         kind = type(default)
         ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
@@ -278,6 +284,8 @@ class Recurrent(nn.Module):
             for c in self.layer_cells:
                 c.chrono_(chrono)
         self._tallies: list[tuple[Cell, dict[str, Tensor]]] = []  # of the last forward pass
+        # name -> [sum, count] over every forward pass while ``collecting_statistics`` runs
+        self._collected: dict[str, list[float]] | None = None
 
     @classmethod
     def from_config(cls, config: RecurrentConfig) -> Recurrent:
@@ -439,11 +447,16 @@ class Recurrent(nn.Module):
         for k, name in enumerate(cell.tally_names):
             values = torch.stack([t[k] for t in tallies])  # (T, B, H)
             if valid is None:
+                count = torch.tensor(float(values.numel()))
                 means[name] = values.mean()
             else:
                 v = valid.to(values.dtype)  # (T, B, 1)
                 count = (v.sum() * values.shape[-1]).clamp_min(1.0)
                 means[name] = (values * v).sum() / count
+            if self._collected is not None:
+                total = self._collected.setdefault(name, [0.0, 0.0])
+                total[0] += float(means[name].detach()) * float(count)
+                total[1] += float(count)
         self._tallies.append((cell, means))
 
     def statistics(self) -> dict[str, float]:
@@ -666,3 +679,34 @@ def prepare_backends(module: nn.Module) -> None:
         from rnnlab.kernels import cpu
 
         cpu.extension()
+
+
+@contextmanager
+def collecting_statistics(model: nn.Module) -> Iterator[dict[str, float]]:
+    """The cells' step statistics (``Cell.tally_names``) over every forward pass of every
+    ``Recurrent`` in ``model`` while the block runs (an evaluation, say): on exit the dict it
+    yields holds each statistic's mean over all valid steps and units seen."""
+    stacks = [m for m in model.modules() if isinstance(m, Recurrent)]
+    result: dict[str, float] = {}
+    for stack in stacks:
+        stack._collected = {}
+    try:
+        yield result
+    finally:
+        totals: dict[str, list[float]] = {}
+        for stack in stacks:
+            for name, (total, count) in (stack._collected or {}).items():
+                acc = totals.setdefault(name, [0.0, 0.0])
+                acc[0] += total
+                acc[1] += count
+            stack._collected = None
+        result.update({name: t / c for name, (t, c) in totals.items() if c > 0})
+
+
+def model_penalty(model: nn.Module) -> Tensor | None:
+    """The sum of ``Recurrent.penalty()`` over the stacks in ``model`` after its last forward
+    pass (the cells' training penalties: GateL0RD's L0 term), or None where there is none."""
+    terms = [
+        p for m in model.modules() if isinstance(m, Recurrent) and (p := m.penalty()) is not None
+    ]
+    return torch.stack(terms).sum() if terms else None

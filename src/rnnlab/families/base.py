@@ -34,7 +34,7 @@ from rnnlab.cells import CELLS
 from rnnlab.device import check_device
 from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.models.rnn import ModelConfig
-from rnnlab.recurrent import BACKENDS
+from rnnlab.recurrent import BACKENDS, parse_cell_args
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 GROUPS = ("data", "model", "training", "evaluation", "system")
@@ -221,6 +221,13 @@ class RecurrentOptions(FamilyConfig):
                           "or torch", "system", choices=BACKENDS)  # fmt: skip
     chrono: int = option(0, "chrono initialisation with this T_max (Tallec & Ollivier 2018; 0: "
                          "off)", low=0)  # fmt: skip
+    cell_args: str = option("", "the cell's own arguments, name=value,... (`rnnlab cells` "
+                            "lists each cell's, with their defaults)")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if hasattr(self, "cell"):
+            parse_cell_args(self.cell, self.cell_args)  # names, types and ranges, at parse time
 
 
 RECURRENT_KEYS = tuple(f.name for f in fields(RecurrentOptions))

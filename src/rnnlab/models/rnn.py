@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from rnnlab.cells import CELLS
 from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.heads import BernoulliHead, GaussianHead, MixtureGaussianHead, NADEHead
-from rnnlab.recurrent import BACKENDS, Recurrent
+from rnnlab.recurrent import BACKENDS, Recurrent, parse_cell_args
 
 MODELS = ("rnn", "rnn-nade", "vrnn", "lm", "sentence-vae", "sentence-lm")
 OUTPUTS = ("bernoulli", "nade", "gaussian", "gmm")
@@ -61,6 +61,7 @@ class ModelConfig:
     zoneout: float = 0.0
     backend: str = "auto"  # auto, step (the reference loop) or fused; see rnnlab.recurrent
     chrono: int = 0  # chrono initialisation's T_max (Tallec & Ollivier 2018); 0: off
+    cell_args: str = ""  # the cell's own arguments, name=value,... (Recurrent's cell_args)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -167,6 +168,7 @@ def make_recurrent(config: ModelConfig, input_size: int, batch_first: bool = Tru
         zoneout=config.zoneout,
         backend=config.backend,
         chrono=config.chrono,
+        cell_args=parse_cell_args(config.cell, config.cell_args),
     )
 
 

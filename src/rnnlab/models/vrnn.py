@@ -23,11 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab import device as draw
-from rnnlab.cells import make_cell
-from rnnlab.cells.base import CellOptions
+from rnnlab.cells import make_cell, probe_cell
+from rnnlab.cells.base import Cell, CellOptions
 from rnnlab.errors import ConfigError
 from rnnlab.losses import gaussian_kl, gaussian_log_prob, importance_weighted_bound
 from rnnlab.models.rnn import ModelConfig, make_head
+from rnnlab.recurrent import check_cell_args, parse_cell_args
 
 
 class VRNNTerms(NamedTuple):
@@ -84,7 +85,17 @@ class VRNN(nn.Module):
         self.encoder = _mlp(F_ + H, F_, 2 * Z)
         self.decoder = _mlp(F_ + H, F_)
         self.head: Any = make_head(config, hidden_size=F_)
-        options = CellOptions(layer_norm=config.layer_norm, forget_bias=config.forget_bias)
+        args = check_cell_args(config.cell, parse_cell_args(config.cell, config.cell_args))
+        options = CellOptions(layer_norm=config.layer_norm, forget_bias=config.forget_bias,
+                              args=tuple(sorted(args.items())))  # fmt: skip
+        refusal = probe_cell(config.cell).refusal("layer_norm") if config.layer_norm else None
+        if refusal is not None:
+            raise ConfigError(f"cell {config.cell!r}: {refusal}")
+        if type(probe_cell(config.cell)).penalty is not Cell.penalty:
+            raise ConfigError(
+                f"the VRNN steps its cell itself, outside Recurrent, where cell {config.cell!r}'s "
+                "training penalty is formed; use it in another family"
+            )
         self.cell = make_cell(config.cell, 2 * F_, H, options)
 
     def forward(

@@ -36,7 +36,7 @@ from rnnlab.errors import ConfigError, RunDirError, TrainingDiverged
 from rnnlab.families import Family, Problem, family_of
 from rnnlab.files import atomic_write_text, write_json
 from rnnlab.models.rnn import RNNPredictor, count_parameters
-from rnnlab.recurrent import prepare_backends
+from rnnlab.recurrent import collecting_statistics, model_penalty, prepare_backends
 from rnnlab.train.checkpoint import (
     ASSETS,
     CHECKPOINT,
@@ -358,7 +358,8 @@ def _run_epoch(
         counted.append(box[0])
         norms.append(stats.grad_norm)
     terms = sum(counted)
-    valid_eval = problem.evaluate("valid")
+    with collecting_statistics(model) as valid_statistics:
+        valid_eval = problem.evaluate("valid")
     valid = valid_eval["score"]
     if not math.isfinite(valid):
         raise TrainingDiverged(f"the validation {score.label} became {valid}")
@@ -375,8 +376,10 @@ def _run_epoch(
     newly_solved = bool(valid_eval.get("stop")) and not (counters["best_valid_eval"] or {}).get(
         "stop"
     )
+    test_statistics: dict[str, float] = {}
     if score.better(valid, counters["best_valid"]) or newly_solved:
-        test_eval = problem.evaluate("test")
+        with collecting_statistics(model) as test_statistics:
+            test_eval = problem.evaluate("test")
         counters.update(
             best_valid=valid,
             best_epoch=epoch,
@@ -410,8 +413,12 @@ def _run_epoch(
         f"test_{key}": None if test_eval is None else test_eval["score"],
     }
     row |= {f"valid_{k}": v for k, v in valid_eval.items() if k != "score"}
+    row |= {
+        f"valid_{k}": v for k, v in valid_statistics.items()
+    }  # the cells' own (EGRU's activity)
     if test_eval is not None:
         row |= {f"test_{k}": v for k, v in test_eval.items() if k != "score"}
+        row |= {f"test_{k}": v for k, v in test_statistics.items()}
     row |= {"lr": lr, "grad_norm": sum(norms) / len(norms), "seconds": round(seconds, 3)}
     return row
 
@@ -432,7 +439,8 @@ def _batch_loss(
     def loss() -> tuple[torch.Tensor, float]:
         value, summed, terms = problem.batch_loss(on_device)
         terms_out.append(terms)
-        return value, summed
+        penalty = model_penalty(problem.model)  # the cells' own terms (GateL0RD's L0 penalty)
+        return (value if penalty is None else value + penalty), summed
 
     return loss
 
