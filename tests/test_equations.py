@@ -5,6 +5,8 @@ a variant has; peepholes i, f, o; weight_gg for FGR; GRU rows r, u, n) and write
 out as in the papers, one variant at a time, without using the cells' code.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -445,3 +447,56 @@ def test_ncgru_neumann_updates_stay_orthogonal_between_refreshes():
 def test_ncgru_arguments_out_of_range_are_refused(args):
     with pytest.raises(ValueError, match=f"nc-gru's {next(iter(args))}"):
         Recurrent("nc-gru", 3, 4, cell_args=args)
+
+
+def _boxcar_st(v):
+    """1[v > 0] forward; backward 1 on (-0.5, 0.5]: the derivative of v clamped to that box."""
+    s = v.clamp(-0.5, 0.5)
+    return (v > 0).to(v.dtype) + (s - s.detach())
+
+
+def adlif_reference(p, x, H, recurrent):
+    """Bittar & Garner 2022 (the authors' adLIF / RadLIF layers), zero initial state."""
+    e = math.exp
+    alpha = p["alpha"].clamp(e(-1 / 5), e(-1 / 25))
+    beta = p["beta"].clamp(e(-1 / 30), e(-1 / 120))
+    a, b = p["a"].clamp(-1, 1), p["b"].clamp(0, 2)
+    B = x.shape[1]
+    s = u = w = torch.zeros(B, H, dtype=x.dtype)
+    V = p["weight_hh"] * (1 - torch.eye(H, dtype=x.dtype)) if recurrent else None
+    spikes = []
+    for xt in x:
+        w_new = beta * w + a * u + b * s
+        current = xt @ p["weight_ih"].T - w_new
+        if recurrent:
+            current = current + s @ V.T
+        u = alpha * (u - s) + (1 - alpha) * current
+        w = w_new
+        s = _boxcar_st(u - 1.0)
+        spikes.append(s)
+    return torch.stack(spikes), u, w
+
+
+@pytest.mark.parametrize("name", ["adlif", "radlif"])
+def test_adaptive_lif_equations_and_surrogate_gradients(name):
+    torch.manual_seed(0)
+    H = 6
+    layer = Recurrent(name, 4, H).double()
+    p = {k: v.detach() for k, v in layer.cells[0].named_parameters()}
+    with torch.no_grad():  # some parameters outside their ranges: the clamps must act
+        p["a"][0], p["b"][1], p["alpha"][2] = 1.5, -0.2, 0.99
+    x = 2.0 * torch.randn(12, 3, 4, dtype=torch.float64)
+    out, (sT, uT, wT) = layer(x)
+    q = {k: v.clone().requires_grad_() for k, v in p.items()}
+    want, u, w = adlif_reference(q, x, H, name == "radlif")
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    torch.testing.assert_close(uT[0], u, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(wT[0], w, rtol=1e-10, atol=1e-12)
+    assert 0 < want.mean() < 1
+    assert layer.statistics()["spike_rate"] == pytest.approx(want.mean().item())
+    weights = torch.randn_like(out)
+    loss = (out * weights).sum() + uT.square().sum()
+    got = torch.autograd.grad(loss, list(layer.cells[0].parameters()))
+    expected = torch.autograd.grad((want * weights).sum() + u.square().sum(), list(q.values()))
+    for key, g, e in zip(p, got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=key)

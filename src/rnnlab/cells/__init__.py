@@ -15,6 +15,7 @@ from rnnlab.cells.lstm import VARIANTS, LSTMCell, LSTMVariant
 from rnnlab.cells.ncgru import NCGRUCell
 from rnnlab.cells.rnn import TanhCell
 from rnnlab.cells.scan import MinGRUCell, MinLSTMCell
+from rnnlab.cells.spiking import AdLIFCell, RadLIFCell
 from rnnlab.errors import unknown_name
 
 CellFactory = Callable[[int, int, CellOptions], Cell]
@@ -29,6 +30,8 @@ CELLS: dict[str, CellFactory] = {
     "egru": EGRUCell,
     "gatel0rd": GateL0RDCell,
     "nc-gru": NCGRUCell,
+    "adlif": AdLIFCell,
+    "radlif": RadLIFCell,
 }
 
 
@@ -56,6 +59,7 @@ def make_cell(name: str, input_size: int, hidden_size: int, options: CellOptions
 
 
 __all__ = [
+    "AdLIFCell",
     "CELLS",
     "Cell",
     "CellOptions",
@@ -68,6 +72,7 @@ __all__ = [
     "MinGRUCell",
     "MinLSTMCell",
     "NCGRUCell",
+    "RadLIFCell",
     "State",
     "TanhCell",
     "cell_names",

@@ -1,0 +1,124 @@
+"""Adaptive leaky integrate-and-fire units with surrogate gradients (Bittar & Garner, "A surrogate
+gradient spiking baseline for speech command recognition", Frontiers in Neuroscience 2022):
+``adlif`` (feed-forward input only) and ``radlif`` (with recurrent spikes).
+
+Per neuron: a membrane potential u, an adaptation variable w and a spike s in {0, 1}. With
+I_t = W x_t (no bias) and the threshold 1:
+
+    w_t = beta * w_{t-1} + a * u_{t-1} + b * s_{t-1}
+    u_t = alpha * (u_{t-1} - s_{t-1}) + (1 - alpha) * (I_t + V s_{t-1} - w_t)    (radlif; adlif
+                                                                                  has no V s)
+    s_t = H(u_t - 1)
+
+w is updated first, from the previous u and s; the reset is soft, a spike's 1 subtracted inside
+the leak. alpha, beta, a, b are trained per neuron and clamped, where used, to the ranges they
+are drawn from: alpha in [exp(-1/5), exp(-1/25)] (membrane time constants of 5 to 25 steps),
+beta in [exp(-1/30), exp(-1/120)] (30 to 120 steps), a in [-1, 1], b in [0, 2]. V (H, H) is
+orthogonal at initialisation, its diagonal zeroed where used (a neuron does not feed itself);
+W is torch's Linear initialisation. The spike's derivative is the authors' box-car surrogate:
+d s / d u := 1 where -0.5 < u - 1 <= 0.5, else 0.
+
+As in the authors' code (``idiap/sparch``, ``snns.py``) except two choices: the initial state is
+zero (theirs draws u, w, s uniformly in [0, 1) at every forward pass), and the batch
+normalisation of I_t that their layers apply is not part of the cell. State: (s, u, w); the
+output is the spike train. ``Recurrent.statistics()`` reports ``spike_rate``, the fraction of
+(step, neuron) pairs with a spike. Layer options: recurrent dropout on s_{t-1} where it enters
+V (``radlif``); layer norm and zoneout are refused.
+
+>>> import torch
+>>> from rnnlab import Recurrent
+>>> layer = Recurrent("radlif", 3, 8)
+>>> out, (s, u, w) = layer(torch.randn(20, 2, 3) * 3)
+>>> bool(((out == 0) | (out == 1)).all())
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.cells.base import Cell, CellOptions, State
+
+ALPHA = (math.exp(-1 / 5), math.exp(-1 / 25))
+BETA = (math.exp(-1 / 30), math.exp(-1 / 120))
+A_RANGE = (-1.0, 1.0)
+B_RANGE = (0.0, 2.0)
+
+
+class BoxcarSpike(torch.autograd.Function):
+    """s = 1[v > 0]; d s / d v := 1 on (-0.5, 0.5], 0 elsewhere."""
+
+    @staticmethod
+    def forward(v: Tensor) -> Tensor:  # type: ignore[override]
+        return (v > 0).to(v.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (v,) = ctx.saved_tensors
+        return grad * ((v > -0.5) & (v <= 0.5)).to(grad.dtype)
+
+
+class AdLIFCell(Cell):
+    """adLIF (see the module docstring); ``recurrent`` adds the recurrent spikes V s (radlif)."""
+
+    gate_rows = 1
+    state_widths = (1, 1, 1)  # s, u, w
+    zoneout_parts = 0
+    recurrent_weights = False
+    options_taken: frozenset[str] = frozenset()
+    fused_kernel = False
+    exact_gradient = False
+    tally_names = ("spike_rate",)
+    recurrent = False
+
+    def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
+        super().__init__(input_size, hidden_size, options)
+        H = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(H, input_size))
+        nn.init.kaiming_uniform_(self.weight_ih, a=math.sqrt(5))  # torch's Linear
+        self.alpha = nn.Parameter(torch.empty(H).uniform_(*ALPHA))
+        self.beta = nn.Parameter(torch.empty(H).uniform_(*BETA))
+        self.a = nn.Parameter(torch.empty(H).uniform_(*A_RANGE))
+        self.b = nn.Parameter(torch.empty(H).uniform_(*B_RANGE))
+        if self.recurrent:
+            self.weight_hh = nn.Parameter(torch.empty(H, H))
+            nn.init.orthogonal_(self.weight_hh)
+
+    def project_input(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight_ih)  # no bias, as the authors' layers
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        s_prev, u_prev, w_prev = state
+        alpha = self.alpha.clamp(*ALPHA)
+        beta = self.beta.clamp(*BETA)
+        a = self.a.clamp(*A_RANGE)
+        b = self.b.clamp(*B_RANGE)
+        w = beta * w_prev + a * u_prev + b * s_prev
+        drive = x_proj - w
+        if self.recurrent:
+            s_in = s_prev if recurrent_mask is None else s_prev * recurrent_mask
+            V = self.weight_hh * (1.0 - torch.eye(self.hidden_size, dtype=s_in.dtype,
+                                                  device=s_in.device))  # fmt: skip
+            drive = drive + F.linear(s_in, V)
+        u = alpha * (u_prev - s_prev) + (1.0 - alpha) * drive
+        return BoxcarSpike.apply(u - 1.0), u, w
+
+    def tally(self, state: State) -> tuple[Tensor, ...]:
+        return (state[0],)
+
+
+class RadLIFCell(AdLIFCell):
+    """RadLIF: adLIF with recurrent spikes V s_{t-1} (V's diagonal zeroed)."""
+
+    recurrent = True
+    recurrent_weights = True
+    options_taken = frozenset({"recurrent_dropout"})
