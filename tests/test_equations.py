@@ -500,3 +500,69 @@ def test_adaptive_lif_equations_and_surrogate_gradients(name):
     expected = torch.autograd.grad((want * weights).sum() + u.square().sum(), list(q.values()))
     for key, g, e in zip(p, got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=key)
+
+
+def s5_reference(p, x, x0):
+    """Smith et al. 2023, zero-order hold, in complex arithmetic, one step at a time."""
+    lam = torch.complex(p["lambda_re"], p["lambda_im"])
+    lam_bar = torch.exp(lam * torch.exp(p["log_step"]))
+    B_bar = ((lam_bar - 1) / lam).unsqueeze(-1) * torch.complex(p["b_re"], p["b_im"])
+    C = torch.complex(p["c_re"], p["c_im"])
+    D = p["d"]
+    state = x0
+    ys = []
+    for u in x:
+        state = lam_bar * state + u.to(B_bar.dtype) @ B_bar.T
+        du = u * D if D.dim() == 1 else u @ D.T
+        ys.append(2 * (state @ C.T).real + du)
+    return torch.stack(ys), state
+
+
+@pytest.mark.parametrize("backend", ["step", "auto"])
+@pytest.mark.parametrize("I", [5, 4])
+def test_s5_equations_scan_and_step(backend, I):
+    """The step loop and the parallel scan (auto) against the transcription, with an initial
+    state, lengths (padded steps keep the state) and gradients; I = H gives the paper's diagonal
+    D, I != H a dense one."""
+    torch.manual_seed(0)
+    H = 5
+    layer = Recurrent("s5", I, H, backend=backend).double()
+    p = {k: v.detach() for k, v in layer.cells[0].named_parameters()}
+    assert p["d"].dim() == (1 if I == H else 2)
+    x = torch.randn(13, 3, I, dtype=torch.float64)
+    lengths = torch.tensor([13, 6, 1])
+    y0 = torch.randn(1, 3, H, dtype=torch.float64)
+    x0 = torch.complex(
+        torch.randn(3, H, dtype=torch.float64), torch.randn(3, H, dtype=torch.float64)
+    )
+    out, (yT, re, im) = layer(x, lengths, (y0, x0.real[None], x0.imag[None]))
+    q = {k: v.clone().requires_grad_() for k, v in p.items()}
+    for b, n in enumerate(lengths.tolist()):
+        want, xT = s5_reference(q, x[:n, b : b + 1], x0[b : b + 1])
+        torch.testing.assert_close(out[:n, b : b + 1], want, rtol=1e-10, atol=1e-12)
+        assert torch.all(out[n:, b] == 0)
+        torch.testing.assert_close(torch.complex(re[0, b], im[0, b]), xT[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(yT[0, b], want[-1, 0], rtol=1e-10, atol=1e-12)
+    want, _ = s5_reference(q, x, x0)
+    full, _ = layer(x, state=(y0, x0.real[None], x0.imag[None]))
+    got = torch.autograd.grad(full.sum(), list(layer.cells[0].parameters()))
+    expected = torch.autograd.grad(want.sum(), list(q.values()))
+    for key, g, e in zip(p, got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11, msg=key)
+
+
+def test_s5_starts_from_hippo_n():
+    """Lambda: real parts -1/2, imaginary parts one of each conjugate pair of the HiPPO-N
+    matrix's eigenvalues; the eigenvectors reconstruct the matrix."""
+    from rnnlab.cells.s5 import hippo_n
+
+    lam, V = hippo_n(8)
+    k = torch.arange(8, dtype=torch.float64)
+    A = -torch.tril(torch.sqrt(torch.outer(2 * k + 1, 2 * k + 1)), -1) - torch.diag(k + 1)
+    p = torch.sqrt(k + 0.5)
+    S = A + torch.outer(p, p)  # HiPPO-LegS's normal part
+    torch.testing.assert_close(V @ torch.diag(lam) @ V.conj().T, S.to(torch.complex128))
+    torch.testing.assert_close(lam.imag[:4], -lam.imag.flip(0)[:4])  # conjugate pairs
+    cell = Recurrent("s5", 3, 4).cells[0]
+    assert torch.all(cell.lambda_re == -0.5)
+    torch.testing.assert_close(cell.lambda_im.double(), lam.imag[:4].float().double())

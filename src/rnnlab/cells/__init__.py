@@ -14,6 +14,7 @@ from rnnlab.cells.gru import GRUCell, GRUv1Cell
 from rnnlab.cells.lstm import VARIANTS, LSTMCell, LSTMVariant
 from rnnlab.cells.ncgru import NCGRUCell
 from rnnlab.cells.rnn import TanhCell
+from rnnlab.cells.s5 import S5Cell
 from rnnlab.cells.scan import MinGRUCell, MinLSTMCell
 from rnnlab.cells.spiking import AdLIFCell, RadLIFCell
 from rnnlab.errors import unknown_name
@@ -32,6 +33,7 @@ CELLS: dict[str, CellFactory] = {
     "nc-gru": NCGRUCell,
     "adlif": AdLIFCell,
     "radlif": RadLIFCell,
+    "s5": S5Cell,
 }
 
 
@@ -73,6 +75,7 @@ __all__ = [
     "MinLSTMCell",
     "NCGRUCell",
     "RadLIFCell",
+    "S5Cell",
     "State",
     "TanhCell",
     "cell_names",
