@@ -566,3 +566,50 @@ def test_s5_starts_from_hippo_n():
     cell = Recurrent("s5", 3, 4).cells[0]
     assert torch.all(cell.lambda_re == -0.5)
     torch.testing.assert_close(cell.lambda_im.double(), lam.imag[:4].float().double())
+
+
+def _hmm_posteriors(log_ratio, a_init, p1, p2):
+    """Exact P(s_t = 1 | x_1..t) and P(s_t = 1 | x_1..T) of a two-state HMM by the forward and
+    backward messages (alpha, beta), the textbook algorithm, one unit and sequence at a time:
+    P(x | s = 1) = 1 and P(x | s = 0) = exp(log_ratio)."""
+    T = len(log_ratio)
+    trans = torch.tensor([[1 - p2, p2], [1 - p1, p1]], dtype=torch.float64)  # rows: s_{t-1}
+    emit = torch.stack([torch.exp(log_ratio), torch.ones(T, dtype=torch.float64)], 1)  # (T, 2)
+    prior = torch.tensor([1 - a_init, a_init], dtype=torch.float64)
+    alpha = []
+    message = prior
+    for t in range(T):
+        message = (message @ trans) * emit[t]
+        message = message / message.sum()
+        alpha.append(message)
+    beta = [torch.ones(2, dtype=torch.float64)]
+    for t in range(T - 1, 0, -1):
+        b = trans @ (emit[t] * beta[0])
+        beta.insert(0, b / b.sum())
+    filtered = torch.stack([m[1] for m in alpha])
+    joint = torch.stack([a * b for a, b in zip(alpha, beta, strict=True)])
+    return filtered, joint[:, 1] / joint.sum(1)
+
+
+@pytest.mark.parametrize("smoothing", [False, True])
+def test_bru_is_the_exact_hmm_posterior(smoothing):
+    """The uBRU's filter and smoother against the forward-backward algorithm written from the
+    HMM (messages, not the unit's recursions), per unit, with lengths."""
+    torch.manual_seed(0)
+    H = 3
+    layer = Recurrent("bru", 4, H, cell_args={"smoothing": smoothing}).double()
+    cell = layer.cells[0]
+    with torch.no_grad():
+        cell.theta.copy_(torch.randn(3, H))
+    x = torch.randn(9, 2, 4, dtype=torch.float64)
+    lengths = torch.tensor([9, 5])
+    out, (aT,) = layer(x, lengths)
+    a_init, p1, p2 = torch.sigmoid(cell.theta.detach())
+    log_ratio = (x @ cell.weight_ih.detach().T).clamp(max=10.0)
+    for b, n in enumerate(lengths.tolist()):
+        for h in range(H):
+            filt, smooth = _hmm_posteriors(log_ratio[:n, b, h], a_init[h], p1[h], p2[h])
+            want = smooth if smoothing else filt
+            torch.testing.assert_close(out[:n, b, h], want, rtol=1e-8, atol=1e-10)
+            torch.testing.assert_close(aT[0, b, h], filt[-1], rtol=1e-8, atol=1e-10)
+        assert torch.all(out[n:, b] == 0)

@@ -38,6 +38,8 @@ def test_chunks_equal_one_call(cell, options, backend):
         layer = Recurrent(cell, 3, 5, backend=backend, **options)
     except ConfigError:
         pytest.skip(f"{cell} does not take {options}")
+    if not layer.layer_cells[0].causal:  # say so, and check the causal form of the cell
+        layer = Recurrent(cell, 3, 5, backend=backend, cell_args={"smoothing": False}, **options)
     layer = layer.double().eval()
     torch.manual_seed(0)
     x = torch.randn(11, 4, 3, dtype=torch.float64)
@@ -49,6 +51,19 @@ def test_chunks_equal_one_call(cell, options, backend):
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
             for g, w in zip(state, want_state, strict=True):
                 torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_a_smoothing_layer_says_it_is_not_causal():
+    """The uBRU with its backward pass: each output depends on the steps after it."""
+    layer = Recurrent("bru", 3, 4).double().eval()
+    assert not layer.layer_cells[0].causal
+    with torch.no_grad():  # transitions that depend on the previous state (at 1/2 they do not)
+        layer.layer_cells[0].theta.copy_(torch.randn(3, 4))
+    x = torch.randn(8, 1, 3, dtype=torch.float64)
+    with torch.no_grad():
+        whole, _ = layer(x)
+        first, _ = layer(x[:4])
+    assert not torch.allclose(whole[:4], first)
 
 
 def test_the_readme_streaming_example_runs_and_matches_one_call():

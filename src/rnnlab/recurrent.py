@@ -386,6 +386,17 @@ class Recurrent(nn.Module):
     def _run(
         self, cell: Cell, x: Tensor, state: State, valid: Tensor | None
     ) -> tuple[Tensor, State]:
+        """One direction of one layer. x (T, B, I) -> (T, B, H). A cell with a smoothing pass
+        (the uBRU's backward recursion) applies it to the outputs of the whole sequence."""
+        out, final = self._run_steps(cell, x, state, valid)
+        if getattr(cell, "smoothing", False):
+            lengths = None if valid is None else valid[..., 0].sum(0)
+            out = cast(Any, cell).smooth(out, lengths)
+        return out, final
+
+    def _run_steps(
+        self, cell: Cell, x: Tensor, state: State, valid: Tensor | None
+    ) -> tuple[Tensor, State]:
         """One direction of one layer, step by step. x (T, B, I) -> (T, B, H)."""
         cfg = self.config
         if onnx_exporting():  # ONNX's own operator, or a Scan of the step (rnnlab.export)

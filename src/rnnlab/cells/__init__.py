@@ -8,6 +8,7 @@ from functools import cache, partial
 import torch
 
 from rnnlab.cells.base import Cell, CellOptions, State
+from rnnlab.cells.bru import BRUCell
 from rnnlab.cells.egru import EGRUCell
 from rnnlab.cells.gatel0rd import GateL0RDCell
 from rnnlab.cells.gru import GRUCell, GRUv1Cell
@@ -34,6 +35,7 @@ CELLS: dict[str, CellFactory] = {
     "adlif": AdLIFCell,
     "radlif": RadLIFCell,
     "s5": S5Cell,
+    "bru": BRUCell,
 }
 
 
@@ -62,6 +64,7 @@ def make_cell(name: str, input_size: int, hidden_size: int, options: CellOptions
 
 __all__ = [
     "AdLIFCell",
+    "BRUCell",
     "CELLS",
     "Cell",
     "CellOptions",

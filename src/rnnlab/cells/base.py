@@ -68,6 +68,9 @@ class Cell(nn.Module, ABC):
     noisy_in_training: bool = False
     # Why an ONNX graph cannot compute this cell (export is then refused with it), or None.
     onnx_refusal: str | None = None
+    # False where an output depends on later steps (the uBRU's smoothing): such a layer cannot
+    # be fed in chunks.
+    causal: bool = True
 
     # The cell's own arguments (``Recurrent(cell_args=...)``; ``--cell-args`` on the command
     # line): name -> (default, description). A value has its default's type; ``check_args``
