@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.cells import CELLS, Cell, CellOptions, GRUCell, State, make_cell, probe_cell
+from rnnlab.cells.base import reverse_padded
 from rnnlab.errors import ConfigError, ConfigTypeError, unknown_name
 from rnnlab.export import export_layer, onnx_exporting, refuse_unsupported_export
 
@@ -668,17 +669,6 @@ def _torch_suffix(k: int, num_directions: int) -> str:
     """torch.nn's parameter suffix for cell k = layer * num_directions + direction."""
     layer, direction = divmod(k, num_directions)
     return f"_l{layer}" + ("_reverse" if direction else "")
-
-
-def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each sequence of x (T, B, F) within its own length; padding stays in place."""
-    if lengths is None:
-        return x.flip(0)
-    T = x.shape[0]
-    lengths = torch.as_tensor(lengths, device=x.device)
-    t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
-    index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
-    return x.gather(0, index.unsqueeze(-1).expand_as(x))
 
 
 def prepare_backends(module: nn.Module) -> None:

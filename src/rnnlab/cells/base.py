@@ -262,3 +262,14 @@ class _NormalisedProjection(torch.autograd.Function):
         d_x = (dp @ weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
         d_weight = dp.t() @ x.reshape(-1, x.shape[-1])
         return d_x, d_weight, d_gain, d_bias
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of x (T, B, F) within its own length; padding stays in place."""
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    lengths = torch.as_tensor(lengths, device=x.device)
+    t = torch.arange(T, device=x.device)[:, None]  # (T, 1)
+    index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, B)
+    return x.gather(0, index.unsqueeze(-1).expand_as(x))

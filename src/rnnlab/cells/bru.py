@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.cells.base import Cell, CellOptions, State
+from rnnlab.cells.base import Cell, CellOptions, State, reverse_padded
 
 EPS = 1e-11
 
@@ -92,8 +92,6 @@ class BRUCell(Cell):
     def smooth(self, filtered: Tensor, lengths: Tensor | None) -> Tensor:
         """The backward recursion over filtered posteriors (T, B, H), from each sequence's last
         step (``lengths``; padded steps come back as zeros)."""
-        from rnnlab.recurrent import reverse_padded
-
         p1, p2 = torch.sigmoid(self.theta[1]), torch.sigmoid(self.theta[2])
         a = reverse_padded(filtered, lengths)  # step k is each sequence's (len - 1 - k)
         gammas = [a[0]]
