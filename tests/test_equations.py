@@ -481,7 +481,7 @@ def adlif_reference(p, x, H, recurrent):
 def test_adaptive_lif_equations_and_surrogate_gradients(name):
     torch.manual_seed(0)
     H = 6
-    layer = Recurrent(name, 4, H).double()
+    layer = Recurrent(name, 4, H, cell_args={"batch_norm": False}).double()
     p = {k: v.detach() for k, v in layer.cells[0].named_parameters()}
     with torch.no_grad():  # some parameters outside their ranges: the clamps must act
         p["a"][0], p["b"][1], p["alpha"][2] = 1.5, -0.2, 0.99
@@ -613,3 +613,20 @@ def test_bru_is_the_exact_hmm_posterior(smoothing):
             torch.testing.assert_close(out[:n, b, h], want, rtol=1e-8, atol=1e-10)
             torch.testing.assert_close(aT[0, b, h], filt[-1], rtol=1e-8, atol=1e-10)
         assert torch.all(out[n:, b] == 0)
+
+
+def test_adaptive_lif_batch_normalises_its_input_currents():
+    """With ``batch_norm`` (the default), I_t = BN(W x_t) over the batch and the steps: in
+    training the batch's statistics, in evaluation the running ones."""
+    torch.manual_seed(0)
+    plain = Recurrent("adlif", 4, 6, cell_args={"batch_norm": False}).double()
+    normed = Recurrent("adlif", 4, 6).double()
+    normed.load_state_dict(plain.state_dict(), strict=False)
+    x = 0.1 * torch.randn(15, 3, 4, dtype=torch.float64)
+    current = x @ plain.cells[0].weight_ih.detach().T
+    mean, var = current.mean((0, 1)), current.var((0, 1), unbiased=False)
+    standard = (current - mean) / torch.sqrt(var + 1e-5)
+    got = normed.cells[0].project_input(x)
+    torch.testing.assert_close(got, standard, rtol=1e-10, atol=1e-10)
+    assert normed(x)[0].sum() > 0  # unit-variance currents cross the threshold
+    assert plain(x)[0].sum() == 0  # small ones never do: no spike, no gradient to learn from

@@ -18,9 +18,13 @@ orthogonal at initialisation, its diagonal zeroed where used (a neuron does not 
 W is torch's Linear initialisation. The spike's derivative is the authors' box-car surrogate:
 d s / d u := 1 where -0.5 < u - 1 <= 0.5, else 0.
 
-As in the authors' code (``idiap/sparch``, ``snns.py``) except two choices: the initial state is
-zero (theirs draws u, w, s uniformly in [0, 1) at every forward pass), and the batch
-normalisation of I_t that their layers apply is not part of the cell. State: (s, u, w); the
+As in the authors' code (``idiap/sparch``, ``snns.py``), including the batch normalisation of
+I_t over the batch and the steps (``BatchNorm1d``, momentum 0.05; cell argument ``batch_norm``,
+on by default: without it, torch's initialisation of W gives currents that rarely reach the
+threshold, and a network that never spikes never learns), except the initial state, which is
+zero (theirs draws u, w, s uniformly in [0, 1) at every forward pass). In training the
+normalisation's statistics include padded steps (their inputs are zeros), as a batch norm over a
+padded batch does. State: (s, u, w); the
 output is the spike train. ``Recurrent.statistics()`` reports ``spike_rate``, the fraction of
 (step, neuron) pairs with a spike. Layer options: recurrent dropout on s_{t-1} where it enters
 V (``radlif``); layer norm and zoneout are refused.
@@ -79,6 +83,9 @@ class AdLIFCell(Cell):
     exact_gradient = False
     tally_names = ("spike_rate",)
     recurrent = False
+    arguments = {
+        "batch_norm": (True, "batch-normalise W x over the batch and steps (the authors')")
+    }
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)
@@ -92,9 +99,13 @@ class AdLIFCell(Cell):
         if self.recurrent:
             self.weight_hh = nn.Parameter(torch.empty(H, H))
             nn.init.orthogonal_(self.weight_hh)
+        self.norm = nn.BatchNorm1d(H, momentum=0.05) if self.arg("batch_norm") else None
 
     def project_input(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight_ih)  # no bias, as the authors' layers
+        current = F.linear(x, self.weight_ih)  # no bias, as the authors' layers
+        if self.norm is None:
+            return current
+        return self.norm(current.reshape(-1, self.hidden_size)).reshape(current.shape)
 
     def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
         s_prev, u_prev, w_prev = state
