@@ -96,7 +96,8 @@ def matmul_floor(cell: str, shape: tuple[int, ...], repeats: int) -> float:
     forward and T backward, and the weight and input gradients as single products."""
     B, T, I, H = shape
     layer = Recurrent(cell, I, H).layer_cells[0]
-    GH = layer.weight_ih.shape[0]
+    GH = layer.gate_rows * H  # the input projection's rows
+    recurrent = layer.recurrent_weights
     x = torch.randn(T * B, I, device=DEVICE)
     W, R = torch.randn(GH, I, device=DEVICE), torch.randn(GH, H, device=DEVICE)
     y, d = torch.randn(B, H, device=DEVICE), torch.randn(B, GH, device=DEVICE)
@@ -104,7 +105,7 @@ def matmul_floor(cell: str, shape: tuple[int, ...], repeats: int) -> float:
 
     def products():
         x @ W.t()
-        for _ in range(T):
+        for _ in range(T if recurrent else 0):  # the scan and spiking cells without R have none
             torch.mm(y, R.t())
             torch.mm(d, R)
         dpre.t() @ ys
@@ -126,7 +127,7 @@ def matmul_flops(cell: str, shape: tuple[int, ...], backward: bool = True) -> fl
         rows, recurrent, fgr = *torch_rows[cell], False
     else:
         layer = Recurrent(cell, I, H).layer_cells[0]
-        rows, recurrent = layer.weight_ih.shape[0] // H, layer.recurrent_weights
+        rows, recurrent = layer.gate_rows, layer.recurrent_weights
         fgr = hasattr(layer, "weight_gg")
     forward = 2.0 * T * B * rows * H * (I + (H if recurrent else 0))
     if fgr:
