@@ -630,3 +630,41 @@ def test_adaptive_lif_batch_normalises_its_input_currents():
     torch.testing.assert_close(got, standard, rtol=1e-10, atol=1e-10)
     assert normed(x)[0].sum() > 0  # unit-variance currents cross the threshold
     assert plain(x)[0].sum() == 0  # small ones never do: no spike, no gradient to learn from
+
+
+def arma_reference(p_, x, p, q):
+    """The ARMA cell (Schiele et al. 2022) written with residuals: the classical ARMA(p, q)
+    z_{t+1} = sum beta_i z_{t-i+1} + sum gamma_j e_{t-j+1}, e = z - zhat, with beta = A + B on
+    the shared lags, gamma = -B (the cell's own correspondence), linear, no bias."""
+    A, Bm = p_["ar"], p_["ma"]
+    gamma = [-Bm[j] for j in range(q)]
+    beta = [A[i] + (Bm[i] if i < q else 0) for i in range(p)]
+    T, B, k = x.shape
+    preds = [torch.zeros(B, k, dtype=x.dtype)]  # zhat_0 = 0: the initial state
+    zero = torch.zeros(B, k, dtype=x.dtype)
+    outs = []
+    for t in range(T):
+        z = lambda s: x[s] if s >= 0 else zero  # noqa: E731 (lags before the start are zeros)
+        zhat = lambda s: preds[s] if s >= 0 else zero  # noqa: E731
+        y = sum(z(t - i) @ beta[i] for i in range(p))
+        y = y + sum((z(t - j) - zhat(t - j)) @ gamma[j] for j in range(q))
+        preds.append(y)
+        outs.append(y)
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("p,q", [(2, 1), (1, 3), (3, 3)])
+def test_arma_cell_is_the_classical_arma_model(p, q):
+    """Step by step against ARMA(p, q) written with residuals; k = 2 channels."""
+    torch.manual_seed(0)
+    layer = Recurrent("arma", 2, 2, cell_args={"p": p, "q": q}).double()
+    params = {k: v.detach() for k, v in layer.cells[0].named_parameters()}
+    with torch.no_grad():
+        for v in params.values():
+            v.uniform_(-0.4, 0.4)
+    x = torch.randn(12, 3, 2, dtype=torch.float64)
+    out, state = layer(x)
+    want = arma_reference(params, x, p, q)
+    # The cell's output at step t is its prediction of step t + 1; the reference's zhat_{t+1}.
+    torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12)
+    assert len(state) == q + max(p, q) - 1

@@ -7,6 +7,7 @@ from functools import cache, partial
 
 import torch
 
+from rnnlab.cells.arma import ARMACell
 from rnnlab.cells.base import Cell, CellOptions, State
 from rnnlab.cells.bru import BRUCell
 from rnnlab.cells.egru import EGRUCell
@@ -36,6 +37,7 @@ CELLS: dict[str, CellFactory] = {
     "radlif": RadLIFCell,
     "s5": S5Cell,
     "bru": BRUCell,
+    "arma": ARMACell,
 }
 
 
@@ -63,6 +65,7 @@ def make_cell(name: str, input_size: int, hidden_size: int, options: CellOptions
 
 
 __all__ = [
+    "ARMACell",
     "AdLIFCell",
     "BRUCell",
     "CELLS",
