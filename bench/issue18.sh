@@ -47,3 +47,8 @@ if [[ $group == moonshot ]]; then
     # model at the trivial 0.0204). Stops when solved.
     run "copy1000-2layer-s5" "${task[@]}" --data copy --seq-len 1000 --cell s5 --hidden-size 64 --num-layers 2 --epochs 40
 fi
+if [[ $group == all || $group == gatel0rd-lambda ]]; then
+    # A heavier L0 weight than the paper's 0.001: fewer latent changes, at what error.
+    run "adding50-gatel0rd-l0.01" "${task[@]}" --data adding --seq-len 50 --cell gatel0rd --hidden-size 32 --epochs 40 --cell-args l0_lambda=0.01
+    .venv/bin/python bench/latent_changes.py "$OUT/adding50-gatel0rd" "$OUT/adding50-gatel0rd-l0.01" "$OUT/adding50-gru" > "$OUT/latent_changes.md"
+fi
