@@ -668,3 +668,37 @@ def test_arma_cell_is_the_classical_arma_model(p, q):
     # The cell's output at step t is its prediction of step t + 1; the reference's zhat_{t+1}.
     torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12)
     assert len(state) == q + max(p, q) - 1
+
+
+def test_sr_gru_equations_and_hard_limit():
+    """Wang & Niepert 2019 (the authors' SR-GRU): a hard-sigmoid GRU without biases whose new
+    state is the softmax mixture of the centroids; at a small temperature the state is one
+    centroid."""
+    torch.manual_seed(0)
+    H, k = 5, 4
+    layer = Recurrent("sr-gru", 3, H, cell_args={"centroids": k, "temperature": 0.7}).double()
+    p = {n: v.detach() for n, v in layer.cells[0].named_parameters()}
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    out, _ = layer(x)
+    hs = lambda v: torch.clamp(0.2 * v + 0.5, 0, 1)  # noqa: E731
+    U = dict(zip("zrc", p["weight_ih"].split(H), strict=True))
+    W = dict(zip("zrc", p["weight_hh"].split(H), strict=True))
+    S = p["centroids"]
+    h = torch.zeros(2, H, dtype=torch.float64)
+    want, alphas = [], []
+    for xt in x:
+        z = hs(xt @ U["z"].T + h @ W["z"].T)
+        r = hs(xt @ U["r"].T + h @ W["r"].T)
+        c = tanh(xt @ U["c"].T + (r * h) @ W["c"].T)
+        u = (1 - z) * c + z * h
+        alpha = torch.softmax(u @ S.T / 0.7, dim=-1)
+        h = alpha @ S
+        want.append(h)
+        alphas.append(alpha)
+    torch.testing.assert_close(out, torch.stack(want), rtol=1e-10, atol=1e-12)
+    probs = layer.cells[0].transition_probabilities(x)
+    torch.testing.assert_close(probs, torch.stack(alphas), rtol=1e-10, atol=1e-12)
+    cold = Recurrent("sr-gru", 3, H, cell_args={"centroids": k, "temperature": 1e-6}).double()
+    states, _ = cold(x)
+    distances = torch.cdist(states.reshape(-1, H), cold.cells[0].centroids.detach())
+    assert torch.all(distances.min(-1).values < 1e-8)  # every state is a centroid

@@ -19,6 +19,7 @@ from rnnlab.cells.rnn import TanhCell
 from rnnlab.cells.s5 import S5Cell
 from rnnlab.cells.scan import MinGRUCell, MinLSTMCell
 from rnnlab.cells.spiking import AdLIFCell, RadLIFCell
+from rnnlab.cells.srgru import SRGRUCell
 from rnnlab.errors import unknown_name
 
 CellFactory = Callable[[int, int, CellOptions], Cell]
@@ -38,6 +39,7 @@ CELLS: dict[str, CellFactory] = {
     "s5": S5Cell,
     "bru": BRUCell,
     "arma": ARMACell,
+    "sr-gru": SRGRUCell,
 }
 
 
@@ -82,6 +84,7 @@ __all__ = [
     "NCGRUCell",
     "RadLIFCell",
     "S5Cell",
+    "SRGRUCell",
     "State",
     "TanhCell",
     "cell_names",

@@ -1,0 +1,113 @@
+"""The state-regularised GRU, SR-GRU (Wang & Niepert, "State-Regularized Recurrent Neural
+Networks", ICML 2019).
+
+A GRU whose new state is pulled to a mixture of k learned centroids s_1..s_k: the cell's
+transitions become (soft) transitions between k states, so that a finite automaton can be read
+off a trained network. With rows z, r, c of ``weight_ih`` (3H, I) and ``weight_hh`` (3H, H), no
+biases, and the hard sigmoid hs(v) = clip(0.2 v + 0.5, 0, 1), as in the authors' code
+(``deepsemantic/sr-rnns``, ``SR_GRU.py``):
+
+    z_t = hs(U_z x_t + W_z h_{t-1})
+    r_t = hs(U_r x_t + W_r h_{t-1})
+    c_t = tanh(U_c x_t + W_c (r_t * h_{t-1}))
+    u_t = (1 - z_t) * c_t + z_t * h_{t-1}
+    alpha_t = softmax(S u_t / tau)          (S: the k x H centroids)
+    h_t = S^T alpha_t
+
+As tau goes to 0, h_t becomes exactly the nearest (by inner product) centroid: the automaton's
+state. ``transition_probabilities`` gives alpha_t for every step (for extraction). Each block of
+``weight_ih`` and ``weight_hh`` is initialised orthogonal, the centroids U(-0.1, 0.1).
+
+Cell arguments: ``centroids`` (k, 10; the authors use 50 for Tomita grammars and 5 for balanced
+parentheses) and ``temperature`` (tau, 1; the authors also run 5). Layer options: recurrent
+dropout (on h_{t-1} where it enters the products); layer norm and zoneout are refused.
+
+>>> import torch
+>>> from rnnlab import Recurrent
+>>> layer = Recurrent("sr-gru", 3, 8, cell_args={"centroids": 4})
+>>> out, (h,) = layer(torch.randn(5, 2, 3))
+>>> tuple(layer.cells[0].transition_probabilities(torch.randn(5, 2, 3)).shape)
+(5, 2, 4)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.cells.base import Cell, CellOptions, State
+from rnnlab.errors import ConfigError
+
+
+def hard_sigmoid(v: Tensor) -> Tensor:
+    """clip(0.2 v + 0.5, 0, 1), Theano's hard sigmoid."""
+    return (0.2 * v + 0.5).clamp(0.0, 1.0)
+
+
+class SRGRUCell(Cell):
+    """SR-GRU (see the module docstring)."""
+
+    gate_rows = 3
+    state_widths = (1,)
+    zoneout_parts = 0
+    options_taken = frozenset({"recurrent_dropout"})
+    fused_kernel = False
+    arguments = {
+        "centroids": (10, "the number k of centroids (the automaton's states at most)"),
+        "temperature": (1.0, "tau of the softmax over centroids"),
+    }
+
+    def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
+        super().__init__(input_size, hidden_size, options)
+        H = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(3 * H, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(3 * H, H))
+        with torch.no_grad():
+            for w in (self.weight_ih, self.weight_hh):
+                for block in w.split(H):
+                    nn.init.orthogonal_(block)
+        self.centroids = nn.Parameter(
+            torch.empty(int(self.arg("centroids")), H).uniform_(-0.1, 0.1)
+        )
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        if not 1 <= args["centroids"] <= 100_000:
+            raise ConfigError(
+                f"sr-gru's centroids must lie in [1, 100000], got {args['centroids']}"
+            )
+        if not args["temperature"] > 0:
+            raise ConfigError(f"sr-gru's temperature must be positive, got {args['temperature']}")
+
+    def project_input(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight_ih)  # no biases, as the authors' cell
+
+    def _mixture(self, x_proj: Tensor, h_prev: Tensor, mask: Tensor | None) -> Tensor:
+        """alpha_t, the softmax over centroids."""
+        h_in = h_prev if mask is None else h_prev * mask
+        z_x, r_x, c_x = x_proj.chunk(3, dim=-1)
+        W_z, W_r, W_c = self.weight_hh.chunk(3, dim=0)
+        z = hard_sigmoid(z_x + F.linear(h_in, W_z))
+        r = hard_sigmoid(r_x + F.linear(h_in, W_r))
+        c = torch.tanh(c_x + F.linear(r * h_in, W_c))
+        u = (1.0 - z) * c + z * h_prev
+        return torch.softmax(F.linear(u, self.centroids) / self.arg("temperature"), dim=-1)
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        alpha = self._mixture(x_proj, state[0], recurrent_mask)
+        return (alpha @ self.centroids,)
+
+    def transition_probabilities(self, x: Tensor, h0: Tensor | None = None) -> Tensor:
+        """alpha_t (T, B, k) over a sequence x (T, B, I) from h0 (zeros): which centroid each
+        step moves to, for reading off an automaton."""
+        x_proj = self.project_input(x)
+        h = x.new_zeros(x.shape[1], self.hidden_size) if h0 is None else h0
+        alphas = []
+        for t in range(x.shape[0]):
+            alpha = self._mixture(x_proj[t], h, None)
+            h = alpha @ self.centroids
+            alphas.append(alpha)
+        return torch.stack(alphas)
