@@ -702,3 +702,30 @@ def test_sr_gru_equations_and_hard_limit():
     states, _ = cold(x)
     distances = torch.cdist(states.reshape(-1, H), cold.cells[0].centroids.detach())
     assert torch.all(distances.min(-1).values < 1e-8)  # every state is a centroid
+
+
+def test_sr_gru_automaton_reproduces_a_hard_networks_state_path():
+    """At a temperature near 0 the SR-GRU is a deterministic automaton over its centroids: the
+    extracted one, run on each string, visits the states the network visits."""
+    from rnnlab.cells.srgru import extract_automaton
+
+    torch.manual_seed(0)
+    layer = Recurrent("sr-gru", 3, 6, cell_args={"centroids": 5, "temperature": 1e-6}).double()
+    cell = layer.cells[0]
+    gen = torch.Generator().manual_seed(1)
+    sequences = []
+    for _ in range(40):
+        symbols = [2] + torch.randint(0, 2, (int(torch.randint(1, 9, (1,), generator=gen)),),
+                                      generator=gen).tolist()  # fmt: skip
+        sequences.append(torch.nn.functional.one_hot(torch.tensor(symbols), 3).double())
+    start, transitions, accepts = extract_automaton(
+        cell, sequences, torch.ones(5, dtype=torch.bool)
+    )
+    assert accepts <= set(range(5))
+    for x in sequences:
+        path = cell.transition_probabilities(x.unsqueeze(1))[:, 0].argmax(-1).tolist()
+        state = start
+        assert path[0] == start
+        for t, symbol in enumerate(x.argmax(-1).tolist()[1:], 1):
+            state = transitions[(state, symbol)]
+            assert state == path[t]

@@ -111,3 +111,43 @@ class SRGRUCell(Cell):
             h = alpha @ self.centroids
             alphas.append(alpha)
         return torch.stack(alphas)
+
+
+def extract_automaton(
+    cell: SRGRUCell, sequences: list[Tensor], accepting: Tensor
+) -> tuple[int, dict[tuple[int, int], int], set[int]]:
+    """The finite automaton of a trained SR-GRU, read off as Wang & Niepert's extraction does.
+
+    ``sequences``: inputs (T_i, I) of one-hot symbols, each starting with the start symbol;
+    ``accepting``: (k,) bool, which centroids the classifier accepts. Each sequence is run from
+    h_0 = 0; its state at each step is the most probable centroid; the transitions (state,
+    symbol) -> next state are counted over all sequences, and from the state reached by the
+    start symbol a breadth-first walk keeps, for each state and symbol, the most frequent
+    target. Returns (start state, transitions {(state, symbol): state}, accepting states
+    reached)."""
+    counts: dict[tuple[int, int], dict[int, int]] = {}
+    starts: dict[int, int] = {}
+    with torch.no_grad():
+        for x in sequences:
+            path = cell.transition_probabilities(x.unsqueeze(1).to(cell.centroids.dtype))
+            states = path[:, 0].argmax(-1).tolist()
+            symbols = x.argmax(-1).tolist()
+            starts[states[0]] = starts.get(states[0], 0) + 1
+            for t in range(1, len(states)):
+                key = (states[t - 1], symbols[t])
+                counts.setdefault(key, {})
+                counts[key][states[t]] = counts[key].get(states[t], 0) + 1
+    start = max(starts, key=lambda s: starts[s])
+    transitions: dict[tuple[int, int], int] = {}
+    seen, queue = {start}, [start]
+    while queue:
+        state = queue.pop(0)
+        for (source, symbol), targets in sorted(counts.items()):
+            if source != state:
+                continue
+            target = max(targets, key=lambda s: targets[s])
+            transitions[(source, symbol)] = target
+            if target not in seen:
+                seen.add(target)
+                queue.append(target)
+    return start, transitions, {s for s in seen if bool(accepting[s])}
