@@ -28,10 +28,11 @@ D): the scaled Cayley gradient of Helfrich et al.
 
 Layout: ``weight_ih`` (3H, I) rows r, u, c; ``bias`` (2H) rows r, u; ``weight_hh`` (2H, H)
 rows r, u (unconstrained); ``cayley`` (H, H), of which the strict upper triangle is M;
-``modrelu_bias`` (H) b_c. Initialisation as the authors': A as in scoRNN, s_k ~ U(0, pi/2)
-and a_k = -sqrt((1 - cos s_k) / (1 + cos s_k)) on every other entry of the first
-superdiagonal of M; b_c ~ U(-0.01, 0.01); the other weights torch's GRU initialisation
-U(-1/sqrt(H), 1/sqrt(H)), gate biases zero.
+``modrelu_bias`` (H) b_c; buffers ``scaling`` (D), ``cayley_inverse``, ``cayley_inverse_of``
+and ``cayley_updates`` (the kept inverse, saved with the weights). Initialisation as the
+authors': A as in scoRNN, s_k ~ U(0, pi/2) and a_k = -sqrt((1 - cos s_k) / (1 + cos s_k))
+on every other entry of the first superdiagonal of M; b_c ~ U(-0.01, 0.01); the other weights
+torch's GRU initialisation U(-1/sqrt(H), 1/sqrt(H)), gate biases zero.
 
 Cell arguments: ``negatives`` (rho; -1: half the units), ``neumann_order`` (1 to 3, default
 2), ``refresh`` (49). Layer options: recurrent dropout (on h_{t-1} where it enters the
@@ -100,8 +101,9 @@ class NCGRUCell(Cell):
         "refresh": (49, "compute (I + A)^-1 exactly every this many updates of A"),
     }
 
-    _inverse: Tensor
-    _inverse_of: Tensor
+    cayley_inverse: Tensor
+    cayley_inverse_of: Tensor
+    cayley_updates: Tensor
     _candidate: Tensor
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
@@ -125,11 +127,29 @@ class NCGRUCell(Cell):
         if rho:
             d[H - rho :] = -1.0
         self.register_buffer("scaling", d)
-        # (I + A)^-1, the A it belongs to, and updates since it was computed exactly: derived
-        # from ``cayley``, so not saved (a loaded model recomputes them).
-        self.register_buffer("_inverse", torch.empty(0), persistent=False)
-        self.register_buffer("_inverse_of", torch.empty(0), persistent=False)
-        self._updates = 0
+        # (I + A)^-1 as the Neumann updates have carried it, the A it belongs to, and the updates
+        # since it was computed exactly: saved with the weights, so that a reloaded or resumed
+        # model computes exactly what the running one did (an exact inverse would differ from the
+        # carried one by up to the series' error).
+        with torch.no_grad():
+            A = self.skew()
+            self.register_buffer("cayley_inverse", torch.linalg.inv(torch.eye(H) + A))
+            self.register_buffer("cayley_inverse_of", A.clone())
+            self.register_buffer("cayley_updates", torch.zeros((), dtype=torch.long))
+
+    def _apply(self, fn: Any, recurse: bool = True) -> NCGRUCell:
+        """After a change of dtype (``.double()``), the kept inverse is computed afresh at the new
+        precision (a float32 one is not a float64 one); a move between devices keeps it."""
+        before = self.cayley_inverse.dtype
+        super()._apply(fn, recurse)
+        if self.cayley_inverse.dtype != before:
+            with torch.no_grad():
+                A = self.skew()
+                eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+                self.cayley_inverse.copy_(torch.linalg.inv(eye + A))
+                self.cayley_inverse_of.copy_(A)
+                self.cayley_updates.zero_()
+        return self
 
     @classmethod
     def check_args(cls, args: dict[str, Any]) -> None:
@@ -149,33 +169,32 @@ class NCGRUCell(Cell):
         return upper - upper.t()
 
     def _inverse_for(self, A: Tensor) -> Tensor:
-        """(I + A)^-1, updated by the Neumann series from the last one where A moved a little."""
+        """(I + A)^-1, updated by the Neumann series from the kept one where A moved a little."""
         eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
         if torch.compiler.is_compiling():
             return torch.linalg.inv(eye + A)
         with torch.no_grad():
             A = A.detach()
-            old, B = self._inverse_of, self._inverse
-            if old.shape == A.shape and old.dtype == A.dtype and torch.equal(old, A):
-                return B
-            exact = old.shape != A.shape or old.dtype != A.dtype
-            self._updates += 1
-            if not exact:
-                X = B @ (old - A)
-                exact = self._updates % self.arg("refresh") == 0 or bool(
-                    torch.linalg.matrix_norm(X, ord=2) > 0.5
-                )
+            old, B = self.cayley_inverse_of, self.cayley_inverse
+            if torch.equal(old, A):
+                return B.clone()
+            self.cayley_updates += 1
+            X = B @ (old - A)
+            exact = int(self.cayley_updates) % self.arg("refresh") == 0 or bool(
+                torch.linalg.matrix_norm(X, ord=2) > 0.5
+            )
             if exact:
-                B = torch.linalg.inv(eye + A)
-                self._updates = 0
+                new = torch.linalg.inv(eye + A)
+                self.cayley_updates.zero_()
             else:
                 series, power = eye + X, X
                 for _ in range(self.arg("neumann_order") - 1):
                     power = power @ X
                     series = series + power
-                B = series @ B
-            self._inverse, self._inverse_of = B, A.clone()
-            return B
+                new = series @ B
+            self.cayley_inverse.copy_(new)
+            self.cayley_inverse_of.copy_(A)
+            return new  # not the buffer: a graph that saved it must not see the next update
 
     def candidate_matrix(self) -> Tensor:
         """W_c = (I + A)^-1 (I - A) D."""
