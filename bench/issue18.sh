@@ -9,9 +9,13 @@ cd "$(dirname "$0")/.."
 OUT=bench/out/issue18
 mkdir -p "$OUT"
 rnnlab=".venv/bin/rnnlab"
-run() {  # name, then the train options
+run() {  # name, then the train options; a run stopped after an epoch resumes exactly
     local name=$1; shift
     [ -f "$OUT/$name/result.json" ] && return 0
+    if [ -f "$OUT/$name/checkpoint.safetensors" ]; then
+        "$rnnlab" train --threads 1 --seed 0 --no-progress --out "$OUT/$name" --resume "$@" >> "$OUT/$name.log" 2>&1
+        return
+    fi
     rm -rf "${OUT:?}/$name"
     "$rnnlab" train --threads 1 --seed 0 --no-progress --out "$OUT/$name" "$@" > "$OUT/$name.log" 2>&1
 }
