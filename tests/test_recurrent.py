@@ -264,3 +264,13 @@ def test_a_cells_penalty_reaches_the_training_loss(tmp_path):
     assert {"valid_gate_openings", "test_gate_openings"} <= set(runs["0"][0])
     # A heavy penalty shuts the gates: far fewer latent changes than without it.
     assert runs["5"][-1]["valid_gate_openings"] < 0.5 * runs["0"][-1]["valid_gate_openings"]
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [([("thr_mean", 0.2)], "cell_args must be a dict"), ({"thr_mean": "x"}, "must be float"),
+     ({"support": float("nan")}, "must be finite"), ({"thr_men": 0.2}, "did you mean 'thr_mean'")],
+)  # fmt: skip
+def test_cell_arguments_of_the_wrong_kind_are_refused_by_name(args, words):
+    with pytest.raises(ConfigError, match=words):
+        Recurrent("egru", 3, 4, cell_args=args)

@@ -172,7 +172,7 @@ def parse_cell_args(cell: str, text: str) -> dict[str, Any]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, raw = item.partition("=")
         name = name.strip().replace("-", "_")
-        if not sep:
+        if not sep or not name:
             raise ConfigError(f"cell argument {item!r} is not name=value")
         if name not in known:
             check_cell_args(cell, {name: 0})  # the one-line refusal with the valid names
@@ -256,7 +256,7 @@ class Recurrent(nn.Module):
             zoneout=zoneout,
             backend=backend,
             chrono=chrono,
-            cell_args=dict(cell_args or {}),
+            cell_args=dict(cell_args) if isinstance(cell_args, dict) else cell_args or {},
         )
         options = CellOptions(
             layer_norm=layer_norm,
