@@ -212,7 +212,12 @@ class Recurrent(nn.Module):
       bidirectional layer starts at each sequence's own last step;
     - state: a tuple of tensors, one per state part of the cell ((y,) for tanh and GRUs,
       (y, c) for LSTMs, (y, c, a) for FGR), each (num_layers * num_directions, B, width),
-      indexed layer * num_directions + direction as in torch; zeros when omitted.
+      indexed layer * num_directions + direction as in torch; zeros when omitted;
+    - gaps: (T, B) (or (B, T) with ``batch_first``) the time since each step's previous one, for
+      cells that take them (``Cell.takes_gaps``: the CRU; ones when omitted); other cells refuse
+      them in one line (give them dt as an input feature instead). The backward direction of a
+      bidirectional layer sees them reversed within each length (its first step has gap 0); a
+      sequence fed in chunks gets each chunk's gaps.
 
     Returns ``(output, state)``: output (T, B, D*H) (or batch-first) and the final state in the
     same layout as the initial one.
@@ -316,7 +321,11 @@ class Recurrent(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------
     def forward(
-        self, x: Tensor, lengths: Tensor | None = None, state: State | None = None
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        state: State | None = None,
+        gaps: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         cfg = self.config
         _check_inputs(x, state)
@@ -348,6 +357,7 @@ class Recurrent(nn.Module):
             # projection's weight gradient sums x over every step, padded ones too.
             x = torch.where(valid, x, 0.0)
         states = self._initial_states(state, B, x)
+        gap_column = self._gap_column(gaps, x, valid)
         if not torch.compiler.is_compiling():
             self._tallies = []
 
@@ -360,6 +370,9 @@ class Recurrent(nn.Module):
                 inp = layer_input
                 if direction == 1:
                     inp = reverse_padded(layer_input, lengths)
+                if gap_column is not None:
+                    gap = gap_column if direction == 0 else _reversed_gaps(gap_column, lengths)
+                    inp = torch.cat([inp, gap], dim=-1)
                 out, final = self._run(self.layer_cells[k], inp, states[k], valid)
                 outputs.append(out if direction == 0 else reverse_padded(out, lengths))
                 finals.append(final)
@@ -381,6 +394,8 @@ class Recurrent(nn.Module):
         if layer == 0 and not torch.compiler.is_compiling():
             self._tallies = []  # a new pass through the stack
         start = cell.initial_state(x.shape[1], x) if state is None else tuple(s[0] for s in state)
+        if cell.takes_gaps:  # unit gaps (regular steps)
+            x = torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
         out, final = self._run(cell, x, start, None)
         return out, tuple(s.unsqueeze(0) for s in final)
 
@@ -448,6 +463,36 @@ class Recurrent(nn.Module):
         if tallies:
             self._record_tallies(cell, tallies, valid)
         return torch.stack(outputs), state
+
+    def _gap_column(self, gaps: Tensor | None, x: Tensor, valid: Tensor | None) -> Tensor | None:
+        """The time gaps as a (T, B, 1) input column for a cell that takes them (ones where
+        none are given: regular steps), zero on padded steps; None for other cells, which
+        refuse gaps (a GRU given dt takes it as an input feature, appended by the caller)."""
+        cfg = self.config
+        if not self.layer_cells[0].takes_gaps:
+            if gaps is not None:
+                takers = ", ".join(n for n in CELLS if probe_cell(n).takes_gaps)
+                raise ConfigError(f"cell {cfg.cell!r} takes no time gaps (gaps=); append them to "
+                                  f"the input features instead, or use a cell that takes them: "
+                                  f"{takers}")  # fmt: skip
+            return None
+        T, B = x.shape[0], x.shape[1]
+        if gaps is None:
+            return x.new_ones(T, B, 1)
+        _check_tensor("gaps", gaps)
+        shape = (B, T) if cfg.batch_first else (T, B)
+        if tuple(gaps.shape) != shape:
+            raise ValueError(f"gaps must have shape {shape} (as x without its features), got "
+                             f"{tuple(gaps.shape)}")  # fmt: skip
+        gaps = gaps.t() if cfg.batch_first else gaps
+        gaps = gaps.to(x.dtype)
+        if valid is not None:
+            gaps = torch.where(valid[..., 0], gaps, 0.0)
+        if torch.compiler.is_compiling():
+            torch._assert_async((gaps >= 0).all(), "gaps must be finite and >= 0")
+        elif not bool(torch.isfinite(gaps).all()) or bool((gaps < 0).any()):
+            raise ValueError("gaps must be finite and >= 0 (the time since the previous step)")
+        return gaps.unsqueeze(-1)
 
     def _record_tallies(
         self, cell: Cell, tallies: list[tuple[Tensor, ...]], valid: Tensor | None
@@ -657,6 +702,15 @@ class Recurrent(nn.Module):
                 )
                 getattr(module, "bias_hh" + sfx).copy_(b_hh)
         return module
+
+
+def _reversed_gaps(gaps: Tensor, lengths: Tensor | None) -> Tensor:
+    """The gaps (T, B, 1) a backward direction sees: its step k is step L - 1 - k, reached from
+    step L - k, so its gap is gaps[L - k]; its first step has gap 0 (its initial state is at the
+    sequence's last time stamp)."""
+    later = torch.cat([gaps[1:], torch.zeros_like(gaps[:1])])  # later[t] = gaps[t + 1]
+    backward = reverse_padded(later, lengths)
+    return torch.cat([torch.zeros_like(gaps[:1]), backward[1:]])
 
 
 def _fused_status() -> str:

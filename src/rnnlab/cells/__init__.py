@@ -10,6 +10,7 @@ import torch
 from rnnlab.cells.arma import ARMACell
 from rnnlab.cells.base import Cell, CellOptions, State
 from rnnlab.cells.bru import BRUCell
+from rnnlab.cells.cru import CRUCell
 from rnnlab.cells.egru import EGRUCell
 from rnnlab.cells.gatel0rd import GateL0RDCell
 from rnnlab.cells.gru import GRUCell, GRUv1Cell
@@ -40,6 +41,7 @@ CELLS: dict[str, CellFactory] = {
     "bru": BRUCell,
     "arma": ARMACell,
     "sr-gru": SRGRUCell,
+    "cru": CRUCell,
 }
 
 
@@ -73,6 +75,7 @@ __all__ = [
     "CELLS",
     "Cell",
     "CellOptions",
+    "CRUCell",
     "EGRUCell",
     "GateL0RDCell",
     "GRUCell",

@@ -71,6 +71,10 @@ class Cell(nn.Module, ABC):
     # False where an output depends on later steps (the uBRU's smoothing): such a layer cannot
     # be fed in chunks.
     causal: bool = True
+    # True where the step reads the time since the previous step (the CRU): ``Recurrent`` then
+    # appends the gaps (``forward(gaps=...)``, ones when omitted) to the inputs as a last column,
+    # which ``project_input`` carries through as the last column of x_proj.
+    takes_gaps: bool = False
 
     # The cell's own arguments (``Recurrent(cell_args=...)``; ``--cell-args`` on the command
     # line): name -> (default, description). A value has its default's type; ``check_args``
