@@ -283,12 +283,14 @@ def egru_reference(p, x, H, dampening=0.7, support=1.0):
     return torch.stack(ys), y, c, torch.stack(events)
 
 
-def test_egru_equations_and_surrogate_gradients():
+@pytest.mark.parametrize("backend", ["step", "auto"])  # auto: the fused kernel where built
+def test_egru_equations_and_surrogate_gradients(backend):
     """Outputs, states, activity and every gradient (through the pseudo-derivative) against the
     transcription, float64; thresholds spread so that some units fire and some do not."""
     torch.manual_seed(0)
     H = 6
-    layer = Recurrent("egru", 4, H, cell_args={"dampening": 0.9, "support": 2.0}).double()
+    layer = Recurrent("egru", 4, H, cell_args={"dampening": 0.9, "support": 2.0},
+                      backend=backend).double()  # fmt: skip
     p = _random_params(layer)
     with torch.no_grad():
         p["threshold"].copy_(torch.linspace(-0.1, 0.6, H))  # one below 0: clamped to 0
@@ -339,13 +341,15 @@ def gatel0rd_reference(p, x, H, noise=None):
     return torch.stack(ys), h, torch.stack(thetas)
 
 
+@pytest.mark.parametrize("backend", ["step", "auto"])  # auto: the fused kernel where built
 @pytest.mark.parametrize("training", [False, True])
-def test_gatel0rd_equations_penalty_and_gradients(training):
+def test_gatel0rd_equations_penalty_and_gradients(training, backend):
     """Outputs, latent, the fraction of latent changes and the L0 penalty (with its
     straight-through gradient) against the transcription; in training with the same noise."""
     torch.manual_seed(0)
     H, lam, sigma = 5, 0.01, 0.3
-    layer = Recurrent("gatel0rd", 4, H, cell_args={"l0_lambda": lam, "gate_noise": sigma})
+    layer = Recurrent("gatel0rd", 4, H, cell_args={"l0_lambda": lam, "gate_noise": sigma},
+                      backend=backend)  # fmt: skip
     layer = layer.double().train(training)
     p = _random_params(layer)
     x = torch.randn(6, 3, 4, dtype=torch.float64)
@@ -400,10 +404,11 @@ def ncgru_reference(p, x, H, d):
     return torch.stack(hs), Wc
 
 
-def test_ncgru_equations_orthogonality_and_gradients():
+@pytest.mark.parametrize("backend", ["step", "auto"])  # auto: the fused kernel where built
+def test_ncgru_equations_orthogonality_and_gradients(backend):
     torch.manual_seed(0)
     H = 6
-    layer = Recurrent("nc-gru", 4, H, cell_args={"negatives": 2}).double()
+    layer = Recurrent("nc-gru", 4, H, cell_args={"negatives": 2}, backend=backend).double()
     cell = layer.cells[0]
     assert cell.scaling.tolist() == [1, 1, 1, 1, -1, -1]
     p = _random_params(layer)
@@ -737,3 +742,46 @@ def test_sr_gru_automaton_reproduces_a_hard_networks_state_path():
         for t, symbol in enumerate(x.argmax(-1).tolist()[1:], 1):
             state = transitions[(state, symbol)]
             assert state == path[t]
+
+
+@pytest.mark.parametrize("peepholes", [True, False])
+def test_sr_lstm_equations_and_hard_limit(peepholes):
+    """Wang & Niepert 2019 (the authors' SR-LSTM-P, and without peepholes the SR-LSTM): an LSTM
+    whose output h is the softmax mixture of the centroids and whose cell state c is left free;
+    at a small temperature every output is one centroid while c is not."""
+    torch.manual_seed(0)
+    H, k, tau = 5, 4, 0.7
+    args = {"centroids": k, "temperature": tau, "peepholes": peepholes}
+    layer = Recurrent("sr-lstm", 3, H, cell_args=args).double()
+    p = {n: v.detach() for n, v in layer.cells[0].named_parameters()}
+    assert ("peephole" in p) == peepholes
+    x = torch.randn(7, 2, 3, dtype=torch.float64)
+    out, (h_last, c_last) = layer(x)
+    W = dict(zip("ifzo", p["weight_ih"].split(H), strict=True))
+    R = dict(zip("ifzo", p["weight_hh"].split(H), strict=True))
+    b = dict(zip("ifzo", p["bias"].split(H), strict=True))
+    P = dict(zip("ifo", p["peephole"] if peepholes else torch.zeros(3, H), strict=True))
+    S = p["centroids"]
+    h = torch.zeros(2, H, dtype=torch.float64)
+    c = torch.zeros(2, H, dtype=torch.float64)
+    want, alphas = [], []
+    for xt in x:
+        pre = {g: xt @ W[g].T + h @ R[g].T + b[g] for g in "ifzo"}
+        i = sig(pre["i"] + P["i"] * c)
+        f = sig(pre["f"] + P["f"] * c)
+        c = f * c + i * tanh(pre["z"])
+        o = sig(pre["o"] + P["o"] * c)
+        alpha = torch.softmax((o * tanh(c)) @ S.T / tau, dim=-1)
+        h = alpha @ S
+        want.append(h)
+        alphas.append(alpha)
+    torch.testing.assert_close(out, torch.stack(want), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(c_last[-1], c, rtol=1e-10, atol=1e-12)
+    probs = layer.cells[0].transition_probabilities(x)
+    torch.testing.assert_close(probs, torch.stack(alphas), rtol=1e-10, atol=1e-12)
+    cold_args = {**args, "temperature": 1e-6}
+    cold = Recurrent("sr-lstm", 3, H, cell_args=cold_args).double()
+    states, (_, c_cold) = cold(x)
+    distances = torch.cdist(states.reshape(-1, H), cold.cells[0].centroids.detach())
+    assert torch.all(distances.min(-1).values < 1e-8)  # every output is a centroid
+    assert torch.cdist(c_cold[-1], cold.cells[0].centroids.detach()).min() > 1e-3  # c is free

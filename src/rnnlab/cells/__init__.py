@@ -21,6 +21,7 @@ from rnnlab.cells.s5 import S5Cell
 from rnnlab.cells.scan import MinGRUCell, MinLSTMCell
 from rnnlab.cells.spiking import AdLIFCell, RadLIFCell
 from rnnlab.cells.srgru import SRGRUCell
+from rnnlab.cells.srlstm import SRLSTMCell
 from rnnlab.errors import unknown_name
 
 CellFactory = Callable[[int, int, CellOptions], Cell]
@@ -41,6 +42,7 @@ CELLS: dict[str, CellFactory] = {
     "bru": BRUCell,
     "arma": ARMACell,
     "sr-gru": SRGRUCell,
+    "sr-lstm": SRLSTMCell,
     "cru": CRUCell,
 }
 
@@ -88,6 +90,7 @@ __all__ = [
     "RadLIFCell",
     "S5Cell",
     "SRGRUCell",
+    "SRLSTMCell",
     "State",
     "TanhCell",
     "cell_names",

@@ -15,7 +15,9 @@ biases, and the hard sigmoid hs(v) = clip(0.2 v + 0.5, 0, 1), as in the authors'
     h_t = S^T alpha_t
 
 As tau goes to 0, h_t becomes exactly the nearest (by inner product) centroid: the automaton's
-state. ``transition_probabilities`` gives alpha_t for every step (for extraction). Each block of
+state. ``transition_probabilities`` gives alpha_t for every step (for extraction). What the
+state-regularised cells share (centroids, the softmax, extraction) is ``StateRegularised``,
+which the SR-LSTM (``rnnlab.cells.srlstm``) subclasses too. Each block of
 ``weight_ih`` and ``weight_hh`` is initialised orthogonal, the centroids U(-0.1, 0.1).
 
 Cell arguments: ``centroids`` (k, 10; the authors use 50 for Tomita grammars and 5 for balanced
@@ -32,6 +34,7 @@ dropout (on h_{t-1} where it enters the products); layer norm and zoneout are re
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -47,18 +50,76 @@ def hard_sigmoid(v: Tensor) -> Tensor:
     return (0.2 * v + 0.5).clamp(0.0, 1.0)
 
 
-class SRGRUCell(Cell):
-    """SR-GRU (see the module docstring)."""
+class StateRegularised(Cell):
+    """What the state-regularised cells share (Wang & Niepert 2019, section 3): the centroids S
+    (k, H), the softmax over them with temperature tau, alpha_t = softmax(S u_t / tau), and the
+    new output h_t = S^T alpha_t. A subclass computes u_t, the state its recurrence would have
+    had (``unregularised``); every other part of its state (the SR-LSTM's cell state) passes
+    through unchanged. ``transition_probabilities`` runs a sequence and returns every alpha_t,
+    from which ``extract_automaton`` reads the automaton."""
 
-    gate_rows = 3
-    state_widths = (1,)
+    state_widths: tuple[int, ...] = (1,)
     zoneout_parts = 0
     options_taken = frozenset({"recurrent_dropout"})
     fused_kernel = False
+    cell_name = ""  # the registry's name, for messages
     arguments = {
         "centroids": (10, "the number k of centroids (the automaton's states at most)"),
         "temperature": (1.0, "tau of the softmax over centroids"),
     }
+
+    def _make_centroids(self, bound: float) -> None:
+        """S (k, H), U(-bound, bound)."""
+        k = int(self.arg("centroids"))
+        self.centroids = nn.Parameter(torch.empty(k, self.hidden_size).uniform_(-bound, bound))
+
+    @classmethod
+    def check_args(cls, args: dict[str, Any]) -> None:
+        if not 1 <= args["centroids"] <= 100_000:
+            raise ConfigError(
+                f"{cls.cell_name}'s centroids must lie in [1, 100000], got {args['centroids']}"
+            )
+        if not args["temperature"] > 0:
+            raise ConfigError(
+                f"{cls.cell_name}'s temperature must be positive, got {args['temperature']}"
+            )
+
+    @abstractmethod
+    def unregularised(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """u_t (B, H), the output before the pull to the centroids, and the rest of the new
+        state (every part after the first)."""
+
+    def advance(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """alpha_t (B, k) and the new state (S^T alpha_t, rest...)."""
+        u, rest = self.unregularised(x_proj, state, recurrent_mask)
+        alpha = torch.softmax(F.linear(u, self.centroids) / self.arg("temperature"), dim=-1)
+        return alpha, (alpha @ self.centroids, *rest)
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        return self.advance(x_proj, state, recurrent_mask)[1]
+
+    def transition_probabilities(self, x: Tensor, state: State | None = None) -> Tensor:
+        """alpha_t (T, B, k) over a sequence x (T, B, I) from ``state`` (zeros): which centroid
+        each step moves to, for reading off an automaton."""
+        x_proj = self.project_input(x)
+        if state is None:
+            state = self.initial_state(x.shape[1], x_proj)
+        alphas = []
+        for t in range(x.shape[0]):
+            alpha, state = self.advance(x_proj[t], state, None)
+            alphas.append(alpha)
+        return torch.stack(alphas)
+
+
+class SRGRUCell(StateRegularised):
+    """SR-GRU (see the module docstring)."""
+
+    gate_rows = 3
+    cell_name = "sr-gru"
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)
@@ -69,54 +130,30 @@ class SRGRUCell(Cell):
             for w in (self.weight_ih, self.weight_hh):
                 for block in w.split(H):
                     nn.init.orthogonal_(block)
-        self.centroids = nn.Parameter(
-            torch.empty(int(self.arg("centroids")), H).uniform_(-0.1, 0.1)
-        )
-
-    @classmethod
-    def check_args(cls, args: dict[str, Any]) -> None:
-        if not 1 <= args["centroids"] <= 100_000:
-            raise ConfigError(
-                f"sr-gru's centroids must lie in [1, 100000], got {args['centroids']}"
-            )
-        if not args["temperature"] > 0:
-            raise ConfigError(f"sr-gru's temperature must be positive, got {args['temperature']}")
+        self._make_centroids(0.1)
 
     def project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih)  # no biases, as the authors' cell
 
-    def _mixture(self, x_proj: Tensor, h_prev: Tensor, mask: Tensor | None) -> Tensor:
-        """alpha_t, the softmax over centroids."""
-        h_in = h_prev if mask is None else h_prev * mask
+    def unregularised(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State]:
+        h_prev = state[0]
+        h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
         z_x, r_x, c_x = x_proj.chunk(3, dim=-1)
         W_z, W_r, W_c = self.weight_hh.chunk(3, dim=0)
         z = hard_sigmoid(z_x + F.linear(h_in, W_z))
         r = hard_sigmoid(r_x + F.linear(h_in, W_r))
         c = torch.tanh(c_x + F.linear(r * h_in, W_c))
-        u = (1.0 - z) * c + z * h_prev
-        return torch.softmax(F.linear(u, self.centroids) / self.arg("temperature"), dim=-1)
-
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
-        alpha = self._mixture(x_proj, state[0], recurrent_mask)
-        return (alpha @ self.centroids,)
-
-    def transition_probabilities(self, x: Tensor, h0: Tensor | None = None) -> Tensor:
-        """alpha_t (T, B, k) over a sequence x (T, B, I) from h0 (zeros): which centroid each
-        step moves to, for reading off an automaton."""
-        x_proj = self.project_input(x)
-        h = x.new_zeros(x.shape[1], self.hidden_size) if h0 is None else h0
-        alphas = []
-        for t in range(x.shape[0]):
-            alpha = self._mixture(x_proj[t], h, None)
-            h = alpha @ self.centroids
-            alphas.append(alpha)
-        return torch.stack(alphas)
+        return (1.0 - z) * c + z * h_prev, ()
 
 
 def extract_automaton(
-    cell: SRGRUCell, sequences: list[Tensor], accepting: Tensor
+    cell: StateRegularised, sequences: list[Tensor], accepting: Tensor
 ) -> tuple[int, dict[tuple[int, int], int], set[int]]:
-    """The finite automaton of a trained SR-GRU, read off as Wang & Niepert's extraction does.
+    """The finite automaton of a trained SR-GRU or SR-LSTM, read off as Wang & Niepert's
+    extraction does (for the SR-LSTM, the automaton over its centroids: what its cell state
+    adds, a counter say, is not in it).
 
     ``sequences``: inputs (T_i, I) of one-hot symbols, each starting with the start symbol;
     ``accepting``: (k,) bool, which centroids the classifier accepts. Each sequence is run from
