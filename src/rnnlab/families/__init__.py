@@ -14,6 +14,7 @@ from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.families.base import Family, FamilyConfig, Problem, SampleRequest, Score
 from rnnlab.families.lm import LM
 from rnnlab.families.music import RNN, RNNNADE
+from rnnlab.families.rnnrbm import RNNRBMFamily
 from rnnlab.families.sentence import SentenceLM, SentenceVAEFamily
 from rnnlab.families.series import SeriesFamily
 from rnnlab.families.task import TaskFamily
@@ -24,6 +25,7 @@ FAMILIES: dict[str, Family] = {
     for family in (
         RNN(),
         RNNNADE(),
+        RNNRBMFamily(),
         VRNNFamily(),
         TaskFamily(),
         LM(),
