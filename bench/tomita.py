@@ -6,7 +6,8 @@ length 1 to --train-len (half of them in the language), tests both on strings of
 automaton (``rnnlab.cells.srgru.extract_automaton``), prints it, and runs it on the long test
 strings. Strings start with a start symbol, as the authors'. It measures; it asserts nothing.
 
-    python bench/tomita.py --grammar 4 [--train-len 10 --test-len 40 --steps 1500 --temperature 1]
+    python bench/tomita.py --grammar 4 [--train-len 10 --test-len 40 --steps 1500 --temperature 1
+                                        --lr 1e-2 --batch-size 32 --curriculum]
 """
 
 from __future__ import annotations
@@ -100,11 +101,27 @@ def accuracy(model: nn.Module, data: list[tuple[str, int]]) -> float:
     return float((guess == torch.tensor([y for _, y in data])).float().mean())
 
 
-def train(model: nn.Module, data: list[tuple[str, int]], steps: int, seed: int) -> None:
+def train(
+    model: nn.Module,
+    data: list[tuple[str, int]],
+    steps: int,
+    seed: int,
+    lr: float = 1e-2,
+    batch_size: int = 32,
+    curriculum: bool = False,
+) -> None:
+    """Adam; with ``curriculum``, as the authors' length curriculum, the first half of the
+    updates draw from the shortest strings only, a pool growing from a fifth of the set to all
+    of it."""
     rng = random.Random(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        batch = rng.sample(data, 32)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    by_length = sorted(data, key=lambda d: len(d[0]))
+    for step in range(steps):
+        pool = data  # without the curriculum, the draws of the earlier runs
+        if curriculum:
+            reach = min(1.0, 0.2 + 0.8 * step / max(1, steps // 2))
+            pool = by_length[: max(batch_size, int(reach * len(data)))]
+        batch = rng.sample(pool, batch_size)
         x, lengths = encode([s for s, _ in batch])
         loss = nn.functional.cross_entropy(model(x, lengths), torch.tensor([y for _, y in batch]))
         opt.zero_grad()
@@ -121,17 +138,24 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--centroids", type=int, default=10)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--curriculum", action="store_true", help="shortest strings first")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     train_set = dataset(args.grammar, range(1, args.train_len + 1), 2000, args.seed)
     test_set = dataset(args.grammar, range(args.train_len + 1, args.test_len + 1), 1000, 99)
     print(f"Tomita {args.grammar}: train lengths 1-{args.train_len}, test lengths "
-          f"{args.train_len + 1}-{args.test_len}, {args.steps} updates of 32")  # fmt: skip
+          f"{args.train_len + 1}-{args.test_len}, {args.steps} updates of {args.batch_size}, "
+          f"Adam {args.lr}{', length curriculum' if args.curriculum else ''}; {args.hidden} "
+          f"units, {args.centroids} centroids, temperature {args.temperature}")  # fmt: skip
     models = {}
     for cell in ("sr-gru", "gru"):
         model = Acceptor(cell, args.hidden, args.centroids, args.temperature)
-        train(model, train_set, args.steps, args.seed)
+        train(model, train_set, args.steps, args.seed, args.lr, args.batch_size, args.curriculum)
         models[cell] = model
         print(f"{cell}: train accuracy {accuracy(model, train_set):.4f}, "
               f"longer test strings {accuracy(model, test_set):.4f}")  # fmt: skip
