@@ -8,13 +8,14 @@ def probe(cell: str):
 
 
 def takes(cell: str, option: str) -> bool:
-    """Whether ``Recurrent`` accepts the layer option (layer_norm, zoneout, recurrent_dropout)."""
+    """Whether ``Recurrent`` accepts the layer option (layer_norm, zoneout, recurrent_dropout,
+    norm, quant_bits)."""
     return probe(cell).refusal(option) is None
 
 
 def usable(cell: str, **options):
     """The options of a layer, without the cell options this cell does not take."""
-    layer_options = ("layer_norm", "zoneout", "recurrent_dropout")
+    layer_options = ("layer_norm", "zoneout", "recurrent_dropout", "norm", "quant_bits")
     return {k: v for k, v in options.items() if k not in layer_options or takes(cell, k)}
 
 

@@ -111,9 +111,11 @@ def test_scan_cells_refuse_recurrent_dropout():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("option", ["layer_norm", "zoneout", "recurrent_dropout"])
+@pytest.mark.parametrize("option", ["layer_norm", "zoneout", "recurrent_dropout", "norm",
+                                    "quant_bits"])  # fmt: skip
 def test_an_option_a_cell_does_not_take_is_refused_by_name(cell, option):
-    value = {"layer_norm": True, "zoneout": 0.2, "recurrent_dropout": 0.2}[option]
+    value = {"layer_norm": True, "zoneout": 0.2, "recurrent_dropout": 0.2, "norm": "batch",
+             "quant_bits": 4}[option]  # fmt: skip
     if takes(cell, option):
         Recurrent(cell, 3, 4, **{option: value})
     else:

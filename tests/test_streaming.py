@@ -16,6 +16,9 @@ OPTIONS = [
     {"zoneout": 0.3},
     {"num_layers": 2, "dropout": 0.5, "recurrent_dropout": 0.2},
     {"num_layers": 3, "dropout": 0.5},  # the scan cells have no recurrent dropout
+    {"norm": "batch", "zoneout": 0.3},  # the clock carries the step's statistics on
+    {"norm": "assorted-time", "num_layers": 2},  # the window carries the earlier values
+    {"norm": "batch-layer", "quant_bits": 3},
 ]
 
 

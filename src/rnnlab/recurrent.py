@@ -17,9 +17,11 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from rnnlab.cells import CELLS, Cell, CellOptions, GRUCell, State, make_cell, probe_cell
 from rnnlab.cells.base import reverse_padded
+from rnnlab.cells.norms import NORMS, QuantisedWeight, quantise_output
 from rnnlab.errors import ConfigError, ConfigTypeError, unknown_name
 from rnnlab.export import export_layer, onnx_exporting, refuse_unsupported_export
 
@@ -41,14 +43,15 @@ MAX_SIZE, MAX_LAYERS = 2**20, 1024
 def _check_argument_types(cfg: RecurrentConfig) -> None:
     """Each argument's type (and the sizes' bounds), before any value is used: one TypeError
     (``ConfigTypeError``) or ValueError (``ConfigError``) naming the argument."""
-    for key in ("cell", "backend"):
+    for key in ("cell", "backend", "norm"):
         value = getattr(cfg, key)
         if not isinstance(value, str):
-            names = CELLS if key == "cell" else BACKENDS
+            names = {"cell": CELLS, "backend": BACKENDS, "norm": NORMS}[key]
             raise ConfigTypeError(f"{key} must be a name (a string: {', '.join(names)}), got "
                                   f"{value!r}")  # fmt: skip
     for key, high in (("input_size", MAX_SIZE), ("hidden_size", MAX_SIZE),
-                      ("num_layers", MAX_LAYERS), ("chrono", None)):  # fmt: skip
+                      ("num_layers", MAX_LAYERS), ("chrono", None), ("norm_steps", MAX_SIZE),
+                      ("norm_window", 1024), ("quant_bits", None)):  # fmt: skip
         value = getattr(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigTypeError(f"{key} must be an int, got {value!r} "
@@ -115,9 +118,25 @@ class RecurrentConfig:
     backend: str = "auto"
     chrono: int = 0
     cell_args: dict[str, Any] = field(default_factory=dict)
+    norm: str = "none"
+    norm_steps: int = 100
+    norm_window: int = 5
+    quant_bits: int = 0
 
     def __post_init__(self) -> None:
         _check_argument_types(self)
+        if self.norm not in NORMS:
+            raise unknown_name("norm", self.norm, NORMS)
+        if self.norm == "layer":  # the same as layer_norm=True, recorded as that
+            object.__setattr__(self, "layer_norm", True)
+            object.__setattr__(self, "norm", "none")
+        if self.layer_norm and self.norm != "none":
+            raise ConfigError(f"choose one normalisation: layer_norm=True and norm={self.norm!r}")
+        for key in ("norm_steps", "norm_window"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.quant_bits != 0 and not 2 <= self.quant_bits <= 16:
+            raise ConfigError(f"quant_bits must be 0 (off) or 2 to 16, got {self.quant_bits}")
         if self.cell not in CELLS:
             raise unknown_name("cell", self.cell, CELLS)
         if self.backend not in BACKENDS:
@@ -202,7 +221,13 @@ class Recurrent(nn.Module):
     ``zoneout`` (Krueger et al. 2017: each unit of y, and of c for LSTMs, keeps its previous value
     with this probability in training, and the expectation is used in evaluation); ``chrono``
     (T_max > 2: chrono initialisation of the gate biases, Tallec & Ollivier 2018, for the LSTM
-    family and both GRUs; 0: off).
+    family and both GRUs; 0: off). ``norm``: "layer" (= ``layer_norm``), or a normalisation
+    whose statistics span the batch or past steps, on the step loop (``rnnlab.cells.norms``):
+    "batch" (Cooijmans et al. 2017, statistics per time step; ``norm_steps`` steps keep their
+    own), "batch-layer" (Ziaee & Cano 2022), "assorted-time" (Pospisil et al. 2024, over the
+    last ``norm_window`` steps); such a cell's state gains parts after its own (a clock, and the
+    window's values). ``quant_bits`` (2 to 16; 0: off): quantised training (Hubara et al. 2018),
+    weight matrices and outputs rounded in the forward pass, straight-through gradients.
 
     ``forward(x, lengths=None, state=None)``:
 
@@ -245,6 +270,10 @@ class Recurrent(nn.Module):
         backend: str = "auto",
         chrono: int = 0,
         cell_args: dict[str, Any] | None = None,
+        norm: str = "none",
+        norm_steps: int = 100,
+        norm_window: int = 5,
+        quant_bits: int = 0,
     ) -> None:
         super().__init__()
         self.config = RecurrentConfig(
@@ -262,15 +291,24 @@ class Recurrent(nn.Module):
             backend=backend,
             chrono=chrono,
             cell_args=dict(cell_args) if isinstance(cell_args, dict) else cell_args or {},
+            norm=norm,
+            norm_steps=norm_steps,
+            norm_window=norm_window,
+            quant_bits=quant_bits,
         )
+        cfg = self.config
         options = CellOptions(
-            layer_norm=layer_norm,
+            layer_norm=cfg.layer_norm,
+            norm=cfg.norm,
+            norm_steps=norm_steps,
+            norm_window=norm_window,
             forget_bias=forget_bias,
             args=tuple(sorted(check_cell_args(cell, self.config.cell_args).items())),
         )
         probe = probe_cell(cell)
-        asked = {"layer_norm": layer_norm, "zoneout": zoneout > 0,
-                 "recurrent_dropout": recurrent_dropout > 0}  # fmt: skip
+        asked = {"layer_norm": cfg.layer_norm, "zoneout": zoneout > 0,
+                 "recurrent_dropout": recurrent_dropout > 0, "norm": cfg.norm != "none",
+                 "quant_bits": quant_bits > 0}  # fmt: skip
         for option, on in asked.items():
             reason = probe.refusal(option) if on else None
             if reason is not None:
@@ -289,6 +327,11 @@ class Recurrent(nn.Module):
         if chrono:
             for c in self.layer_cells:
                 c.chrono_(chrono)
+        if quant_bits:  # the forward pass sees quantised weight matrices (rnnlab.cells.norms)
+            for c in self.layer_cells:
+                for name, _ in list(c.named_parameters(recurse=False)):
+                    if name.startswith("weight_"):
+                        parametrize.register_parametrization(c, name, QuantisedWeight(quant_bits))
         self._tallies: list[tuple[Cell, dict[str, Tensor]]] = []  # of the last forward pass
         # name -> [sum, count] over every forward pass while ``collecting_statistics`` runs
         self._collected: dict[str, list[float]] | None = None
@@ -351,6 +394,15 @@ class Recurrent(nn.Module):
                 or (cfg.dropout > 0 and cfg.num_layers > 1)
             )
             refuse_unsupported_export(self.training and random)
+            if cfg.quant_bits:
+                raise ConfigError("rnnlab: ONNX export of a quantised Recurrent (quant_bits) is "
+                                  "not supported: its graph would not round the outputs")  # fmt: skip
+            if cfg.norm in ("batch-layer", "assorted-time"):  # tried: the exporter fails on them
+                raise ConfigError(f"rnnlab: ONNX export of norm={cfg.norm!r} is not supported "
+                                  "(norm='batch' and layer_norm are)")  # fmt: skip
+            if self.training and cfg.norm != "none":
+                raise ConfigError(f"rnnlab: a Recurrent with norm={cfg.norm!r} in training mode "
+                                  "updates its batch statistics; call .eval() before export")  # fmt: skip
         valid = None if lengths is None else self._valid_mask(lengths, T, B, x.device)
         if valid is not None:
             # Whatever padding holds (NaN included) never reaches a product: the input
@@ -418,7 +470,8 @@ class Recurrent(nn.Module):
         if onnx_exporting():  # ONNX's own operator, or a Scan of the step (rnnlab.export)
             zone = self._zoneout_masks(x.shape[0], state, cell.zoneout_parts)
             return export_layer(cell, x, state, valid, zone)
-        if cfg.backend in ("auto", "torch"):
+        stepwise = cfg.quant_bits > 0  # the outputs are quantised after each step
+        if cfg.backend in ("auto", "torch") and not stepwise:
             ran = self._torch_layer(cell, x, state, valid)
             if ran is not None:
                 return ran
@@ -429,7 +482,7 @@ class Recurrent(nn.Module):
             keep = 1.0 - cfg.recurrent_dropout
             mask = torch.bernoulli(state[0].new_full(state[0].shape, keep)) / keep
         zone = self._zoneout_masks(x_proj.shape[0], state, cell.zoneout_parts)
-        if cfg.backend != "step" and (zone is None or cell.fused_zoneout):
+        if cfg.backend != "step" and not stepwise and (zone is None or cell.fused_zoneout):
             steps_valid = None if valid is None else valid[..., 0]
             fused = (
                 cell.fused_sequence(x_proj, state, steps_valid, mask)
@@ -441,13 +494,20 @@ class Recurrent(nn.Module):
         if cfg.backend == "fused":
             raise ConfigError(
                 f"the fused backend does not apply to cell {cfg.cell!r} with these options "
-                f"(zoneout={cfg.zoneout}, layer_norm={cfg.layer_norm}, device {x.device.type}, "
+                f"(zoneout={cfg.zoneout}, layer_norm={cfg.layer_norm}, norm={cfg.norm}, "
+                f"quant_bits={cfg.quant_bits}, device {x.device.type}, "
                 f"extension: {_fused_status()})"
             )
         outputs = []
         tallies: list[tuple[Tensor, ...]] = []
+        normed = cell.step_norms is not None
         for t in range(x.shape[0]):
-            new = cell.step(x_proj[t], state, mask)
+            if normed:  # batch statistics over the step's valid rows
+                new = cell.step(x_proj[t], state, mask, valid=None if valid is None else valid[t])  # type: ignore[call-arg]
+            else:
+                new = cell.step(x_proj[t], state, mask)
+            if stepwise:
+                new = (quantise_output(new[0], cfg.quant_bits), *new[1:])
             if zone is not None:
                 new = self._zoneout(new, state, zone[t])
             if cell.tally_names:
@@ -676,7 +736,8 @@ class Recurrent(nn.Module):
                 f"cell {cfg.cell!r} has no torch.nn equivalent; "
                 f"to_torch supports {', '.join(_TORCH_EQUIVALENT)}"
             )
-        extras = [k for k in ("layer_norm", "recurrent_dropout", "zoneout") if getattr(cfg, k)]
+        extras = [k for k in ("layer_norm", "recurrent_dropout", "zoneout", "quant_bits")
+                  if getattr(cfg, k)] + (["norm"] if cfg.norm != "none" else [])  # fmt: skip
         if extras:
             raise ConfigError(f"torch.nn cannot express {', '.join(extras)}; to_torch refused")
         module = _TORCH_EQUIVALENT[cfg.cell](

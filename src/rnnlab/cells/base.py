@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from rnnlab.cells.norms import NormStep, StepNorms
 from rnnlab.errors import ConfigError
 
 State = tuple[Tensor, ...]
@@ -34,6 +35,11 @@ class CellOptions:
 
     layer_norm: Ba et al. 2016: normalise W x and R y separately (over the whole stacked
         pre-activation of each), and, for LSTMs, c_t before the output activation h.
+    norm: a normalisation whose statistics span the step's batch or past steps
+        (``rnnlab.cells.norms``: "batch", "batch-layer", "assorted-time"), at the same sites as
+        layer norm, on the step loop; "none" otherwise (layer norm is ``layer_norm``).
+    norm_steps: how many time steps keep their own batch statistics (the batch kinds).
+    norm_window: how many steps the assorted-time statistics span.
     forget_bias: initial value of the forget-gate bias (LSTM family with a forget gate).
     args: the cell's own arguments, (name, value) pairs checked by ``Recurrent`` against the
         cell's ``arguments``; absent ones take their defaults.
@@ -42,6 +48,14 @@ class CellOptions:
     layer_norm: bool = False
     forget_bias: float = 1.0
     args: tuple[tuple[str, Any], ...] = ()  # the cell's own arguments (``Cell.arguments``)
+    norm: str = "none"
+    norm_steps: int = 100
+    norm_window: int = 5
+
+    @property
+    def normalised(self) -> bool:
+        """Whether any normalisation (layer norm or a step normalisation) is on."""
+        return self.layer_norm or self.norm != "none"
 
 
 class Cell(nn.Module, ABC):
@@ -58,7 +72,9 @@ class Cell(nn.Module, ABC):
     recurrent_weights: bool = True  # False for the parallel-scan cells (no R, no recurrent dropout)
     fused_zoneout: bool = False  # True where fused_sequence takes zoneout masks (``zone=``)
     # The layer options this cell computes; ``Recurrent`` refuses the others by name.
-    options_taken: frozenset[str] = frozenset({"layer_norm", "zoneout", "recurrent_dropout"})
+    options_taken: frozenset[str] = frozenset(
+        {"layer_norm", "zoneout", "recurrent_dropout", "norm", "quant_bits"}
+    )
     fused_kernel: bool = True  # a fused CPU kernel (rnnlab.kernels) runs this cell's layers
     # False where a surrogate gradient stands in for a step function's (spiking units, events):
     # finite differences cannot check such a cell; its own tests check the surrogate instead.
@@ -71,7 +87,7 @@ class Cell(nn.Module, ABC):
     # False where an output depends on later steps (the uBRU's smoothing): such a layer cannot
     # be fed in chunks.
     causal: bool = True
-    # True where the step reads the time since the previous step (the CRU): ``Recurrent`` then
+    # True where the step reads the time from it to the next step (the CRU): ``Recurrent`` then
     # appends the gaps (``forward(gaps=...)``, ones when omitted) to the inputs as a last column,
     # which ``project_input`` carries through as the last column of x_proj.
     takes_gaps: bool = False
@@ -116,10 +132,14 @@ class Cell(nn.Module, ABC):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.options = options
+        # The step normalisation (``options.norm``), if any: ``_make_step_norms``.
+        self.step_norms: StepNorms | None = None
 
     # --- the contract -------------------------------------------------------------------------
     def project_input(self, x: Tensor) -> Tensor:
         """(..., I) -> (..., G*H): W x (layer-normalised if asked) plus the input bias."""
+        if self.step_norms is not None:
+            return F.linear(x, self.weight_ih)  # normalised in the step; the bias after it
         if not self.options.layer_norm:
             return F.linear(x, self.weight_ih, self.bias)  # one addmm, bias included
         return normalised_projection(x, self.weight_ih, self.ln_ih_weight, self.bias)
@@ -174,6 +194,8 @@ class Cell(nn.Module, ABC):
         kernel fuses it (``layer_norm_fused``: the LSTM family, both GRUs and tanh)."""
         if (self.options.layer_norm and not layer_norm_fused) or x_proj.device.type != "cpu":
             return False
+        if self.step_norms is not None:
+            return False
         from rnnlab.kernels import cpu
 
         return cpu.available()
@@ -201,6 +223,22 @@ class Cell(nn.Module, ABC):
         if self.options.layer_norm:
             self.ln_ih_weight = nn.Parameter(torch.ones(rows * H))
             self.ln_hh_weight = nn.Parameter(torch.ones(rows * H))
+
+    def _make_step_norms(self, sites: dict[str, int], shifted: tuple[str, ...] = ()) -> None:
+        """The step normalisation that ``options.norm`` asks for, at these sites (name -> width),
+        and its extra state parts after the cell's own (``core_parts`` stays the cell's)."""
+        o = self.options
+        if o.norm == "none":
+            return
+        self.step_norms = StepNorms(o.norm, self.hidden_size, sites, shifted, o.norm_steps,
+                                    o.norm_window)  # fmt: skip
+        self.core_parts = len(self.state_widths)
+        self.state_widths = tuple(self.state_widths) + self.step_norms.extra_widths
+
+    def _norm_step(self, state: State, valid: Tensor | None) -> NormStep:
+        """The step normalisation of this step, from the state's extra parts."""
+        assert self.step_norms is not None
+        return self.step_norms.begin(state[self.core_parts :], valid)
 
     def _recurrent(self, y: Tensor, weight: Tensor, ln_weight: Tensor | None) -> Tensor:
         """R y, normalised with layer norm when ``ln_weight`` is given."""

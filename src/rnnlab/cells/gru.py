@@ -35,6 +35,7 @@ class GRUCell(Cell):
         super().__init__(input_size, hidden_size, options)
         self._make_input_params(3)
         self.bias_hh = nn.Parameter(torch.zeros(3 * hidden_size))
+        self._make_step_norms({"ih": 3 * hidden_size, "hh": 3 * hidden_size})
 
     def chrono_(self, t_max: int) -> None:
         """h = (1 - u) n + u h_prev: u keeps the state, so b_u = log(u) (Tallec & Ollivier)."""
@@ -45,24 +46,33 @@ class GRUCell(Cell):
             if bias_hh is not None:
                 bias_hh[H : 2 * H] = 0.0
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
         h_prev = state[0]
         r_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
-        ln = self.ln_hh_weight if self.options.layer_norm else None
-        rh = self._recurrent(r_in, self.weight_hh, ln) + self.bias_hh  # (B, 3H)
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        if n is not None:  # rnnlab.cells.norms; the biases after the normalisation
+            x_proj = n("ih", x_proj) + self.bias
+            rh = n("hh", r_in @ self.weight_hh.t()) + self.bias_hh
+        else:
+            ln = self.ln_hh_weight if self.options.layer_norm else None
+            rh = self._recurrent(r_in, self.weight_hh, ln) + self.bias_hh  # (B, 3H)
         x_r, x_u, x_n = x_proj.chunk(3, dim=-1)
         h_r, h_u, h_n = rh.chunk(3, dim=-1)
         r_t = torch.sigmoid(x_r + h_r)
         u_t = torch.sigmoid(x_u + h_u)
         n_t = torch.tanh(x_n + r_t * h_n)
-        return (n_t + u_t * (h_prev - n_t),)  # = (1 - u) n + u h_prev
+        h_t = n_t + u_t * (h_prev - n_t)  # = (1 - u) n + u h_prev
+        return (h_t,) if n is None else (h_t, *n.end())
 
     fused_zoneout = True
 
     torch_kind = "gru"
 
     def torch_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-        if self.options.layer_norm:
+        if self.options.normalised:
             return None
         return self.weight_ih, self.weight_hh, self.bias, self.bias_hh
 
@@ -71,7 +81,7 @@ class GRUCell(Cell):
     ) -> tuple[Tensor, State] | None:
         """ONNX's GRU with ``linear_before_reset=1`` (the reset gate multiplies R_h h + R_bh, as
         here and in torch), gates reordered from r, u, n to ONNX's z, r, h."""
-        if self.options.layer_norm:
+        if self.options.normalised:
             return None
         from rnnlab.cells.onnx import onnx_rnn
 
@@ -109,6 +119,8 @@ class GRUv1Cell(Cell):
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)
         self._make_input_params(3)
+        H = hidden_size
+        self._make_step_norms({"ih": 3 * H, "hh_ru": 2 * H, "hh_n": H})
 
     def chrono_(self, t_max: int) -> None:
         """h = (1 - u) n + u h_prev: u keeps the state, so b_u = log(u) (Tallec & Ollivier)."""
@@ -119,12 +131,19 @@ class GRUv1Cell(Cell):
             if bias_hh is not None:
                 bias_hh[H : 2 * H] = 0.0
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
         H = self.hidden_size
         h_prev = state[0]
         r_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
         w_ru, w_n = self.weight_hh[: 2 * H], self.weight_hh[2 * H :]
         h_ru = r_in @ w_ru.t()  # (B, 2H)
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        if n is not None:  # rnnlab.cells.norms; the bias after the normalisation
+            x_proj = n("ih", x_proj) + self.bias
+            h_ru = n("hh_ru", h_ru)
         if self.options.layer_norm:
             h_ru = layer_norm(h_ru, self.ln_hh_weight[: 2 * H])
         x_r, x_u, x_n = x_proj.chunk(3, dim=-1)
@@ -132,10 +151,13 @@ class GRUv1Cell(Cell):
         r_t = torch.sigmoid(x_r + h_r)
         u_t = torch.sigmoid(x_u + h_u)
         h_n = (r_t * r_in) @ w_n.t()  # (B, H)
+        if n is not None:
+            h_n = n("hh_n", h_n)
         if self.options.layer_norm:
             h_n = layer_norm(h_n, self.ln_hh_weight[2 * H :])
         n_t = torch.tanh(x_n + h_n)
-        return (n_t + u_t * (h_prev - n_t),)
+        h_t = n_t + u_t * (h_prev - n_t)
+        return (h_t,) if n is None else (h_t, *n.end())
 
     fused_zoneout = True
 
@@ -144,7 +166,7 @@ class GRUv1Cell(Cell):
     ) -> tuple[Tensor, State] | None:
         """ONNX's GRU with ``linear_before_reset=0`` (the reset gate multiplies h before the
         product, Chung et al.'s form) and no recurrent bias, gates reordered to z, r, h."""
-        if self.options.layer_norm:
+        if self.options.normalised:
             return None
         from rnnlab.cells.onnx import onnx_rnn
 

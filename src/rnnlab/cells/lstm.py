@@ -115,6 +115,8 @@ class LSTMCell(Cell):
         if options.layer_norm:
             self.ln_c_weight = nn.Parameter(torch.ones(H))
             self.ln_c_bias = nn.Parameter(torch.zeros(H))
+        G = self.gate_rows
+        self._make_step_norms({"ih": G * H, "hh": G * H, "c": H}, shifted=("c",))
 
     def chrono_(self, t_max: int) -> None:
         """b_f = log(u) and b_i = -b_f; without a forget gate (NFG, and CIFG whose f = 1 - i)
@@ -130,12 +132,19 @@ class LSTMCell(Cell):
                 k = self.blocks.index("i")
                 self.bias[k * H : (k + 1) * H] = -b
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
         v = self.variant
         y_prev, c_prev = state[0], state[1]
         r_in = y_prev if recurrent_mask is None else y_prev * recurrent_mask
-        ln = self.ln_hh_weight if self.options.layer_norm else None
-        pre = x_proj + self._recurrent(r_in, self.weight_hh, ln)  # (B, G*H)
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        if n is not None:  # rnnlab.cells.norms; the bias after the sum
+            pre = n("ih", x_proj) + n("hh", r_in @ self.weight_hh.t()) + self.bias
+        else:
+            ln = self.ln_hh_weight if self.options.layer_norm else None
+            pre = x_proj + self._recurrent(r_in, self.weight_hh, ln)  # (B, G*H)
         blocks = dict(zip(self.blocks, pre.chunk(self.gate_rows, dim=-1), strict=True))
         if v.full_gate_recurrence:
             g_i, g_f, g_o = (state[2] @ self.weight_gg.t()).chunk(3, dim=-1)
@@ -157,12 +166,15 @@ class LSTMCell(Cell):
         c_out = (
             layer_norm(c_t, self.ln_c_weight, self.ln_c_bias) if self.options.layer_norm else c_t
         )
+        if n is not None:
+            c_out = n("c", c_t)
         h_c = torch.tanh(c_out) if v.output_activation else c_out
         y_t = h_c if o_t is None else h_c * o_t
+        extra = () if n is None else n.end()
         if not v.full_gate_recurrence:
-            return (y_t, c_t)
+            return (y_t, c_t, *extra)
         assert i_t is not None and f_t is not None and o_t is not None  # FGR has every gate
-        return (y_t, c_t, torch.cat((i_t, f_t, o_t), dim=-1))
+        return (y_t, c_t, torch.cat((i_t, f_t, o_t), dim=-1), *extra)
 
     fused_zoneout = True
 
@@ -173,7 +185,7 @@ class LSTMCell(Cell):
         (``lstm``, ``lstm-np``); the one bias is torch's b_ih (its b_hh zeros)."""
         v = self.variant
         plain = self.blocks == ("i", "f", "z", "o") and v.input_activation and v.output_activation
-        if self.options.layer_norm or v.peephole_rows or v.coupled or not plain:
+        if self.options.normalised or v.peephole_rows or v.coupled or not plain:
             return None
         return self.weight_ih, self.weight_hh, self.bias, torch.zeros_like(self.bias)
 
@@ -186,7 +198,7 @@ class LSTMCell(Cell):
         with p_i, p_f on c_{t-1} and p_o on c_t, as here."""
         v = self.variant
         full = self.blocks == ("i", "f", "z", "o") and v.input_activation and v.output_activation
-        if self.options.layer_norm or v.coupled or v.full_gate_recurrence or not full:
+        if self.options.normalised or v.coupled or v.full_gate_recurrence or not full:
             return None
         from rnnlab.cells.onnx import onnx_rnn
 

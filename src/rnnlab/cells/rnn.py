@@ -29,10 +29,18 @@ class TanhCell(Cell):
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)
         self._make_input_params(1)
+        self._make_step_norms({"ih": hidden_size, "hh": hidden_size})
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
         y_prev = state[0]
         r_in = y_prev if recurrent_mask is None else y_prev * recurrent_mask
+        if self.step_norms is not None:  # rnnlab.cells.norms; the bias after the sum
+            n = self._norm_step(state, valid)
+            pre = n("ih", x_proj) + n("hh", r_in @ self.weight_hh.t()) + self.bias
+            return (torch.tanh(pre), *n.end())
         ln = self.ln_hh_weight if self.options.layer_norm else None
         return (torch.tanh(x_proj + self._recurrent(r_in, self.weight_hh, ln)),)
 
@@ -41,7 +49,7 @@ class TanhCell(Cell):
     torch_kind = "tanh"
 
     def torch_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-        if self.options.layer_norm:
+        if self.options.normalised:
             return None
         return self.weight_ih, self.weight_hh, self.bias, torch.zeros_like(self.bias)
 
@@ -49,7 +57,7 @@ class TanhCell(Cell):
         self, x: Tensor, state: State, valid: Tensor | None
     ) -> tuple[Tensor, State] | None:
         """ONNX's RNN with tanh: H_t = tanh(X_t W^T + H_{t-1} R^T + W_b + R_b), R_b = 0."""
-        if self.options.layer_norm:
+        if self.options.normalised:
             return None
         from rnnlab.cells.onnx import onnx_rnn
 

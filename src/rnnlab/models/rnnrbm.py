@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab import device as draw
 from rnnlab.errors import ConfigError
 from rnnlab.models.rnn import ModelConfig, make_recurrent
 
@@ -56,9 +55,19 @@ def gibbs(v: Tensor, b_v: Tensor, b_h: Tensor, W: Tensor, steps: int,
     distributions; 1 is the RBM itself): P(h_j = 1 | v) = sigma(beta (b_h + v W)_j),
     P(v_i = 1 | h) = sigma(b_v_i + beta (W h)_i). Shapes as ``free_energy``; returns v (..., D)."""
     for _ in range(steps):
-        h = draw.bernoulli(torch.sigmoid(beta * (b_h + v @ W)), generator)
-        v = draw.bernoulli(torch.sigmoid(b_v + beta * (h @ W.t())), generator)
+        h = bernoulli(torch.sigmoid(beta * (b_h + v @ W)), generator)
+        v = bernoulli(torch.sigmoid(b_v + beta * (h @ W.t())), generator)
     return v
+
+
+def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Bernoulli(p) draws as u < p, u ~ U[0, 1) (on the CPU from ``generator`` if given): half
+    the time of ``torch.bernoulli`` with a generator, which matters in AIS's inner loop."""
+    if generator is None:
+        u = torch.rand(p.shape, dtype=p.dtype, device=p.device)
+    else:
+        u = torch.rand(p.shape, dtype=p.dtype, generator=generator).to(p.device)
+    return (u < p).to(p.dtype)
 
 
 def exact_log_partition(b_v: Tensor, b_h: Tensor, W: Tensor) -> Tensor:
@@ -109,22 +118,22 @@ def ais_log_partition(b_v: Tensor, b_h: Tensor, W: Tensor, chains: int, betas: T
     log w += log p*_{beta_k}(v_k) - log p*_{beta_{k-1}}(v_k), then v_{k+1} ~ T_{beta_k}(v_k) (one
     Gibbs round leaving p_{beta_k} invariant). E[w] = Z / Z_0, so
     log Z-hat = log Z_0 + log mean_m w_m (an unbiased Z-hat; log Z-hat is biased low by Jensen,
-    the bias shrinking as chains and temperatures grow). Everything in float64."""
-    b_v, b_h, W = b_v.double(), b_h.double(), W.double()
-    betas = betas.double()
+    the bias shrinking as chains and temperatures grow). The chains run in the inputs' dtype
+    (float32 for a model: the sampling and the per-step terms); the log weights and log Z_0
+    accumulate in float64."""
     N, D = b_v.shape
     K = b_h.shape[-1]
-    log_z0 = F.softplus(b_v).sum(-1) + K * math.log(2.0)  # (N,)
+    log_z0 = F.softplus(b_v.double()).sum(-1) + K * math.log(2.0)  # (N,)
     bv, bh = b_v[:, None, :], b_h[:, None, :]  # (N, 1, D), (N, 1, K): broadcast over chains
-    v = draw.bernoulli(torch.sigmoid(bv).expand(N, chains, D).contiguous(), generator)
+    v = bernoulli(torch.sigmoid(bv).expand(N, chains, D).contiguous(), generator)
     log_w = torch.zeros(N, chains, dtype=torch.float64, device=b_v.device)
     for k in range(1, len(betas)):
         x = bh + v @ W  # (N, M, K)
         beta, prev = float(betas[k]), float(betas[k - 1])
-        log_w += (F.softplus(beta * x) - F.softplus(prev * x)).sum(-1)
+        log_w += (F.softplus(beta * x) - F.softplus(prev * x)).sum(-1).double()
         if k < len(betas) - 1:
-            h = draw.bernoulli(torch.sigmoid(beta * x), generator)
-            v = draw.bernoulli(torch.sigmoid(bv + beta * (h @ W.t())), generator)
+            h = bernoulli(torch.sigmoid(beta * x), generator)
+            v = bernoulli(torch.sigmoid(bv + beta * (h @ W.t())), generator)
     log_z = log_z0 + torch.logsumexp(log_w, -1) - math.log(chains)
     return AISEstimate(log_z, log_w)
 
@@ -189,13 +198,14 @@ class RNNRBM(nn.Module):
     def ais_log_prob(self, x: Tensor, lengths: Tensor, chains: int, betas: Tensor,
                      generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
         """An estimate of log P(v_t | v_<t) = -F_t(v_t) - log Z_t for every real frame, log Z_t by
-        AIS: x (B, T, D), lengths (B,) -> (N,) for the N real frames in order (float64)."""
+        AIS: x (B, T, D), lengths (B,) -> (N,) for the N real frames in order (float64).
+        The frames' biases are computed once for the whole batch: keep batches to about a
+        thousand frames (memory: frames x chains x K)."""
         b_v, b_h = self.conditional_biases(x, lengths=lengths)
         valid = frame_mask(x, lengths)
-        v, b_v, b_h = x[valid].double(), b_v[valid].double(), b_h[valid].double()  # (N, .)
-        W = self.W.double()
-        log_z = ais_log_partition(b_v, b_h, W, chains, betas, generator).log_z
-        return -free_energy(v, b_v, b_h, W) - log_z
+        v, b_v, b_h = x[valid], b_v[valid], b_h[valid]  # (N, D), (N, D), (N, K)
+        log_z = ais_log_partition(b_v, b_h, self.W, chains, betas, generator).log_z
+        return -free_energy(v.double(), b_v.double(), b_h.double(), self.W.double()) - log_z
 
     @torch.no_grad()
     def sample(self, num_frames: int, batch_size: int = 1,
