@@ -238,11 +238,13 @@ class Recurrent(nn.Module):
     - state: a tuple of tensors, one per state part of the cell ((y,) for tanh and GRUs,
       (y, c) for LSTMs, (y, c, a) for FGR), each (num_layers * num_directions, B, width),
       indexed layer * num_directions + direction as in torch; zeros when omitted;
-    - gaps: (T, B) (or (B, T) with ``batch_first``) the time since each step's previous one, for
-      cells that take them (``Cell.takes_gaps``: the CRU; ones when omitted); other cells refuse
-      them in one line (give them dt as an input feature instead). The backward direction of a
-      bidirectional layer sees them reversed within each length (its first step has gap 0); a
-      sequence fed in chunks gets each chunk's gaps.
+    - gaps: (T, B) (or (B, T) with ``batch_first``) the time from each step to the next (the
+      interval an output looks ahead: in a next-step model, from the input's time stamp to the
+      target's), for cells that take them (``Cell.takes_gaps``: the CRU; ones when omitted);
+      other cells refuse them in one line (give them dt as an input feature instead). The
+      backward direction of a bidirectional layer sees them reversed within each length (from
+      each step to the one before it; 0 at its last step, the sequence's first); a sequence fed
+      in chunks gets each chunk's gaps.
 
     Returns ``(output, state)``: output (T, B, D*H) (or batch-first) and the final state in the
     same layout as the initial one.
@@ -551,7 +553,7 @@ class Recurrent(nn.Module):
         if torch.compiler.is_compiling():
             torch._assert_async((gaps >= 0).all(), "gaps must be finite and >= 0")
         elif not bool(torch.isfinite(gaps).all()) or bool((gaps < 0).any()):
-            raise ValueError("gaps must be finite and >= 0 (the time since the previous step)")
+            raise ValueError("gaps must be finite and >= 0 (the time from each step to the next)")
         return gaps.unsqueeze(-1)
 
     def _record_tallies(
@@ -766,12 +768,10 @@ class Recurrent(nn.Module):
 
 
 def _reversed_gaps(gaps: Tensor, lengths: Tensor | None) -> Tensor:
-    """The gaps (T, B, 1) a backward direction sees: its step k is step L - 1 - k, reached from
-    step L - k, so its gap is gaps[L - k]; its first step has gap 0 (its initial state is at the
-    sequence's last time stamp)."""
-    later = torch.cat([gaps[1:], torch.zeros_like(gaps[:1])])  # later[t] = gaps[t + 1]
-    backward = reverse_padded(later, lengths)
-    return torch.cat([torch.zeros_like(gaps[:1]), backward[1:]])
+    """The gaps (T, B, 1) a backward direction sees: its step k is step j = L - 1 - k, whose
+    next step backwards is j - 1, gaps[j - 1] earlier; its last step (j = 0) has gap 0."""
+    earlier = torch.cat([torch.zeros_like(gaps[:1]), gaps[:-1]])  # earlier[j] = gaps[j - 1]
+    return reverse_padded(earlier, lengths)
 
 
 def _fused_status() -> str:

@@ -2,6 +2,13 @@
 Series with Continuous Recurrent Units", ICML 2022): a continuous-discrete Kalman filter in a
 latent space as the cell, for series observed at irregular times.
 
+Step t reads observation t and the time ``gaps[t]`` from it to the step after it (the interval
+the output looks ahead: in a next-step model, from the input's time stamp to the target's). The
+state carries the prior belief at step t's time stamp: (b) update it with the observation,
+(a) predict over gaps[t], (c) output a read-out of the prior at the next time stamp (the
+authors' one-step-ahead output; cell argument ``output="posterior"``: of the posterior at step
+t instead, their filtering output). This is the order of the authors' cell.
+
 The latent state s (n = 2H: an observed half u and an unobserved half l, each H) follows a
 locally linear stochastic differential equation between observations,
 
@@ -9,9 +16,9 @@ locally linear stochastic differential equation between observations,
 
 with K basis matrices A_k whose four H x H blocks are banded (entries with |i - j| <= b, the
 bandwidth), mu the last posterior mean and beta a Brownian motion of diffusion Q = diag(q),
-q = softplus(q_raw). Each step t, given the time since the previous step dt_t (``gaps``):
+q = softplus(q_raw). In the order of a step:
 
-(a) predict over dt_t (the paper's eqs. 9-10, solved in closed form):
+(a) predict over dt = gaps[t] (the paper's eqs. 9-10, solved in closed form):
 
     mu^- = exp(A dt) mu^+,   Sigma^- = exp(A dt) Sigma^+ exp(A dt)^T + int_0^dt e^{As} Q e^{A^T s} ds
 
@@ -34,26 +41,23 @@ side c_s: Sigma = [[diag c_u, diag c_s], [diag c_s, diag c_l]], the paper's fact
 
   (after a prediction only the three diagonals of Sigma^-'s blocks are kept, as the authors do);
 
-(c) output the posterior: y_t = W_o [mu; log c_u; log c_l; c_s] + b_o (H units), a learned
-linear read-out of the posterior mean and log variances (the authors' decoder reads the same
+(c) output y_t = W_o [mu; log c_u; log c_l; c_s] + b_o (H units), a learned linear read-out
+of the prior's (or posterior's) mean and log variances (the authors' decoder reads the same
 mean and covariance parts; a read-out keeps every layer's width H, so layers stack).
 
-The authors' code (boschresearch/Continuous-Recurrent-Units, lib/CRUCell.py, lib/encoder.py,
-run_experiment.py; read, not copied) runs the update, then the prediction over the gap to the
-next observation; here a step predicts over the gap since the last observation, then updates:
-the same filter, with the gap of the first step (usually 0: no prediction) from the initial
-state. Initialisation as theirs: basis matrices zero (so A = 0 at first), coefficient net and
+The authors' code (boschresearch/Continuous-Recurrent-Units, lib/CRUCell.py, lib/CRULayer.py,
+lib/encoder.py, run_experiment.py; read, not copied). Initialisation as theirs: basis matrices zero (so A = 0 at first), coefficient net and
 encoder as torch's nn.Linear, q = 0.1 (``trans_covar``), f-CRU eigenvalues 1e-5 and V = I;
 their defaults K = 15 (``num_basis``), b = 3 (``bandwidth``), no hidden layer in the
 coefficient net. Their encoder is a network ending in an L2 normalisation; here it is the input
 projection (stack a layer or a model's encoder in front for more). Their initial covariance is
-learned (10 at first); here the state is (y, mu, log c_u, log c_l, c_s), so the zero state is
-mean 0, unit variances, no correlation. Variances are floored at 1e-20 before their logarithm
+learned (10 at first); here the state is the prior (y, mu, log c_u, log c_l, c_s), so the zero
+state is mean 0, unit variances, no correlation. Variances are floored at 1e-20 before their logarithm
 (reached only from a state that is not a covariance).
 
 Time gaps reach the cell through ``Recurrent.forward(x, gaps=...)`` (``takes_gaps``): the stack
 appends them to the inputs as a last column, which ``project_input`` carries through to the step.
-Without gaps every step is one time unit apart (the authors' default too). Gaps should be of
+Without gaps every step is one time unit from the next (the authors' default too). Gaps should be of
 order 1: scale time stamps (the authors' ``--ts``), since exp(A dt) is taken as it is.
 Layer options: none (no layer norm, zoneout or recurrent dropout of a filter's state). The
 matrix exponential has no ONNX operator, so export is refused.
@@ -120,6 +124,8 @@ class CRUCell(Cell):
         "bandwidth": (3, "b: entries of each block of A_k within b of its diagonal are free"),
         "trans_covar": (0.1, "initial diffusion variance q of the latent SDE"),
         "fast": (False, "f-CRU: A = V diag(lambda) V^T with a learned orthogonal V"),
+        "output": ("prior", "read out the prior at the next time stamp (prior) or the "
+                   "posterior at the step's own (posterior)"),
     }
 
     @classmethod
@@ -130,6 +136,8 @@ class CRUCell(Cell):
             raise ConfigError(f"cru's bandwidth must be 0 or more, got {args['bandwidth']}")
         if not args["trans_covar"] > 0:
             raise ConfigError(f"cru's trans_covar must be positive, got {args['trans_covar']}")
+        if args["output"] not in ("prior", "posterior"):
+            raise ConfigError(f"cru's output must be prior or posterior, got {args['output']!r}")
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)
@@ -246,7 +254,8 @@ class CRUCell(Cell):
         H = self.hidden_size
         w, r_raw, dt = x_proj[:, :H], x_proj[:, H : 2 * H], x_proj[:, 2 * H]
         _, mu, log_u, log_l, cs = state
-        mu, cu, cl, cs = self.predict(mu, log_u.exp(), log_l.exp(), cs, dt)
-        mu, cu, cl, cs = self.update(mu, cu, cl, cs, w, elu_plus_one(r_raw))
+        posterior = self.update(mu, log_u.exp(), log_l.exp(), cs, w, elu_plus_one(r_raw))
+        mu, cu, cl, cs = self.predict(*posterior, dt)
         cu, cl = cu.clamp_min(VAR_FLOOR), cl.clamp_min(VAR_FLOOR)
-        return self.readout(mu, cu, cl, cs), mu, cu.log(), cl.log(), cs
+        shown = posterior if self.arg("output") == "posterior" else (mu, cu, cl, cs)
+        return self.readout(*shown), mu, cu.log(), cl.log(), cs
