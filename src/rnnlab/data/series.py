@@ -4,8 +4,10 @@ A series is one or more sequences of real vectors, each a float64 array (T_i, D)
 formats are read (``read_series(path)``):
 
 - ``.csv``: a header row, then one row per time step. The value columns are chosen by name (by
-  default every column but the id column); an optional id column splits the rows into sequences.
-  Every value must be a finite number: a missing cell is an error, never silently filled;
+  default every column but the id and time columns); an optional id column splits the rows into
+  sequences, and an optional time column gives each step's time stamp (strictly increasing
+  within a sequence: irregular steps). Every value must be a finite number: a missing cell is
+  an error, never silently filled;
 - ``.npy``: one sequence, shape (T,) (then D = 1) or (T, D);
 - ``.npz``: one sequence per array, each (T,) or (T, D) with the same D, ordered by key. Read with
   ``allow_pickle=False``, so loading never runs code from the file.
@@ -66,6 +68,9 @@ class Series:
     sequences: list[np.ndarray]
     ids: list[str]
     sha256: str = ""
+    # Each sequence's time stamps (T_i,) float64, strictly increasing, or None for regular steps
+    # (a time column, or the kept steps' indices after ``subsample``).
+    times: list[np.ndarray] | None = None
 
     @property
     def dim(self) -> int:
@@ -90,7 +95,10 @@ class Series:
 
 
 def read_series(
-    path: str | Path, columns: list[str] | None = None, id_column: str | None = None
+    path: str | Path,
+    columns: list[str] | None = None,
+    id_column: str | None = None,
+    time_column: str | None = None,
 ) -> Series:
     """Read a ``.csv``, ``.npy`` or ``.npz`` series (see the module docstring).
 
@@ -116,11 +124,20 @@ def read_series(
         raise DataError(f"data file {path} is not a regular file (a device or pipe)")
     if suffix != ".csv" and (columns is not None or id_column is not None):
         raise DataError(f"{path}: columns and id_column apply to .csv files only")
+    if suffix != ".csv" and time_column is not None:
+        raise DataError(f"{path}: a time column applies to .csv files only (arrays have regular "
+                        "steps; subsampling makes them irregular)")  # fmt: skip
     blob = path.read_bytes()
     if not blob.strip():
         raise DataError(f"{path} is empty")
+    times = None
     if suffix == ".csv":
-        names, sequences, ids = _parse_csv(blob, path, columns, id_column)
+        if time_column is not None and time_column == id_column:
+            raise DataError(f"{path}: {time_column!r} cannot be both the id and the time column")
+        names, sequences, ids = _parse_csv(blob, path, columns, id_column, time_column)
+        if time_column is not None:
+            sequences, times = _split_times(sequences, path, time_column, ids)
+            names = names[1:]
     else:
         sequences, ids = _parse_npy(blob, path) if suffix == ".npy" else _parse_npz(blob, path)
         names = [f"x{j}" for j in range(sequences[0].shape[1])]
@@ -131,13 +148,58 @@ def read_series(
         sequences=sequences,
         ids=ids,
         sha256=hashlib.sha256(blob).hexdigest(),
+        times=times,
     )
+
+
+def _split_times(
+    sequences: list[np.ndarray], path: Path, time_column: str, ids: list[str]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The time column (read as the first value column) split off; stamps must increase."""
+    values, times = [], []
+    for seq, key in zip(sequences, ids, strict=True):
+        t = seq[:, 0]
+        steps = np.diff(t)
+        if (steps <= 0).any():
+            k = int(np.argmax(steps <= 0))
+            whose = f"sequence {key!r}" if len(ids) > 1 else "the series"
+            raise DataError(f"{path}: the time column {time_column!r} must increase strictly "
+                            f"within {whose}; step {k + 1} (0-based) has {t[k + 1]:g} after "
+                            f"{t[k]:g}")  # fmt: skip
+        values.append(seq[:, 1:])
+        times.append(t)
+    return values, times
+
+
+def subsample(series: Series, keep: float, seed: int) -> Series:
+    """An irregular series from ``series``: round(keep * T_i) of each sequence's steps (at least
+    2), chosen uniformly at random without replacement by ``seed``, in time order, with their
+    time stamps (the series' own, or the steps' indices for a regular series), as the CRU paper
+    makes its irregular benchmarks (Schirmer et al. 2022, sec. 5)."""
+    if not 0.0 < keep <= 1.0:
+        raise ConfigError(f"the share of steps to keep must lie in (0, 1], got {keep}")
+    rng = np.random.default_rng(seed)
+    sequences, times = [], []
+    for k, seq in enumerate(series.sequences):
+        stamps = series.times[k] if series.times is not None else np.arange(len(seq), dtype=float)
+        n = max(MIN_STEPS, round(keep * len(seq)))
+        kept = np.sort(rng.choice(len(seq), size=n, replace=False))
+        sequences.append(seq[kept])
+        times.append(stamps[kept])
+    return Series(name=series.name, source=series.source, columns=series.columns,
+                  sequences=sequences, ids=series.ids, sha256=series.sha256,
+                  times=times)  # fmt: skip
 
 
 # --- CSV ------------------------------------------------------------------------------------------
 def _parse_csv(
-    blob: bytes, path: Path, columns: list[str] | None, id_column: str | None
+    blob: bytes,
+    path: Path,
+    columns: list[str] | None,
+    id_column: str | None,
+    time_column: str | None = None,
 ) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Names, sequences and ids; with a time column, it comes first in names and sequences."""
     try:
         text = blob.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -162,8 +224,10 @@ def _parse_csv(
 
     if id_column is not None and id_column not in header:
         raise _unknown_column(path, id_column, header, "id column")
+    if time_column is not None and time_column not in header:
+        raise _unknown_column(path, time_column, header, "time column")
     if columns is None:
-        columns = [name for name in header if name != id_column]
+        columns = [name for name in header if name not in (id_column, time_column)]
         _check_numeric(path, header, columns, body[0])
     else:
         for name in columns:
@@ -173,9 +237,15 @@ def _parse_csv(
             raise DataError(f"{path}: a value column is named twice in {columns}")
         if id_column in columns:
             raise DataError(f"{path}: {id_column!r} is the id column and cannot be a value column")
+        if time_column in columns:
+            raise DataError(f"{path}: {time_column!r} is the time column and cannot be a value "
+                            "column")  # fmt: skip
     if not columns:
-        raise DataError(f"{path} has no value columns (only the id column {id_column!r})")
+        keys = " and ".join(repr(c) for c in (id_column, time_column) if c is not None)
+        raise DataError(f"{path} has no value columns (only {keys})")
 
+    if time_column is not None:
+        columns = [time_column, *columns]
     where = [header.index(name) for name in columns]
     id_at = header.index(id_column) if id_column is not None else None
     groups: dict[str, list[list[float]]] = {}
