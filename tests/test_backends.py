@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from cell_traits import FUSED
+from cell_traits import EXACT, FUSED, probe, usable
 from torch.autograd import gradcheck
 
 import rnnlab
@@ -47,7 +47,8 @@ def test_fused_matches_step_float64(cell, seed):
     T += 1
     L = 1 + seed
     rdrop = 0.0 if cell in ("mingru", "minlstm") else 0.3 * seed
-    ref, fast = _pair(cell, I, H, L, bool(seed), torch.float64, recurrent_dropout=rdrop)
+    ref, fast = _pair(cell, I, H, L, bool(seed), torch.float64,
+                      **usable(cell, recurrent_dropout=rdrop))  # fmt: skip
     x = torch.randn(T, B, I, dtype=torch.float64, generator=gen)
     lengths = torch.randint(0, T + 1, (B,), generator=gen) if seed else None
     weights = torch.randn(T, B, ref.output_size, dtype=torch.float64, generator=gen)
@@ -109,9 +110,41 @@ def test_float32_at_partial_panels_and_tiles_matches_step(cell, training):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", FUSED)
+@pytest.mark.parametrize("cell", [c for c in FUSED if probe(c).tally_names])
+def test_fused_records_the_step_statistics_and_penalty_of_the_step_loop(cell):
+    """The statistics (EGRU's activity, GateL0RD's gate openings) and the penalty, with its
+    gradient, that a trainer reads after a forward pass: the same on both paths (padding, an
+    empty row, two bidirectional layers, training noise under one seed)."""
+    gen = torch.Generator().manual_seed(7)
+    ref, fast = _pair(cell, 4, 6, 2, True, torch.float64)
+    x = torch.randn(9, 5, 4, dtype=torch.float64, generator=gen)
+    lengths = torch.tensor([9, 4, 0, 1, 7])
+    seen = []
+    for layer in (ref, fast):
+        torch.manual_seed(3)
+        layer(x, lengths=lengths)
+        penalty = layer.penalty()
+        grads = [] if penalty is None else torch.autograd.grad(penalty, list(layer.parameters()),
+                                                               allow_unused=True)  # fmt: skip
+        seen.append((layer.statistics(), penalty, grads))
+    (want, want_penalty, want_grads), (got, got_penalty, got_grads) = seen
+    assert set(got) == set(probe(cell).tally_names) and min(got.values()) > 0
+    assert got == pytest.approx(want, rel=1e-12)
+    assert (got_penalty is None) == (want_penalty is None)
+    if want_penalty is not None:
+        torch.testing.assert_close(got_penalty, want_penalty, rtol=1e-12, atol=0)
+        assert any(g is not None and g.abs().sum() > 0 for g in got_grads)
+        for g, w in zip(got_grads, want_grads, strict=True):
+            assert (g is None) == (w is None)
+            if w is not None:
+                torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", [c for c in FUSED if c in EXACT])  # surrogates: test_equations
 def test_gradcheck_through_the_fused_backward(cell):
     layer = Recurrent(cell, 3, 3, backend="fused").double()
+    layer.train(not probe(cell).noisy_in_training)  # each evaluation would draw new noise
     names = [n for n, _ in layer.named_parameters()]
     lengths = torch.tensor([4, 2])
     h0 = tuple(torch.randn(1, 2, w * 3, dtype=torch.float64, requires_grad=True)

@@ -492,7 +492,11 @@ class Recurrent(nn.Module):
                 else cell.fused_sequence(x_proj, state, steps_valid, mask, zone=zone)  # type: ignore[call-arg]
             )
             if fused is not None:
-                return fused
+                # A cell with step statistics returns them too, each stacked (T, B, H).
+                out, final, *tallied = fused
+                if tallied:
+                    self._record_tallies(cell, tallied[0], valid)
+                return out, final
         if cfg.backend == "fused":
             raise ConfigError(
                 f"the fused backend does not apply to cell {cfg.cell!r} with these options "
@@ -523,7 +527,8 @@ class Recurrent(nn.Module):
                 outputs.append(new[0])
             state = new
         if tallies:
-            self._record_tallies(cell, tallies, valid)
+            stacked = tuple(torch.stack(values) for values in zip(*tallies, strict=True))
+            self._record_tallies(cell, stacked, valid)
         return torch.stack(outputs), state
 
     def _gap_column(self, gaps: Tensor | None, x: Tensor, valid: Tensor | None) -> Tensor | None:
@@ -557,14 +562,15 @@ class Recurrent(nn.Module):
         return gaps.unsqueeze(-1)
 
     def _record_tallies(
-        self, cell: Cell, tallies: list[tuple[Tensor, ...]], valid: Tensor | None
+        self, cell: Cell, tallies: tuple[Tensor, ...], valid: Tensor | None
     ) -> None:
-        """Each tally's mean over the valid steps and the units of this forward pass."""
+        """Each tally's mean over the valid steps and the units of this forward pass; tallies
+        (T, B, H) each, in the order of ``cell.tally_names``."""
         if torch.compiler.is_compiling():
             return  # recorded in eager mode only (a traced graph has no side outputs)
         means = {}
         for k, name in enumerate(cell.tally_names):
-            values = torch.stack([t[k] for t in tallies])  # (T, B, H)
+            values = tallies[k]  # (T, B, H)
             if valid is None:
                 count = torch.tensor(float(values.numel()))
                 means[name] = values.mean()

@@ -164,9 +164,11 @@ class Cell(nn.Module, ABC):
 
     def fused_sequence(
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
-    ) -> tuple[Tensor, State] | None:
+    ) -> tuple[Tensor, State] | tuple[Tensor, State, tuple[Tensor, ...]] | None:
         """All steps at once on a fused backend: x_proj (T, B, G*H), valid (T, B) bool.
-        Returns (outputs (T, B, H), final state), or None where no fused backend applies."""
+        Returns (outputs (T, B, H), final state), or None where no fused backend applies; a cell
+        with ``tally_names`` returns a third element, its tallies stacked (T, B, H) each, which
+        ``Recurrent`` records as it does the step loop's."""
         return None
 
     torch_kind: str | None = None  # torch's layer of the same function (kernels.torchrnn), if any

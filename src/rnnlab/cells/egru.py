@@ -34,7 +34,9 @@ Cell arguments: ``thr_mean`` (0.3), ``dampening`` (0.7), ``support`` (1.0), the 
 (its language-model runs set dampening = support = 3.6). ``Recurrent.statistics()`` reports
 ``activity``, the fraction of (step, unit) pairs with an event: activity sparsity is 1 minus it.
 Layer options: recurrent dropout (on y_{t-1} where it enters R); layer norm and zoneout are
-refused (the paper's zoneout acts on c^ alone, not on the state parts as rnnlab's does).
+refused (the paper's zoneout acts on c^ alone, not on the state parts as rnnlab's does). On the
+CPU a fused kernel (``rnnlab.kernels``, csrc/gru_like.cpp) runs the layer, pseudo-derivative
+included; the step loop is its reference.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -88,7 +90,6 @@ class EGRUCell(Cell):
     state_widths = (1, 1)  # y (sparse output), c (internal state)
     zoneout_parts = 0
     options_taken = frozenset({"recurrent_dropout"})
-    fused_kernel = False
     exact_gradient = False
     arguments = {
         "thr_mean": (0.3, "mean of the thresholds' Beta(alpha, 3) initialisation, in (0, 1)"),
@@ -136,3 +137,17 @@ class EGRUCell(Cell):
 
     def tally(self, state: State) -> tuple[Tensor, ...]:
         return ((state[0] != 0).to(state[0].dtype),)  # y = e c^ with c^ > theta >= 0 at events
+
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:
+        """The fused CPU kernel; the activity tally from its outputs, as the step's."""
+        if not self._fused_available(x_proj):
+            return None
+        from rnnlab.kernels import cpu
+
+        theta = self.threshold.clamp(0.0, 1.0)
+        out, final = cpu.egru_sequence(x_proj, self.weight_hh, self.bias_hh, theta, state, valid,
+                                       recurrent_mask, self.arg("dampening"),
+                                       self.arg("support"))  # fmt: skip
+        return out, final, ((out != 0).to(out.dtype),)

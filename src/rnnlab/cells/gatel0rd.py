@@ -30,6 +30,12 @@ the fraction of (step, unit) pairs whose latent changed; ``Recurrent.penalty()``
 Layer options: layer norm, zoneout and recurrent dropout are refused (the cell's own gate is the
 regulariser; its recurrent input is h, not the output y that rnnlab's masks act on).
 
+On the CPU a fused kernel (``rnnlab.kernels``, csrc/gru_like.cpp) runs the latent recurrence
+(h_t and L_t, one product with R_g, R_r per step); y_t reads h_t but never feeds back, so it is
+formed for all steps at once after the loop, one large product with R_p, R_o. The training
+noise is drawn here, step by step from torch's generator as the step loop draws it, so both
+paths compute the same under one seed.
+
 >>> import torch
 >>> from rnnlab import Recurrent
 >>> layer = Recurrent("gatel0rd", 3, 8)
@@ -58,7 +64,6 @@ class GateL0RDCell(Cell):
     state_widths = (1, 1, 1)  # y, h, the step's gate L
     zoneout_parts = 0
     options_taken: frozenset[str] = frozenset()
-    fused_kernel = False
     noisy_in_training = True
     arguments = {
         "l0_lambda": (0.001, "weight of the L0 penalty on latent changes"),
@@ -99,9 +104,39 @@ class GateL0RDCell(Cell):
         return y, h, gate
 
     def tally(self, state: State) -> tuple[Tensor, ...]:
-        gate = state[2]
-        opened = (gate > 0).to(gate.dtype)
-        return (gate + (opened - gate).detach(),)  # Theta(L), straight-through to L
+        return (_openings(state[2]),)
 
     def penalty(self, means: dict[str, Tensor]) -> Tensor | None:
         return self.arg("l0_lambda") * means["gate_openings"]
+
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:
+        """The latent on the fused CPU kernel, the outputs of all steps after it."""
+        if not self._fused_available(x_proj):
+            return None
+        from rnnlab.kernels import cpu
+
+        y0, h0, L0 = state
+        H = self.hidden_size
+        sigma = self.arg("gate_noise")
+        noise = None
+        if self.training and sigma > 0:  # one draw per step, in the step loop's order
+            noise = torch.stack([sigma * torch.randn_like(h0) for _ in range(x_proj.shape[0])])
+        h, gate = cpu.gatel0rd_latent(x_proj[..., : 2 * H], self.weight_hh, h0, L0, noise, valid)
+        p_x, o_x = x_proj[..., 2 * H :].chunk(2, dim=-1)
+        p_h, o_h = F.linear(h, self.weight_hn).chunk(2, dim=-1)
+        y = torch.tanh(p_x + p_h) * torch.sigmoid(o_x + o_h)  # (T, B, H)
+        if valid is None:
+            return y, (y[-1], h[-1], gate[-1]), (_openings(gate),)
+        # Padded steps output zero; the final y is that of each row's last valid step.
+        lengths = valid.sum(0)  # (B,)
+        last = (lengths - 1).clamp_min(0).view(1, -1, 1).expand(1, -1, H)
+        y_T = torch.where((lengths > 0).unsqueeze(-1), y.gather(0, last)[0], y0)
+        return torch.where(valid.unsqueeze(-1), y, 0.0), (y_T, h[-1], gate[-1]), (_openings(gate),)
+
+
+def _openings(gate: Tensor) -> Tensor:
+    """Theta(L): 1 where the latent changes, with the straight-through gradient to L."""
+    opened = (gate > 0).to(gate.dtype)
+    return gate + (opened - gate).detach()

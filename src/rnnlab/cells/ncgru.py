@@ -36,7 +36,9 @@ torch's GRU initialisation U(-1/sqrt(H), 1/sqrt(H)), gate biases zero.
 
 Cell arguments: ``negatives`` (rho; -1: half the units), ``neumann_order`` (1 to 3, default
 2), ``refresh`` (49). Layer options: recurrent dropout (on h_{t-1} where it enters the
-products); layer norm and zoneout are refused.
+products); layer norm and zoneout are refused. On the CPU a fused kernel (``rnnlab.kernels``,
+csrc/gru_like.cpp) runs the layer with [W_r; W_u; W_c] stacked into one recurrent product per
+step; the step loop is its reference.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -91,7 +93,6 @@ class NCGRUCell(Cell):
     state_widths = (1,)
     zoneout_parts = 0
     options_taken = frozenset({"recurrent_dropout"})
-    fused_kernel = False
     onnx_refusal = (
         "ONNX has no matrix inverse or solve for its Cayley transform (I + A)^-1 (I - A) D"
     )
@@ -216,3 +217,15 @@ class NCGRUCell(Cell):
         u = torch.sigmoid(u_x + u_h)
         c = modrelu(c_x + r * F.linear(h_in, self._candidate), self.modrelu_bias)
         return (u * h_prev + (1.0 - u) * c,)
+
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """The fused CPU kernel with W_c (formed by ``project_input``) below the gates' rows."""
+        if not self._fused_available(x_proj):
+            return None
+        from rnnlab.kernels import cpu
+
+        weight = torch.cat([self.weight_hh, self._candidate])  # (3H, H): rows r, u, c
+        return cpu.ncgru_sequence(x_proj, weight, self.modrelu_bias, state[0], valid,
+                                  recurrent_mask)  # fmt: skip

@@ -14,7 +14,8 @@ from rnnlab.kernels import ops as _ops  # noqa: F401 (registers torch.ops.rnnlab
 from rnnlab.kernels.build import available, extension, unavailable_reason
 
 __all__ = ["available", "extension", "unavailable_reason", "lstm_sequence", "gru_sequence",
-           "tanh_sequence", "gated_scan"]  # fmt: skip
+           "tanh_sequence", "gated_scan", "egru_sequence", "gatel0rd_latent",
+           "ncgru_sequence"]  # fmt: skip
 
 
 def _empty(like: Tensor) -> Tensor:
@@ -119,3 +120,55 @@ def gated_scan(
     v = _empty(x_proj) if valid is None else valid
     H, hT = torch.ops.rnnlab.gated_scan_forward(x_proj, h0, v, kind)
     return H, hT
+
+
+def egru_sequence(
+    x_proj: Tensor,
+    weight_hh: Tensor,
+    bias_hh: Tensor,
+    theta: Tensor,
+    state: tuple[Tensor, ...],
+    valid: Tensor | None,
+    rmask: Tensor | None,
+    dampening: float,
+    support: float,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One layer and direction of EGRU: x_proj (T, B, 3H) rows u, r, z, theta (H) clamped,
+    state (y0, c0) -> outputs (T, B, H), (y_T, c_T); the backward uses the pseudo-derivative of
+    peak ``dampening`` and half-width 1 / ``support``."""
+    valid_t, rmask_t = _inputs(x_proj, valid, rmask)
+    y0, c0 = state
+    args = (x_proj, weight_hh, bias_hh, theta, y0, c0, valid_t, rmask_t)
+    save = _needs_grad(x_proj, weight_hh, bias_hh, theta, y0, c0)
+    Y, yT, cT, _ = torch.ops.rnnlab.egru_forward(*args, dampening, support, save)
+    return Y, (yT, cT)
+
+
+def gatel0rd_latent(
+    x_gr: Tensor, weight_hh: Tensor, h0: Tensor, L0: Tensor, noise: Tensor | None,
+    valid: Tensor | None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """GateL0RD's latent recurrence: x_gr (T, B, 2H) the gate and recommendation rows, noise
+    (T, B, H) sigma eps_t or None -> (h (T, B, H), L (T, B, H)) after every step, both carried
+    over padded steps (the caller forms the outputs from h)."""
+    valid_t = _empty(x_gr) if valid is None else valid
+    n = _empty(x_gr) if noise is None else noise
+    save = _needs_grad(x_gr, weight_hh, h0, L0)
+    Hs, Ls, _ = torch.ops.rnnlab.gatel0rd_forward(x_gr, weight_hh, h0, L0, n, valid_t, save)
+    return Hs, Ls
+
+
+def ncgru_sequence(
+    x_proj: Tensor,
+    weight: Tensor,
+    modrelu_bias: Tensor,
+    h0: Tensor,
+    valid: Tensor | None,
+    rmask: Tensor | None,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One layer and direction of NC-GRU: x_proj (T, B, 3H) rows r, u, c, weight (3H, H) the
+    stacked [R_r; R_u; W_c] -> outputs (T, B, H), (h_T,)."""
+    valid_t, rmask_t = _inputs(x_proj, valid, rmask)
+    args = (x_proj, weight, modrelu_bias, h0, valid_t, rmask_t)
+    Y, hT, _ = torch.ops.rnnlab.ncgru_forward(*args, _needs_grad(*args))
+    return Y, (hT,)

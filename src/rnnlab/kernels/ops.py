@@ -469,3 +469,204 @@ def _scan_backward(ctx: Any, dH: Tensor | None, dhT: Tensor | None) -> tuple[Any
 
 
 gated_scan_forward.register_autograd(_scan_backward, setup_context=_scan_setup)
+
+
+# --- the GRU-like cells of issue 18 (csrc/gru_like.cpp) ------------------------------------------
+@torch.library.custom_op("rnnlab::egru_forward", mutates_args=())
+def egru_forward(
+    x_proj: Tensor, weight_hh: Tensor, bias_hh: Tensor, theta: Tensor, y0: Tensor, c0: Tensor,
+    valid: Tensor, rmask: Tensor, dampening: float, support: float, save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(Y, y_T, c_T, acts) of EGRU; theta comes clamped to [0, 1]. ``dampening`` and ``support``
+    shape the backward's pseudo-derivative only."""
+    out = _ext().egru_forward(x_proj, weight_hh, bias_hh, theta, y0, c0, valid, rmask, save)
+    return _own(out, x_proj, weight_hh, bias_hh, theta, y0, c0, valid, rmask)
+
+
+@egru_forward.register_fake
+def _(x_proj, weight_hh, bias_hh, theta, y0, c0, valid, rmask, dampening, support, save):  # type: ignore[no-untyped-def]
+    T, B, _ = x_proj.shape
+    H = weight_hh.shape[1]
+    return (
+        x_proj.new_empty(T, B, H),
+        y0.new_empty(y0.shape),
+        c0.new_empty(c0.shape),
+        x_proj.new_empty(T, B, 6 * H) if save else _none(x_proj),
+    )
+
+
+@torch.library.custom_op("rnnlab::egru_backward", mutates_args=())
+def egru_backward(
+    dY: Tensor, dyT: Tensor, dcT: Tensor, acts: Tensor, Y: Tensor, y0: Tensor, weight_hh: Tensor,
+    theta: Tensor, valid: Tensor, rmask: Tensor, dampening: float, support: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(d x_proj, d R, d bias_hh, d y0, d c0, d theta)."""
+    out = _ext().egru_backward(
+        dY, dyT, dcT, acts, Y, y0, weight_hh, theta, valid, rmask, dampening, support
+    )
+    return _own(out, dY, dyT, dcT, acts, Y, y0, weight_hh, theta, valid, rmask)
+
+
+@egru_backward.register_fake
+def _(dY, dyT, dcT, acts, Y, y0, weight_hh, theta, valid, rmask, dampening, support):  # type: ignore[no-untyped-def]
+    T, B, H = dY.shape
+    return (
+        dY.new_empty(T, B, 3 * H),
+        weight_hh.new_empty(weight_hh.shape),
+        dY.new_empty(3 * H),
+        y0.new_empty(y0.shape),
+        dcT.new_empty(dcT.shape),
+        theta.new_empty(theta.shape),
+    )
+
+
+def _egru_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    x_proj, weight_hh, bias_hh, theta, y0, c0, valid, rmask, dampening, support, save = inputs
+    Y, _, _, acts = output
+    ctx.save_for_backward(acts, Y, y0, c0, weight_hh, theta, valid, rmask)
+    ctx.dampening, ctx.support, ctx.save = dampening, support, save
+
+
+def _egru_backward(ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None,
+                   *_unused: Any) -> tuple[Any, ...]:  # fmt: skip
+    if not ctx.save:
+        raise RuntimeError("rnnlab::egru_forward ran with save=False: no backward is possible")
+    acts, Y, y0, c0, weight_hh, theta, valid, rmask = ctx.saved_tensors
+    dY = torch.zeros_like(Y) if dY is None else dY
+    dyT = torch.zeros_like(y0) if dyT is None else dyT
+    dcT = torch.zeros_like(c0) if dcT is None else dcT
+    dX, dR, d_bias, dy0, dc0, d_theta = torch.ops.rnnlab.egru_backward(
+        dY, dyT, dcT, acts, Y, y0, weight_hh, theta, valid, rmask, ctx.dampening, ctx.support
+    )
+    return dX, dR, d_bias, d_theta, dy0, dc0, None, None, None, None, None
+
+
+egru_forward.register_autograd(_egru_backward, setup_context=_egru_setup)
+
+
+@torch.library.custom_op("rnnlab::gatel0rd_forward", mutates_args=())
+def gatel0rd_forward(
+    x_gr: Tensor, weight_hh: Tensor, h0: Tensor, L0: Tensor, noise: Tensor, valid: Tensor,
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """(Hs, Ls, acts): GateL0RD's latent and gate after every step (carried over padding) from
+    the gate and recommendation rows x_gr (T, B, 2H); noise (T, B, H) is sigma eps_t or empty."""
+    out = _ext().gatel0rd_forward(x_gr, weight_hh, h0, L0, noise, valid, save)
+    return _own(out, x_gr, weight_hh, h0, L0, noise, valid)
+
+
+@gatel0rd_forward.register_fake
+def _(x_gr, weight_hh, h0, L0, noise, valid, save):  # type: ignore[no-untyped-def]
+    T, B, _ = x_gr.shape
+    H = weight_hh.shape[1]
+    new = x_gr.new_empty
+    return new(T, B, H), new(T, B, H), new(T, B, H) if save else _none(x_gr)
+
+
+@torch.library.custom_op("rnnlab::gatel0rd_backward", mutates_args=())
+def gatel0rd_backward(
+    dHs: Tensor, dLs: Tensor, acts: Tensor, Hs: Tensor, Ls: Tensor, h0: Tensor,
+    weight_hh: Tensor, valid: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(d x_gr, d R, d h0, d L0)."""
+    out = _ext().gatel0rd_backward(dHs, dLs, acts, Hs, Ls, h0, weight_hh, valid)
+    return _own(out, dHs, dLs, acts, Hs, Ls, h0, weight_hh, valid)
+
+
+@gatel0rd_backward.register_fake
+def _(dHs, dLs, acts, Hs, Ls, h0, weight_hh, valid):  # type: ignore[no-untyped-def]
+    T, B, H = dHs.shape
+    return (
+        dHs.new_empty(T, B, 2 * H),
+        weight_hh.new_empty(weight_hh.shape),
+        h0.new_empty(h0.shape),
+        h0.new_empty(h0.shape),
+    )
+
+
+def _gatel0rd_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    x_gr, weight_hh, h0, L0, noise, valid, save = inputs
+    Hs, Ls, acts = output
+    ctx.save_for_backward(acts, Hs, Ls, h0, weight_hh, valid)
+    ctx.save = save
+
+
+def _gatel0rd_backward(ctx: Any, dHs: Tensor | None, dLs: Tensor | None,
+                       *_unused: Any) -> tuple[Any, ...]:  # fmt: skip
+    if not ctx.save:
+        raise RuntimeError("rnnlab::gatel0rd_forward ran with save=False: no backward is possible")
+    acts, Hs, Ls, h0, weight_hh, valid = ctx.saved_tensors
+    dHs = torch.zeros_like(Hs) if dHs is None else dHs
+    dLs = torch.zeros_like(Ls) if dLs is None else dLs
+    dX, dR, dh0, dL0 = torch.ops.rnnlab.gatel0rd_backward(
+        dHs, dLs, acts, Hs, Ls, h0, weight_hh, valid
+    )
+    return dX, dR, dh0, dL0, None, None, None
+
+
+gatel0rd_forward.register_autograd(_gatel0rd_backward, setup_context=_gatel0rd_setup)
+
+
+@torch.library.custom_op("rnnlab::ncgru_forward", mutates_args=())
+def ncgru_forward(
+    x_proj: Tensor, weight: Tensor, modrelu_bias: Tensor, h0: Tensor, valid: Tensor,
+    rmask: Tensor, save: bool,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """(Y, h_T, acts) of NC-GRU; weight (3H, H) is [R_r; R_u; W_c]."""
+    out = _ext().ncgru_forward(x_proj, weight, modrelu_bias, h0, valid, rmask, save)
+    return _own(out, x_proj, weight, modrelu_bias, h0, valid, rmask)
+
+
+@ncgru_forward.register_fake
+def _(x_proj, weight, modrelu_bias, h0, valid, rmask, save):  # type: ignore[no-untyped-def]
+    T, B, _ = x_proj.shape
+    H = weight.shape[1]
+    return (
+        x_proj.new_empty(T, B, H),
+        h0.new_empty(h0.shape),
+        x_proj.new_empty(T, B, 5 * H) if save else _none(x_proj),
+    )
+
+
+@torch.library.custom_op("rnnlab::ncgru_backward", mutates_args=())
+def ncgru_backward(
+    dY: Tensor, dhT: Tensor, acts: Tensor, Y: Tensor, h0: Tensor, weight: Tensor,
+    modrelu_bias: Tensor, valid: Tensor, rmask: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """(d x_proj, d weight, d modrelu_bias, d h0)."""
+    out = _ext().ncgru_backward(dY, dhT, acts, Y, h0, weight, modrelu_bias, valid, rmask)
+    return _own(out, dY, dhT, acts, Y, h0, weight, modrelu_bias, valid, rmask)
+
+
+@ncgru_backward.register_fake
+def _(dY, dhT, acts, Y, h0, weight, modrelu_bias, valid, rmask):  # type: ignore[no-untyped-def]
+    T, B, H = dY.shape
+    return (
+        dY.new_empty(T, B, 3 * H),
+        weight.new_empty(weight.shape),
+        modrelu_bias.new_empty(modrelu_bias.shape),
+        h0.new_empty(h0.shape),
+    )
+
+
+def _ncgru_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    x_proj, weight, modrelu_bias, h0, valid, rmask, save = inputs
+    Y, _, acts = output
+    ctx.save_for_backward(acts, Y, h0, weight, modrelu_bias, valid, rmask)
+    ctx.save = save
+
+
+def _ncgru_backward(ctx: Any, dY: Tensor | None, dhT: Tensor | None,
+                    *_unused: Any) -> tuple[Any, ...]:  # fmt: skip
+    if not ctx.save:
+        raise RuntimeError("rnnlab::ncgru_forward ran with save=False: no backward is possible")
+    acts, Y, h0, weight, modrelu_bias, valid, rmask = ctx.saved_tensors
+    dY = torch.zeros_like(Y) if dY is None else dY
+    dhT = torch.zeros_like(h0) if dhT is None else dhT
+    dX, dW, db, dh0 = torch.ops.rnnlab.ncgru_backward(
+        dY, dhT, acts, Y, h0, weight, modrelu_bias, valid, rmask
+    )
+    return dX, dW, db, dh0, None, None, None
+
+
+ncgru_forward.register_autograd(_ncgru_backward, setup_context=_ncgru_setup)

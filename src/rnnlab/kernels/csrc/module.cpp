@@ -34,6 +34,21 @@ std::vector<at::Tensor> tanh_backward(at::Tensor, at::Tensor, at::Tensor, at::Te
                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                       at::Tensor, at::Tensor);
 
+// gru_like.cpp: EGRU, GateL0RD's latent, NC-GRU.
+std::vector<at::Tensor> egru_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                     at::Tensor, at::Tensor, at::Tensor, bool);
+std::vector<at::Tensor> egru_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      double, double);
+std::vector<at::Tensor> gatel0rd_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                         at::Tensor, at::Tensor, bool);
+std::vector<at::Tensor> gatel0rd_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                          at::Tensor, at::Tensor, at::Tensor, at::Tensor);
+std::vector<at::Tensor> ncgru_forward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                      at::Tensor, bool);
+std::vector<at::Tensor> ncgru_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                       at::Tensor, at::Tensor, at::Tensor, at::Tensor);
+
 std::vector<at::Tensor> gated_scan_forward(at::Tensor, at::Tensor, at::Tensor, int64_t);
 std::vector<at::Tensor> gated_scan_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                             at::Tensor, at::Tensor, int64_t);
@@ -54,4 +69,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gated_scan_forward", &gated_scan_forward, "minGRU / minLSTM from x_proj (CPU)",
         release());
   m.def("gated_scan_backward", &gated_scan_backward, "its backward (CPU)", release());
+  m.def("egru_forward", &egru_forward, "fused EGRU forward (CPU)", release());
+  m.def("egru_backward", &egru_backward, "fused EGRU backward, pseudo-derivative (CPU)",
+        release());
+  m.def("gatel0rd_forward", &gatel0rd_forward, "fused GateL0RD latent forward (CPU)", release());
+  m.def("gatel0rd_backward", &gatel0rd_backward, "fused GateL0RD latent backward (CPU)",
+        release());
+  m.def("ncgru_forward", &ncgru_forward, "fused NC-GRU forward (CPU)", release());
+  m.def("ncgru_backward", &ncgru_backward, "fused NC-GRU backward (CPU)", release());
 }

@@ -1,0 +1,449 @@
+// Fused CPU kernels for the GRU-like cells of issue 18: EGRU (Subramoney et al. 2023), the latent
+// recurrence of GateL0RD (Gumbsch et al. 2021) and NC-GRU (Mucllari et al. 2022). The equations
+// are in the cells' docstrings (cells/egru.py, gatel0rd.py, ncgru.py); the step loop there is the
+// reference these kernels are tested against.
+//
+// The scheme of gru.cpp: x_proj = W x + b for all steps comes from the caller; per step one
+// recurrent product (M packed once per loop, packed_gemm.h) and the gate arithmetic of the step
+// in one pass over the batch; the backward keeps only the product with R in its loop and forms dR
+// a chunk of steps at a time (weight_grad.h). valid (T, B) uint8 marks a prefix of each column:
+// padded steps carry the state and output zero. rmask (B, H) multiplies the recurrent input where
+// it enters the product (variational recurrent dropout).
+//
+// - EGRU: rows u, r, z of weight_hh (3H, H) and bias_hh; state (y, c); the recurrent input is the
+//   sparse output y. The event e = H(c^ - theta) has the triangular pseudo-derivative
+//   dampening * max(0, 1 - support |c^ - theta|) in the backward; theta comes in clamped.
+// - GateL0RD: only the latent, h_t = L_t tanh(x_r + R_r h_{t-1}) + (1 - L_t) h_{t-1} with the
+//   gate L_t = max(0, tanh(x_g + R_g h_{t-1} - noise_t)) (rows g, r). The output y_t reads h_t
+//   and never feeds back, so the caller forms it for all steps at once, one large product. The
+//   training noise (sigma eps_t) is drawn by the caller and comes in as a tensor.
+// - NC-GRU: rows r, u, c of one matrix [R_r; R_u; W_c] (3H, H), the orthogonal W_c formed by the
+//   caller once per sequence; c_t = modReLU(x_c + r_t (W_c h_in)) = sign(a) max(0, |a| + b_c).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include "packed_gemm.h"
+#include "safe_math.h"
+#include "weight_grad.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+inline bool given(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
+
+at::Tensor as_bytes(const at::Tensor& valid) {
+  return given(valid) ? valid.to(at::kByte).contiguous() : at::Tensor();
+}
+
+// Step t's row of valid, or nullptr where every step is valid.
+inline const uint8_t* valid_at(const at::Tensor& valid_u8, int64_t t) {
+  return valid_u8.defined() ? valid_u8[t].data_ptr<uint8_t>() : nullptr;
+}
+
+// A bias's gradient: the (B, n) rows of one step summed into n columns, in double.
+template <typename scalar_t>
+void add_columns(int64_t B, int64_t n, const scalar_t* rows, std::vector<double>& acc) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < n; ++k) acc[k] += rows[b * n + k];
+}
+
+at::Tensor from_double(const std::vector<double>& acc, at::ScalarType type) {
+  return at::tensor(acc, at::TensorOptions().dtype(at::kDouble)).to(type);
+}
+
+}  // namespace
+
+// --- EGRU ----------------------------------------------------------------------------------------
+// acts (T, B, 6H): u, r, z, the candidate's recurrent term R_z y + b'_z, c^ and c_{t-1}.
+std::vector<at::Tensor> egru_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor bias_hh,
+                                     at::Tensor theta, at::Tensor y0, at::Tensor c0,
+                                     at::Tensor valid, at::Tensor rmask, bool save) {
+  x_proj = x_proj.contiguous();
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), H = weight_hh.size(1);
+  const auto opts = x_proj.options();
+  const auto valid_u8 = as_bytes(valid);
+  const bool has_mask = given(rmask);
+  const auto mask = has_mask ? rmask.contiguous() : at::Tensor();
+  const auto b_hh = bias_hh.contiguous(), th = theta.contiguous();
+  auto Y = at::empty({T, B, H}, opts);
+  auto acts = at::empty({save ? T : 1, B, 6 * H}, opts);
+  auto y = y0.contiguous().clone(), c = c0.contiguous().clone();
+  auto y_next = at::empty_like(y), c_next = at::empty_like(c);
+  auto y_in = has_mask ? at::empty_like(y) : at::Tensor();
+  auto rh = at::empty({B, 3 * H}, opts);
+  const rnnlab::PackedProduct recurrent(weight_hh, true);  // y_in R^T
+  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "egru_forward", [&] {
+    const scalar_t *bp = b_hh.data_ptr<scalar_t>(), *thp = th.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      if (has_mask) at::mul_out(y_in, y, mask);
+      recurrent(rh, has_mask ? y_in : y);
+      const scalar_t *xt = x_proj[t].data_ptr<scalar_t>(), *rp = rh.data_ptr<scalar_t>();
+      const scalar_t *yp = y.data_ptr<scalar_t>(), *cp = c.data_ptr<scalar_t>();
+      scalar_t *yn = y_next.data_ptr<scalar_t>(), *cn = c_next.data_ptr<scalar_t>();
+      scalar_t *out = Y[t].data_ptr<scalar_t>(), *ac = acts[save ? t : 0].data_ptr<scalar_t>();
+      const uint8_t* vt = valid_at(valid_u8, t);
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t o = b * H;
+          if (vt != nullptr && !vt[b]) {  // acts zeroed: an output, it must be deterministic
+            std::copy(yp + o, yp + o + H, yn + o);
+            std::copy(cp + o, cp + o + H, cn + o);
+            std::fill(out + o, out + o + H, scalar_t(0));
+            std::fill(ac + b * 6 * H, ac + (b + 1) * 6 * H, scalar_t(0));
+            continue;
+          }
+          const scalar_t *x = xt + b * 3 * H, *g = rp + b * 3 * H;
+          scalar_t *u = ac + b * 6 * H, *r = u + H, *z = u + 2 * H, *zh = u + 3 * H;
+          scalar_t *ch = u + 4 * H, *cprev = u + 5 * H;
+          for (int64_t k = 0; k < H; ++k) {
+            u[k] = rnnlab::sigmoid(x[k] + (g[k] + bp[k]));
+            r[k] = rnnlab::sigmoid(x[H + k] + (g[H + k] + bp[H + k]));
+            zh[k] = g[2 * H + k] + bp[2 * H + k];
+            z[k] = rnnlab::tanh(x[2 * H + k] + r[k] * zh[k]);
+            cprev[k] = cp[o + k];
+            ch[k] = u[k] * cp[o + k] + (1 - u[k]) * z[k];
+            const scalar_t e = ch[k] - thp[k] > 0 ? scalar_t(1) : scalar_t(0);  // H(0) = 0
+            yn[o + k] = e * ch[k];
+            cn[o + k] = ch[k] - e * thp[k];
+            out[o + k] = yn[o + k];
+          }
+        }
+      });
+      std::swap(y, y_next);
+      std::swap(c, c_next);
+    }
+  });
+  if (!save) acts = at::empty({0}, opts);
+  return {Y, y, c, acts};
+}
+
+std::vector<at::Tensor> egru_backward(at::Tensor dY, at::Tensor dyT, at::Tensor dcT,
+                                      at::Tensor acts, at::Tensor Y, at::Tensor y0,
+                                      at::Tensor weight_hh, at::Tensor theta, at::Tensor valid,
+                                      at::Tensor rmask, double dampening, double support) {
+  dY = dY.contiguous();
+  acts = acts.contiguous();
+  const int64_t T = dY.size(0), B = dY.size(1), H = dY.size(2);
+  const auto opts = dY.options();
+  const auto valid_u8 = as_bytes(valid);
+  const bool has_mask = given(rmask);
+  const auto mask = has_mask ? rmask.contiguous() : at::Tensor();
+  const auto th = theta.contiguous();
+  auto dX = at::empty({T, B, 3 * H}, opts);  // every row written below
+  auto dy = dyT.contiguous().clone(), dc = dcT.contiguous().clone();
+  auto dy_next = at::empty_like(dy), dc_next = at::empty_like(dc);
+  auto dtheta_rows = at::zeros({B, H}, opts.dtype(at::kDouble));  // one row per batch row
+  const rnnlab::PackedProduct back(weight_hh, false);  // d(products) R
+  // dR = sum_t dProd_t^T (y_{t-1} * rmask): Y read shifted, y0 first.
+  rnnlab::ChunkedWeightGrad dR_chunks(T, B, 3 * H, {{0, 3 * H, Y, y0.contiguous(), mask}}, opts);
+  std::vector<double> dbias(3 * H, 0.0);
+  AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "egru_backward", [&] {
+    const scalar_t* thp = th.data_ptr<scalar_t>();
+    const scalar_t damp = static_cast<scalar_t>(dampening), supp = static_cast<scalar_t>(support);
+    double* dth = dtheta_rows.data_ptr<double>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const uint8_t* vt = valid_at(valid_u8, t);
+      const scalar_t *ac = acts[t].data_ptr<scalar_t>(), *dYt = dY[t].data_ptr<scalar_t>();
+      const scalar_t *dyp = dy.data_ptr<scalar_t>(), *dcp = dc.data_ptr<scalar_t>();
+      scalar_t *dcn = dc_next.data_ptr<scalar_t>(), *dx = dX[t].data_ptr<scalar_t>();
+      const auto dProd_t = dR_chunks.slot(t);
+      scalar_t* dpr = dProd_t.data_ptr<scalar_t>();
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t o = b * H;
+          if (vt != nullptr && !vt[b]) {  // padding: the gradient passes to the carried state
+            std::fill(dx + b * 3 * H, dx + (b + 1) * 3 * H, scalar_t(0));
+            std::fill(dpr + b * 3 * H, dpr + (b + 1) * 3 * H, scalar_t(0));
+            std::copy(dcp + o, dcp + o + H, dcn + o);
+            continue;
+          }
+          const scalar_t *u = ac + b * 6 * H, *r = u + H, *z = u + 2 * H, *zh = u + 3 * H;
+          const scalar_t *ch = u + 4 * H, *cprev = u + 5 * H;
+          scalar_t *dxu = dx + b * 3 * H, *dxr = dxu + H, *dxz = dxu + 2 * H;
+          scalar_t *dpu = dpr + b * 3 * H, *dpr_r = dpu + H, *dpz = dpu + 2 * H;
+          for (int64_t k = 0; k < H; ++k) {
+            const scalar_t gy = dyp[o + k] + dYt[o + k], gc = dcp[o + k];
+            // y = e c^, c = c^ - e theta, e = H(v), v = c^ - theta
+            const scalar_t v = ch[k] - thp[k];
+            const scalar_t e = v > 0 ? scalar_t(1) : scalar_t(0);
+            const scalar_t p = damp * std::max(scalar_t(0), 1 - supp * std::abs(v));
+            const scalar_t dv = (gy * ch[k] - gc * thp[k]) * p;  // de times de/dv
+            const scalar_t dch = gy * e + gc + dv;
+            dth[o + k] -= gc * e + dv;
+            // c^ = u c_{t-1} + (1 - u) z,  z = tanh(x_z + r zh)
+            const scalar_t du = dch * (cprev[k] - z[k]);
+            const scalar_t dzp = dch * (1 - u[k]) * (1 - z[k] * z[k]);
+            dcn[o + k] = dch * u[k];
+            dxu[k] = dpu[k] = du * u[k] * (1 - u[k]);
+            dxr[k] = dpr_r[k] = dzp * zh[k] * r[k] * (1 - r[k]);
+            dxz[k] = dzp;
+            dpz[k] = dzp * r[k];
+          }
+        }
+      });
+      add_columns(B, 3 * H, dpr, dbias);
+      back(dy_next, dProd_t);
+      dR_chunks.done(t);
+      if (has_mask) dy_next.mul_(mask);
+      if (vt != nullptr) {
+        scalar_t* dyn = dy_next.data_ptr<scalar_t>();
+        for (int64_t b = 0; b < B; ++b)
+          if (!vt[b]) std::copy(dyp + b * H, dyp + (b + 1) * H, dyn + b * H);
+      }
+      std::swap(dy, dy_next);
+      std::swap(dc, dc_next);
+    }
+  });
+  const auto dtheta = dtheta_rows.sum(0).to(dY.scalar_type());
+  return {dX, dR_chunks.result(), from_double(dbias, dY.scalar_type()), dy, dc, dtheta};
+}
+
+// --- GateL0RD's latent -----------------------------------------------------------------------------
+// Hs, Ls (T, B, H): the latent and the gate after each step, both carried over padding; acts
+// (T, B, H): the recommendation tanh(x_r + R_r h_{t-1}).
+std::vector<at::Tensor> gatel0rd_forward(at::Tensor x_proj, at::Tensor weight_hh, at::Tensor h0,
+                                         at::Tensor L0, at::Tensor noise, at::Tensor valid,
+                                         bool save) {
+  x_proj = x_proj.contiguous();
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), H = weight_hh.size(1);
+  const auto opts = x_proj.options();
+  const auto valid_u8 = as_bytes(valid);
+  const bool noisy = given(noise);
+  const auto eps = noisy ? noise.contiguous() : at::Tensor();
+  const auto h_first = h0.contiguous(), L_first = L0.contiguous();
+  auto Hs = at::empty({T, B, H}, opts), Ls = at::empty({T, B, H}, opts);
+  auto acts = at::empty({save ? T : 1, B, H}, opts);
+  auto gh = at::empty({B, 2 * H}, opts);
+  const rnnlab::PackedProduct recurrent(weight_hh, true);  // h_{t-1} R^T
+  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "gatel0rd_forward", [&] {
+    for (int64_t t = 0; t < T; ++t) {
+      const auto h_prev = t == 0 ? h_first : Hs[t - 1];
+      recurrent(gh, h_prev);
+      const scalar_t *xt = x_proj[t].data_ptr<scalar_t>(), *rp = gh.data_ptr<scalar_t>();
+      const scalar_t* hp = h_prev.data_ptr<scalar_t>();
+      const scalar_t* Lp = (t == 0 ? L_first : Ls[t - 1]).data_ptr<scalar_t>();
+      const scalar_t* nt = noisy ? eps[t].data_ptr<scalar_t>() : nullptr;
+      scalar_t *hn = Hs[t].data_ptr<scalar_t>(), *Ln = Ls[t].data_ptr<scalar_t>();
+      scalar_t* rec = acts[save ? t : 0].data_ptr<scalar_t>();
+      const uint8_t* vt = valid_at(valid_u8, t);
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t o = b * H;
+          if (vt != nullptr && !vt[b]) {
+            std::copy(hp + o, hp + o + H, hn + o);
+            std::copy(Lp + o, Lp + o + H, Ln + o);
+            std::fill(rec + o, rec + o + H, scalar_t(0));
+            continue;
+          }
+          const scalar_t *x = xt + b * 2 * H, *g = rp + b * 2 * H;
+          for (int64_t k = 0; k < H; ++k) {
+            scalar_t s = x[k] + g[k];
+            if (nt != nullptr) s -= nt[o + k];
+            const scalar_t tl = rnnlab::tanh(s);
+            const scalar_t L = tl < 0 ? scalar_t(0) : tl;  // ReTanh
+            const scalar_t rk = rnnlab::tanh(x[H + k] + g[H + k]);
+            rec[o + k] = rk;
+            Ln[o + k] = L;
+            hn[o + k] = L * rk + (1 - L) * hp[o + k];
+          }
+        }
+      });
+    }
+  });
+  if (!save) acts = at::empty({0}, opts);
+  return {Hs, Ls, acts};
+}
+
+std::vector<at::Tensor> gatel0rd_backward(at::Tensor dHs, at::Tensor dLs, at::Tensor acts,
+                                          at::Tensor Hs, at::Tensor Ls, at::Tensor h0,
+                                          at::Tensor weight_hh, at::Tensor valid) {
+  dHs = dHs.contiguous();
+  dLs = dLs.contiguous();
+  Hs = Hs.contiguous();
+  Ls = Ls.contiguous();
+  acts = acts.contiguous();
+  const auto h_first = h0.contiguous();
+  const int64_t T = dHs.size(0), B = dHs.size(1), H = dHs.size(2);
+  const auto opts = dHs.options();
+  const auto valid_u8 = as_bytes(valid);
+  auto dX = at::empty({T, B, 2 * H}, opts);  // every row written below
+  auto dh = at::zeros({B, H}, opts), dh_next = at::empty_like(dh), direct = at::empty_like(dh);
+  auto dL = at::zeros({B, H}, opts);  // the gradient of a gate carried over padding
+  const rnnlab::PackedProduct back(weight_hh, false);
+  rnnlab::ChunkedWeightGrad dR_chunks(T, B, 2 * H, {{0, 2 * H, Hs, h_first}}, opts);
+  AT_DISPATCH_FLOATING_TYPES(dHs.scalar_type(), "gatel0rd_backward", [&] {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const uint8_t* vt = valid_at(valid_u8, t);
+      const scalar_t* hp = (t == 0 ? h_first : Hs[t - 1]).data_ptr<scalar_t>();
+      const scalar_t *Lt = Ls[t].data_ptr<scalar_t>(), *rec = acts[t].data_ptr<scalar_t>();
+      const scalar_t *dHt = dHs[t].data_ptr<scalar_t>(), *dLt = dLs[t].data_ptr<scalar_t>();
+      const scalar_t* dhp = dh.data_ptr<scalar_t>();
+      scalar_t *dLc = dL.data_ptr<scalar_t>(), *dir = direct.data_ptr<scalar_t>();
+      scalar_t* dx = dX[t].data_ptr<scalar_t>();
+      const auto dProd_t = dR_chunks.slot(t);
+      scalar_t* dpr = dProd_t.data_ptr<scalar_t>();
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t o = b * H;
+          if (vt != nullptr && !vt[b]) {  // padding: h and L carried, their gradients too
+            std::fill(dx + b * 2 * H, dx + (b + 1) * 2 * H, scalar_t(0));
+            std::fill(dpr + b * 2 * H, dpr + (b + 1) * 2 * H, scalar_t(0));
+            for (int64_t k = o; k < o + H; ++k) {
+              dir[k] = dhp[k] + dHt[k];
+              dLc[k] += dLt[k];
+            }
+            continue;
+          }
+          scalar_t *dxg = dx + b * 2 * H, *dxr = dxg + H;
+          scalar_t *dpg = dpr + b * 2 * H, *dpr_r = dpg + H;
+          for (int64_t k = 0; k < H; ++k) {
+            const scalar_t gh = dhp[o + k] + dHt[o + k], L = Lt[o + k], rk = rec[o + k];
+            // h = L rec + (1 - L) h_{t-1}; L = max(0, tanh(s)); rec = tanh(x_r + R_r h_{t-1})
+            const scalar_t gL = dLc[o + k] + dLt[o + k] + gh * (rk - hp[o + k]);
+            dLc[o + k] = 0;  // the gate of step t - 1 is not an input of step t
+            dir[o + k] = gh * (1 - L);
+            dxg[k] = dpg[k] = L > 0 ? gL * (1 - L * L) : scalar_t(0);
+            dxr[k] = dpr_r[k] = gh * L * (1 - rk * rk);
+          }
+        }
+      });
+      back(dh_next, dProd_t);  // zero rows (padding) give zero
+      dR_chunks.done(t);
+      dh_next.add_(direct);
+      std::swap(dh, dh_next);
+    }
+  });
+  return {dX, dR_chunks.result(), dh, dL};
+}
+
+// --- NC-GRU --------------------------------------------------------------------------------------
+// acts (T, B, 5H): r, u, the candidate c, its recurrent term W_c h_in and a, modReLU's input.
+std::vector<at::Tensor> ncgru_forward(at::Tensor x_proj, at::Tensor weight, at::Tensor modrelu_bias,
+                                      at::Tensor h0, at::Tensor valid, at::Tensor rmask,
+                                      bool save) {
+  x_proj = x_proj.contiguous();
+  const int64_t T = x_proj.size(0), B = x_proj.size(1), H = weight.size(1);
+  const auto opts = x_proj.options();
+  const auto valid_u8 = as_bytes(valid);
+  const bool has_mask = given(rmask);
+  const auto mask = has_mask ? rmask.contiguous() : at::Tensor();
+  const auto bc = modrelu_bias.contiguous();
+  auto Y = at::empty({T, B, H}, opts);
+  auto acts = at::empty({save ? T : 1, B, 5 * H}, opts);
+  auto h = h0.contiguous().clone(), h_next = at::empty_like(h);
+  auto h_in = has_mask ? at::empty_like(h) : at::Tensor();
+  auto rh = at::empty({B, 3 * H}, opts);
+  const rnnlab::PackedProduct recurrent(weight, true);  // h_in [R_r; R_u; W_c]^T
+  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "ncgru_forward", [&] {
+    const scalar_t* bp = bc.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      if (has_mask) at::mul_out(h_in, h, mask);
+      recurrent(rh, has_mask ? h_in : h);
+      const scalar_t *xt = x_proj[t].data_ptr<scalar_t>(), *rp = rh.data_ptr<scalar_t>();
+      const scalar_t* hp = h.data_ptr<scalar_t>();
+      scalar_t *hn = h_next.data_ptr<scalar_t>(), *out = Y[t].data_ptr<scalar_t>();
+      scalar_t* ac = acts[save ? t : 0].data_ptr<scalar_t>();
+      const uint8_t* vt = valid_at(valid_u8, t);
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t o = b * H;
+          if (vt != nullptr && !vt[b]) {
+            std::copy(hp + o, hp + o + H, hn + o);
+            std::fill(out + o, out + o + H, scalar_t(0));
+            std::fill(ac + b * 5 * H, ac + (b + 1) * 5 * H, scalar_t(0));
+            continue;
+          }
+          const scalar_t *x = xt + b * 3 * H, *g = rp + b * 3 * H;
+          scalar_t *r = ac + b * 5 * H, *u = r + H, *c = r + 2 * H, *wc = r + 3 * H, *a = r + 4 * H;
+          for (int64_t k = 0; k < H; ++k) {
+            r[k] = rnnlab::sigmoid(x[k] + g[k]);
+            u[k] = rnnlab::sigmoid(x[H + k] + g[H + k]);
+            wc[k] = g[2 * H + k];
+            a[k] = x[2 * H + k] + r[k] * wc[k];
+            const scalar_t m = std::abs(a[k]) + bp[k];
+            const scalar_t sign = scalar_t(a[k] > 0) - scalar_t(a[k] < 0);
+            c[k] = m > 0 ? sign * m : scalar_t(0);
+            hn[o + k] = u[k] * hp[o + k] + (1 - u[k]) * c[k];
+            out[o + k] = hn[o + k];
+          }
+        }
+      });
+      std::swap(h, h_next);
+    }
+  });
+  if (!save) acts = at::empty({0}, opts);
+  return {Y, h, acts};
+}
+
+std::vector<at::Tensor> ncgru_backward(at::Tensor dY, at::Tensor dhT, at::Tensor acts, at::Tensor Y,
+                                       at::Tensor h0, at::Tensor weight, at::Tensor modrelu_bias,
+                                       at::Tensor valid, at::Tensor rmask) {
+  dY = dY.contiguous();
+  acts = acts.contiguous();
+  const auto h_first = h0.contiguous();
+  const int64_t T = dY.size(0), B = dY.size(1), H = dY.size(2);
+  const auto opts = dY.options();
+  const auto valid_u8 = as_bytes(valid);
+  const bool has_mask = given(rmask);
+  const auto mask = has_mask ? rmask.contiguous() : at::Tensor();
+  const auto bc = modrelu_bias.contiguous();
+  auto dX = at::empty({T, B, 3 * H}, opts);  // every row written below
+  auto dh = dhT.contiguous().clone(), dh_next = at::empty_like(dh), direct = at::empty_like(dh);
+  auto dbias_rows = at::zeros({B, H}, opts.dtype(at::kDouble));
+  const rnnlab::PackedProduct back(weight, false);
+  rnnlab::ChunkedWeightGrad dW_chunks(T, B, 3 * H, {{0, 3 * H, Y, h_first, mask}}, opts);
+  AT_DISPATCH_FLOATING_TYPES(dY.scalar_type(), "ncgru_backward", [&] {
+    const scalar_t* bp = bc.data_ptr<scalar_t>();
+    double* dbr = dbias_rows.data_ptr<double>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const uint8_t* vt = valid_at(valid_u8, t);
+      const scalar_t* hp = (t == 0 ? h_first : Y[t - 1]).data_ptr<scalar_t>();  // unmasked
+      const scalar_t *ac = acts[t].data_ptr<scalar_t>(), *dYt = dY[t].data_ptr<scalar_t>();
+      const scalar_t* dhp = dh.data_ptr<scalar_t>();
+      scalar_t *dir = direct.data_ptr<scalar_t>(), *dx = dX[t].data_ptr<scalar_t>();
+      const auto dProd_t = dW_chunks.slot(t);
+      scalar_t* dpr = dProd_t.data_ptr<scalar_t>();
+      at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t o = b * H;
+          if (vt != nullptr && !vt[b]) {
+            std::fill(dx + b * 3 * H, dx + (b + 1) * 3 * H, scalar_t(0));
+            std::fill(dpr + b * 3 * H, dpr + (b + 1) * 3 * H, scalar_t(0));
+            std::copy(dhp + o, dhp + o + H, dir + o);
+            continue;
+          }
+          const scalar_t *r = ac + b * 5 * H, *u = r + H, *c = r + 2 * H, *wc = r + 3 * H;
+          const scalar_t* a = r + 4 * H;
+          scalar_t *dxr = dx + b * 3 * H, *dxu = dxr + H, *dxc = dxr + 2 * H;
+          scalar_t *dpr_r = dpr + b * 3 * H, *dpu = dpr_r + H, *dpc = dpr_r + 2 * H;
+          for (int64_t k = 0; k < H; ++k) {
+            const scalar_t g = dhp[o + k] + dYt[o + k];
+            // h = u h_{t-1} + (1 - u) c; c = sign(a) max(0, |a| + b_c), a = x_c + r (W_c h_in)
+            const scalar_t dc = g * (1 - u[k]);
+            const scalar_t du = g * (hp[o + k] - c[k]);
+            dir[o + k] = g * u[k];
+            const scalar_t sign = scalar_t(a[k] > 0) - scalar_t(a[k] < 0);
+            const scalar_t pass = std::abs(a[k]) + bp[k] > 0 ? dc * sign : scalar_t(0);
+            dbr[o + k] += pass;
+            const scalar_t da = pass * sign;
+            dxc[k] = da;
+            dpc[k] = da * r[k];
+            dxr[k] = dpr_r[k] = da * wc[k] * r[k] * (1 - r[k]);
+            dxu[k] = dpu[k] = du * u[k] * (1 - u[k]);
+          }
+        }
+      });
+      back(dh_next, dProd_t);
+      dW_chunks.done(t);
+      if (has_mask) dh_next.mul_(mask);
+      dh_next.add_(direct);
+      std::swap(dh, dh_next);
+    }
+  });
+  const auto dbias = dbias_rows.sum(0).to(dY.scalar_type());
+  return {dX, dW_chunks.result(), dbias, dh};
+}
