@@ -43,7 +43,7 @@ def _simpson(f, dt, intervals=200):
     return total * h / 3
 
 
-def cru_reference(p, x, gaps, H, fast, bandwidth, output="prior"):
+def cru_reference(p, x, gaps, H, fast, bandwidth, output="prior", stable=False):
     """Per step: the Kalman update with the observation, then the prediction over the gap."""
     T, B, _ = x.shape
     n = 2 * H
@@ -71,10 +71,16 @@ def cru_reference(p, x, gaps, H, fast, bandwidth, output="prior"):
             if fast:
                 V = torch.linalg.matrix_exp(p["skew"] - p["skew"].T)
                 lam = alpha @ p["eigen_basis"]
+                if stable:
+                    lam = lam - max(float(lam.max()), 0.0)
                 A = V @ torch.diag(lam) @ V.T
             else:
                 A = sum(alpha[k] * _band_matrix(p["basis"][k], H, bandwidth)
                         for k in range(len(alpha)))  # fmt: skip
+                if stable:
+                    gershgorin = max(float(A[i, i] + sum(abs(float(A[i, j])) for j in range(n)
+                                                         if j != i)) for i in range(n))  # fmt: skip
+                    A = A - max(gershgorin, 0.0) * torch.eye(n, dtype=F64)
             dt = float(gaps[t, b])
             Fm = torch.linalg.matrix_exp(A * dt)
             noise = _simpson(lambda s: torch.linalg.matrix_exp(A * s) @ Q
@@ -92,9 +98,10 @@ def cru_reference(p, x, gaps, H, fast, bandwidth, output="prior"):
     return outputs
 
 
-def _layer(fast, H=3, I=2, K=4, bandwidth=1, seed=0, output="prior", **options):
+def _layer(fast, H=3, I=2, K=4, bandwidth=1, seed=0, output="prior", stable=False, **options):
     torch.manual_seed(seed)
-    args = {"num_basis": K, "bandwidth": bandwidth, "fast": fast, "output": output}
+    args = {"num_basis": K, "bandwidth": bandwidth, "fast": fast, "output": output,
+            "stable": stable}
     layer = Recurrent("cru", I, H, cell_args=args, **options).double()
     with torch.no_grad():  # away from the initialisation (A = 0 there) to test every term
         for name, param in layer.named_parameters():
@@ -103,17 +110,18 @@ def _layer(fast, H=3, I=2, K=4, bandwidth=1, seed=0, output="prior", **options):
     return layer
 
 
-@pytest.mark.parametrize("output", ["prior", "posterior"])
+@pytest.mark.parametrize("output,stable", [("prior", False), ("posterior", False),
+                                           ("prior", True)])  # fmt: skip
 @pytest.mark.parametrize("fast", [False, True], ids=["cru", "f-cru"])
-def test_cru_is_the_continuous_discrete_kalman_filter(fast, output):
-    layer = _layer(fast, output=output)
+def test_cru_is_the_continuous_discrete_kalman_filter(fast, output, stable):
+    layer = _layer(fast, output=output, stable=stable)
     torch.manual_seed(1)
     x = torch.randn(5, 2, 2, dtype=F64)
     gaps = torch.tensor([[0.0, 0.3], [1.0, 0.5], [0.2, 1.5], [0.7, 0.0], [1.2, 0.9]], dtype=F64)
     with torch.no_grad():
         out, _ = layer(x, gaps=gaps)
     p = {k.rsplit(".", 1)[-1]: v.detach() for k, v in layer.named_parameters()}
-    want = cru_reference(p, x, gaps, 3, fast, bandwidth=1, output=output)
+    want = cru_reference(p, x, gaps, 3, fast, bandwidth=1, output=output, stable=stable)
     torch.testing.assert_close(out, want, rtol=1e-8, atol=1e-8)
 
 
@@ -147,6 +155,24 @@ def test_a_gap_of_zero_predicts_nothing_and_a_longer_gap_is_less_certain(fast):
         torch.testing.assert_close(u, cu + q[:3] * dt)
         torch.testing.assert_close(l, cl + q[3:] * dt)
         torch.testing.assert_close(s, cs)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["cru", "f-cru"])
+def test_a_stable_transition_has_no_growing_mode(fast):
+    cell = _layer(fast, H=4, stable=True).layer_cells[0]
+    with torch.no_grad():
+        (cell.eigen_basis if fast else cell.basis).normal_(0.5, 1.0)  # mostly growing modes
+        mu = torch.randn(16, 8, dtype=F64)
+        if fast:
+            lam = cell.coefficients(mu) @ cell.eigen_basis
+            assert lam.max() > 0.5  # without the shift
+            V = cell.eigenvectors()
+            mean = cell.predict(mu, *(torch.ones(16, 4, dtype=F64),) * 2,
+                                torch.zeros(16, 4, dtype=F64), torch.full((16,), 50.0, dtype=F64))[0]
+            assert mean.norm(dim=-1).le(mu.norm(dim=-1) + 1e-9).all()  # V orthogonal: no growth
+        else:
+            eig = torch.linalg.eigvals(cell.transition(mu)).real
+            assert eig.max() <= 1e-9
 
 
 def test_gaps_default_to_one_and_change_the_result():
@@ -263,7 +289,8 @@ def test_bad_gaps_are_refused(gaps, message):
 @pytest.mark.parametrize(
     "args,message",
     [({"num_basis": 0}, "num_basis"), ({"bandwidth": -1}, "bandwidth"),
-     ({"trans_covar": 0.0}, "trans_covar"), ({"basis": 3}, "num_basis")],  # fmt: skip
+     ({"trans_covar": 0.0}, "trans_covar"), ({"basis": 3}, "num_basis"),
+     ({"output": "both"}, "prior or posterior")],  # fmt: skip
 )
 def test_bad_cell_arguments_are_refused(args, message):
     with pytest.raises(ConfigError, match=message):

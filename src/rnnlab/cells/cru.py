@@ -55,6 +55,12 @@ learned (10 at first); here the state is the prior (y, mu, log c_u, log c_l, c_s
 state is mean 0, unit variances, no correlation. Variances are floored at 1e-20 before their logarithm
 (reached only from a state that is not a covariance).
 
+Nothing in the paper keeps A stable: over a long sequence (thousands of steps, as the series
+family's evaluation reads) a mode with Re(eig) > 0 grows until float32 overflows. The cell
+argument ``stable`` (rnnlab's addition, off by default) shifts A by the positive part of its
+Gershgorin bound, A - relu(max_i (A_ii + sum_{j != i} |A_ij|)) I, and the f-CRU's eigenvalues
+by their positive maximum, so that no mode grows (a conservative bound: it may damp a stable A).
+
 Time gaps reach the cell through ``Recurrent.forward(x, gaps=...)`` (``takes_gaps``): the stack
 appends them to the inputs as a last column, which ``project_input`` carries through to the step.
 Without gaps every step is one time unit from the next (the authors' default too). Gaps should be of
@@ -126,6 +132,7 @@ class CRUCell(Cell):
         "fast": (False, "f-CRU: A = V diag(lambda) V^T with a learned orthogonal V"),
         "output": ("prior", "read out the prior at the next time stamp (prior) or the "
                    "posterior at the step's own (posterior)"),
+        "stable": (False, "shift A so that no mode grows (Gershgorin bound; not the paper's)"),
     }
 
     @classmethod
@@ -185,7 +192,12 @@ class CRUCell(Cell):
         entries = self.coefficients(mu) @ self.basis  # (B, E)
         flat = entries.new_zeros(mu.shape[0], n * n)
         flat = flat.scatter(1, self.band_index.expand(mu.shape[0], -1), entries)
-        return flat.view(-1, n, n)
+        A = flat.view(-1, n, n)
+        if self.arg("stable"):  # Re(eig) <= max_i (A_ii + sum_{j != i} |A_ij|) (Gershgorin)
+            diag = A.diagonal(dim1=-2, dim2=-1)
+            bound = (diag + A.abs().sum(-1) - diag.abs()).amax(-1)
+            A = A - torch.relu(bound)[:, None, None] * torch.eye(n, dtype=A.dtype, device=A.device)
+        return A
 
     def eigenvectors(self) -> Tensor:
         """V (2H, 2H), orthogonal: exp(S - S^T) (the f-CRU)."""
@@ -201,6 +213,8 @@ class CRUCell(Cell):
         if self.fast:
             V = self.eigenvectors()
             lam = self.coefficients(mu) @ self.eigen_basis  # (B, 2H)
+            if self.arg("stable"):
+                lam = lam - torch.relu(lam.amax(-1, keepdim=True))
             mean = (torch.exp(lam * dt[:, None]) * (mu @ V)) @ V.t()
             Vu, Vl = V[:H], V[H:]  # Sigma_w = V^T Sigma V with Sigma from its diagonals
             sigma_w = (Vu.t() * cu[:, None]) @ Vu + (Vl.t() * cl[:, None]) @ Vl
