@@ -7,7 +7,8 @@ the same weeks for every row: the CRU paper subsamples its benchmarks the same w
 gaps between kept weeks are 1, 2, 3, ... weeks. Every row is the series family with its
 defaults (Gaussian output, differences, windows of 64 steps, splits 70/15/15 by time, Adam at
 3e-3 halved on plateaus, patience 10) but batches of 4 windows (the 13 training windows then
-give 4 updates an epoch), at the same width (16) and epoch budget (60), one thread; the GRU is given each step's gap as an input feature,
+give 4 updates an epoch), at the same width (16) and epoch budget (60), one thread; the GRU is
+given each step's gap as an input feature,
 the CRU through its filter's prediction over the gap. The table gives the test NLL per kept week
 and the CRPS and MAE of forecasts over the next h observations (h = the detected season of 52
 weeks over the median gap), beside the seasonal-naive forecast in time on the same steps.
@@ -32,13 +33,34 @@ COMMON = ["--columns", "co2", "--subsample-keep", "0.5", "--subsample-seed", "0"
 ROWS = {
     "co2-half-cru-16": [*COMMON, "--cell", "cru", "--seed", "0"],
     "co2-half-gru-dt-16": [*COMMON, "--cell", "gru", "--seed", "0"],
-    "co2-half-cru-16-stable": [*COMMON, "--cell", "cru", "--cell-args", "stable=true",
-                               "--seed", "0"],  # fmt: skip
-    "co2-half-fcru-16-stable": [*COMMON, "--cell", "cru", "--cell-args", "fast=true,stable=true",
-                                "--seed", "0"],  # fmt: skip
+    "co2-half-cru-16-stable": [
+        *COMMON,
+        "--cell",
+        "cru",
+        "--cell-args",
+        "stable=true",
+        "--seed",
+        "0",
+    ],  # fmt: skip
+    "co2-half-fcru-16-stable": [
+        *COMMON,
+        "--cell",
+        "cru",
+        "--cell-args",
+        "fast=true,stable=true",
+        "--seed",
+        "0",
+    ],  # fmt: skip
     "co2-half-gru-dt-16-seed1": [*COMMON, "--cell", "gru", "--seed", "1"],
-    "co2-half-cru-16-stable-seed1": [*COMMON, "--cell", "cru", "--cell-args", "stable=true",
-                                     "--seed", "1"],  # fmt: skip
+    "co2-half-cru-16-stable-seed1": [
+        *COMMON,
+        "--cell",
+        "cru",
+        "--cell-args",
+        "stable=true",
+        "--seed",
+        "1",
+    ],  # fmt: skip
 }
 EPOCHS = "60"
 

@@ -83,7 +83,7 @@ def cru_reference(p, x, gaps, H, fast, bandwidth, output="prior", stable=False):
                     A = A - max(gershgorin, 0.0) * torch.eye(n, dtype=F64)
             dt = float(gaps[t, b])
             Fm = torch.linalg.matrix_exp(A * dt)
-            noise = _simpson(lambda s: torch.linalg.matrix_exp(A * s) @ Q
+            noise = _simpson(lambda s, A=A: torch.linalg.matrix_exp(A * s) @ Q
                              @ torch.linalg.matrix_exp(A.T * s), dt)  # fmt: skip
             mu, P = Fm @ mu, Fm @ P @ Fm.T + noise
             # the factorised covariance: three block diagonals
@@ -100,8 +100,13 @@ def cru_reference(p, x, gaps, H, fast, bandwidth, output="prior", stable=False):
 
 def _layer(fast, H=3, I=2, K=4, bandwidth=1, seed=0, output="prior", stable=False, **options):
     torch.manual_seed(seed)
-    args = {"num_basis": K, "bandwidth": bandwidth, "fast": fast, "output": output,
-            "stable": stable}
+    args = {
+        "num_basis": K,
+        "bandwidth": bandwidth,
+        "fast": fast,
+        "output": output,
+        "stable": stable,
+    }
     layer = Recurrent("cru", I, H, cell_args=args, **options).double()
     with torch.no_grad():  # away from the initialisation (A = 0 there) to test every term
         for name, param in layer.named_parameters():
@@ -166,9 +171,8 @@ def test_a_stable_transition_has_no_growing_mode(fast):
         if fast:
             lam = cell.coefficients(mu) @ cell.eigen_basis
             assert lam.max() > 0.5  # without the shift
-            V = cell.eigenvectors()
-            mean = cell.predict(mu, *(torch.ones(16, 4, dtype=F64),) * 2,
-                                torch.zeros(16, 4, dtype=F64), torch.full((16,), 50.0, dtype=F64))[0]
+            ones, zeros = torch.ones(16, 4, dtype=F64), torch.zeros(16, 4, dtype=F64)
+            mean = cell.predict(mu, ones, ones, zeros, torch.full((16,), 50.0, dtype=F64))[0]
             assert mean.norm(dim=-1).le(mu.norm(dim=-1) + 1e-9).all()  # V orthogonal: no growth
         else:
             eig = torch.linalg.eigvals(cell.transition(mu)).real
@@ -288,9 +292,13 @@ def test_bad_gaps_are_refused(gaps, message):
 
 @pytest.mark.parametrize(
     "args,message",
-    [({"num_basis": 0}, "num_basis"), ({"bandwidth": -1}, "bandwidth"),
-     ({"trans_covar": 0.0}, "trans_covar"), ({"basis": 3}, "num_basis"),
-     ({"output": "both"}, "prior or posterior")],  # fmt: skip
+    [
+        ({"num_basis": 0}, "num_basis"),
+        ({"bandwidth": -1}, "bandwidth"),
+        ({"trans_covar": 0.0}, "trans_covar"),
+        ({"basis": 3}, "num_basis"),
+        ({"output": "both"}, "prior or posterior"),
+    ],  # fmt: skip
 )
 def test_bad_cell_arguments_are_refused(args, message):
     with pytest.raises(ConfigError, match=message):

@@ -20,10 +20,12 @@ q = softplus(q_raw). In the order of a step:
 
 (a) predict over dt = gaps[t] (the paper's eqs. 9-10, solved in closed form):
 
-    mu^- = exp(A dt) mu^+,   Sigma^- = exp(A dt) Sigma^+ exp(A dt)^T + int_0^dt e^{As} Q e^{A^T s} ds
+    mu^- = exp(A dt) mu^+,
+    Sigma^- = exp(A dt) Sigma^+ exp(A dt)^T + int_0^dt e^{As} Q e^{A^T s} ds
 
   the integral by Van Loan's block exponential (the paper's appendix A.2.1):
-  exp([[A, Q], [0, -A^T]] dt) = [[F, G], [0, .]], F = exp(A dt), and Sigma^- = F Sigma^+ F^T + G F^T.
+  exp([[A, Q], [0, -A^T]] dt) = [[F, G], [0, .]], F = exp(A dt), and
+  Sigma^- = F Sigma^+ F^T + G F^T.
   The f-CRU (cell argument ``fast``) has A = V diag(lambda) V^T with one learned orthogonal V
   (V = exp(S - S^T), S starting at 0) and eigenvalues lambda = sum_k alpha_k d_k; then
   exp(A dt) = V diag(e^{lambda dt}) V^T and, with Sigma_w = V^T Sigma^+ V, S_q = V^T Q V and
@@ -46,14 +48,15 @@ of the prior's (or posterior's) mean and log variances (the authors' decoder rea
 mean and covariance parts; a read-out keeps every layer's width H, so layers stack).
 
 The authors' code (boschresearch/Continuous-Recurrent-Units, lib/CRUCell.py, lib/CRULayer.py,
-lib/encoder.py, run_experiment.py; read, not copied). Initialisation as theirs: basis matrices zero (so A = 0 at first), coefficient net and
-encoder as torch's nn.Linear, q = 0.1 (``trans_covar``), f-CRU eigenvalues 1e-5 and V = I;
-their defaults K = 15 (``num_basis``), b = 3 (``bandwidth``), no hidden layer in the
-coefficient net. Their encoder is a network ending in an L2 normalisation; here it is the input
-projection (stack a layer or a model's encoder in front for more). Their initial covariance is
-learned (10 at first); here the state is the prior (y, mu, log c_u, log c_l, c_s), so the zero
-state is mean 0, unit variances, no correlation. Variances are floored at 1e-20 before their logarithm
-(reached only from a state that is not a covariance).
+lib/encoder.py, run_experiment.py; read, not copied). Initialisation as theirs: basis matrices
+zero (so A = 0 at first), coefficient net and encoder as torch's nn.Linear, q = 0.1
+(``trans_covar``), f-CRU eigenvalues 1e-5 and V = I; their defaults K = 15 (``num_basis``),
+b = 3 (``bandwidth``), no hidden layer in the coefficient net. Their encoder is a network ending
+in an L2 normalisation; here it is the input projection (stack a layer or a model's encoder in
+front for more). Their initial covariance is learned (10 at first); here the state is the prior
+(y, mu, log c_u, log c_l, c_s), so the zero state is mean 0, unit variances, no correlation.
+Variances are floored at 1e-20 before their logarithm (reached only from a state that is not a
+covariance).
 
 Nothing in the paper keeps A stable: over a long sequence (thousands of steps, as the series
 family's evaluation reads) a mode with Re(eig) > 0 grows until float32 overflows. The cell
@@ -130,8 +133,11 @@ class CRUCell(Cell):
         "bandwidth": (3, "b: entries of each block of A_k within b of its diagonal are free"),
         "trans_covar": (0.1, "initial diffusion variance q of the latent SDE"),
         "fast": (False, "f-CRU: A = V diag(lambda) V^T with a learned orthogonal V"),
-        "output": ("prior", "read out the prior at the next time stamp (prior) or the "
-                   "posterior at the step's own (posterior)"),
+        "output": (
+            "prior",
+            "read out the prior at the next time stamp (prior) or the "
+            "posterior at the step's own (posterior)",
+        ),
         "stable": (False, "shift A so that no mode grows (Gershgorin bound; not the paper's)"),
     }
 
@@ -191,7 +197,8 @@ class CRUCell(Cell):
         n = mu.shape[-1]
         entries = self.coefficients(mu) @ self.basis  # (B, E)
         flat = entries.new_zeros(mu.shape[0], n * n)
-        flat = flat.scatter(1, self.band_index.expand(mu.shape[0], -1), entries)
+        index: Tensor = self.band_index  # type: ignore[assignment]
+        flat = flat.scatter(1, index.expand(mu.shape[0], -1), entries)
         A = flat.view(-1, n, n)
         if self.arg("stable"):  # Re(eig) <= max_i (A_ii + sum_{j != i} |A_ij|) (Gershgorin)
             diag = A.diagonal(dim1=-2, dim2=-1)

@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnnlab.cells import probe_cell
 from rnnlab.console import progress
 from rnnlab.data import Batch, make_batches, split_windows
-from rnnlab.cells import probe_cell
 from rnnlab.data.series import (
     Normaliser,
     Series,
@@ -412,7 +412,7 @@ def sample_paths(model: nn.Module, histories: list[torch.Tensor], horizon: int, 
             input_gaps[b, : len(x) + 1] = gaps[b][: len(x) + 1]
     inputs, lengths, input_gaps = to_device((inputs, lengths, input_gaps), device)
 
-    def rnn(x: torch.Tensor, lengths: Any, state: Any, g: torch.Tensor) -> Any:
+    def rnn(x: torch.Tensor, lengths: Any, state: Any, g: torch.Tensor | None) -> Any:
         if gaps is None:
             return model.rnn(x, lengths=lengths, state=state)  # type: ignore[operator]
         return model.run(x, lengths, state, g)  # type: ignore[operator]
