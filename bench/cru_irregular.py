@@ -14,7 +14,7 @@ and the CRPS and MAE of forecasts over the next h observations (h = the detected
 weeks over the median gap), beside the seasonal-naive forecast in time on the same steps.
 
     pip install statsmodels
-    python bench/cru_irregular.py            # writes bench/out/cru/co2.csv, trains, reports
+    python bench/cru_irregular.py            # writes the data to bench/out/cru/, trains, reports
     python bench/cru_irregular.py --report   # the table of what has run
 """
 
@@ -64,6 +64,54 @@ ROWS = {
 }
 EPOCHS = "60"
 
+# A generated benchmark of the paper's kind (its pendulum, without the images): 32 damped
+# pendulums, theta'' = -9.81 sin(theta) - 0.1 theta' from random starts, 200 steps of 0.1 s
+# observed as (sin theta, cos theta) + N(0, 0.05^2) noise, half the steps kept at random; each
+# sequence split 70/15/15 by time; forecasts of the next 10 observations.
+PENDULUM = ["--subsample-keep", "0.5", "--subsample-seed", "0", "--transform", "level",
+            "--hidden-size", "16", "--horizon", "10", "--threads", "1"]  # fmt: skip
+PENDULUM_ROWS = {
+    "pendulum-half-cru-16-stable": [
+        *PENDULUM,
+        "--cell",
+        "cru",
+        "--cell-args",
+        "stable=true",
+        "--seed",
+        "0",
+    ],  # fmt: skip
+    "pendulum-half-gru-dt-16": [*PENDULUM, "--cell", "gru", "--seed", "0"],
+}
+PENDULUM_EPOCHS = "20"
+
+
+def write_pendulum(path: Path, n_seq: int = 32, steps: int = 200, seed: int = 0) -> Path:
+    """The pendulums above, integrated by RK4 at 0.01 s, as an .npz of (steps, 2) arrays."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def f(th: float, om: float) -> tuple[float, float]:
+        return om, -9.81 * np.sin(th) - 0.1 * om
+
+    arrays = {}
+    for k in range(n_seq):
+        th, om, h, xs = rng.uniform(-2.5, 2.5), rng.uniform(-2.0, 2.0), 0.01, []
+        for _ in range(steps):
+            xs.append(th)
+            for _ in range(10):
+                k1 = f(th, om)
+                k2 = f(th + h / 2 * k1[0], om + h / 2 * k1[1])
+                k3 = f(th + h / 2 * k2[0], om + h / 2 * k2[1])
+                k4 = f(th + h * k3[0], om + h * k3[1])
+                th += h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
+                om += h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
+        x = np.array(xs)
+        clean = np.stack([np.sin(x), np.cos(x)], 1)
+        arrays[f"s{k:03d}"] = clean + 0.05 * rng.standard_normal((steps, 2))
+    np.savez(path, **arrays)
+    return path
+
 
 def write_co2(path: Path) -> Path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -73,6 +121,9 @@ def write_co2(path: Path) -> Path:
 
 
 def command(name: str, out: Path) -> list[str]:
+    if name in PENDULUM_ROWS:
+        return ["train", "--data", str(out / "pendulum.npz"), *PENDULUM_ROWS[name], "--epochs",
+                PENDULUM_EPOCHS, "--out", str(out / name)]  # fmt: skip
     return ["train", "--data", str(out / "co2.csv"), *ROWS[name], "--epochs", EPOCHS,
             "--out", str(out / name)]  # fmt: skip
 
@@ -82,7 +133,7 @@ def report(out: Path) -> None:
           "seasonal-naive CRPS = MAE | CRPS skill | wall s |")  # fmt: skip
     print("| --- " * 10 + "|")
     rows = []
-    for name in ROWS:
+    for name in [*ROWS, *PENDULUM_ROWS]:
         r = result_of(out / name)
         if not r:
             continue
@@ -108,6 +159,8 @@ if __name__ == "__main__":
     if not args.report:
         if not (args.out / "co2.csv").is_file():
             write_co2(args.out / "co2.csv")
-        chosen = [r for r in args.rows.split(",") if r] or list(ROWS)
+        if not (args.out / "pendulum.npz").is_file():
+            write_pendulum(args.out / "pendulum.npz")
+        chosen = [r for r in args.rows.split(",") if r] or [*ROWS, *PENDULUM_ROWS]
         run_rows({name: command(name, args.out) for name in chosen}, args.out)
     report(args.out)
