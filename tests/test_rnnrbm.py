@@ -216,3 +216,20 @@ def test_training_learns_and_records_the_ais_estimate(tmp_path, capsys):
     # independent fair coins would cost 88 log 2 = 61 nats a frame; learnt: a few nats at most
     assert first > result["valid_score"] and result["test_ais_nll"] < 5.0
     assert main(["sample", str(out), "--out", str(tmp_path / "x.mid"), "--frames", "8"]) == 0
+
+
+def test_a_resumed_run_draws_the_chains_the_uninterrupted_one_would(tmp_path):
+    data = str(chords(tmp_path))
+    common = ["--model", "rnn-rbm", "--data", data, "--hidden-size", "8", "--rbm-size", "8",
+              "--batch-size", "2", "--cd-k", "2", "--pretrain-epochs", "1", "--ais-runs", "0",
+              "--threads", "1", "--no-progress"]  # fmt: skip
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(["train", *common, "--epochs", "3", "--out", str(whole)]) == 0
+    assert main(["train", *common, "--epochs", "2", "--out", str(split)]) == 0
+    assert main(["train", "--out", str(split), "--resume", "--epochs", "3", "--no-progress"]) == 0
+
+    def valid(run):
+        rows = (run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(row)["valid_ais_nll"] for row in rows]
+
+    assert valid(whole) == valid(split) and len(valid(whole)) == 3

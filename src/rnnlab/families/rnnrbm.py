@@ -141,6 +141,9 @@ class RNNRBMProblem(MusicProblem):
         self.final: dict[str, Any] = {}
 
     def train_batches(self, epoch: int) -> Iterable[Batch]:
+        # The CD chains' noise of each epoch depends only on (seed, epoch): a resumed run draws
+        # what the uninterrupted one would have.
+        self.generator.manual_seed(self.cfg.seed * 1_000_003 + CD_SEED + epoch)
         if epoch == 1 and self.cfg.pretrain_epochs:
             self.pretrain()
         return super().train_batches(epoch)
