@@ -1,7 +1,7 @@
 """The RNN-RBM (Boulanger-Lewandowski, Bengio & Vincent 2012, ICML, arXiv 1206.6392): a sequence
 of RBMs over the D keys of each frame whose biases the recurrent state of the previous step sets.
 
-At step t, with u_{t-1} the recurrent state after the frames v_1..v_{t-1} (u_0 = 0):
+At step t, with u_{t-1} the recurrent state after the frames v_1..v_{t-1}:
 
     b_v^t = b_v + W_uv u_{t-1},    b_h^t = b_h + W_uh u_{t-1}
     E(v, h) = -b_v^t . v - b_h^t . h - v^T W h
@@ -18,7 +18,8 @@ through b_v^t, b_h^t into W_uv, W_uh and the recurrent network (backpropagation 
 Z_t is intractable for D = 88: ``ais_log_partition`` estimates it by annealed importance sampling
 (Neal 2001; Salakhutdinov & Murray 2008), ``exact_log_partition`` enumerates it for small D.
 
-Deviation: u_0 is zero rather than learnt (rnnlab's Recurrent starts from a zero state).
+Deviation: the paper learns u_0; here the recurrence reads a zero frame from a zero state first
+(as ``RNNPredictor``), so u_0 is a constant set by the cell's biases.
 
 >>> model = RNNRBM(ModelConfig(cell="tanh", hidden_size=8), rbm_size=6)
 >>> b_v, b_h = model.conditional_biases(torch.zeros(2, 5, 88))
