@@ -65,11 +65,16 @@ void egru_row(int64_t H, const T* R_ x, const T* R_ g, const T* R_ bias, const T
               const T* R_ c_prev, T* R_ a, T* R_ y, T* R_ c, T* R_ out) {
   T *R_ u = a, *R_ r = a + H, *R_ z = a + 2 * H, *R_ zh = a + 3 * H, *R_ ch = a + 4 * H;
   T* R_ cp = a + 5 * H;
+  // Three loops: one over all of it is not vectorised by GCC (it gives up on the analysis).
   for (int64_t k = 0; k < H; ++k) {
     u[k] = rnnlab::sigmoid(x[k] + (g[k] + bias[k]));
     r[k] = rnnlab::sigmoid(x[H + k] + (g[H + k] + bias[H + k]));
+  }
+  for (int64_t k = 0; k < H; ++k) {
     zh[k] = g[2 * H + k] + bias[2 * H + k];
     z[k] = rnnlab::tanh(x[2 * H + k] + r[k] * zh[k]);
+  }
+  for (int64_t k = 0; k < H; ++k) {
     cp[k] = c_prev[k];
     ch[k] = u[k] * c_prev[k] + (1 - u[k]) * z[k];
     const T e = ch[k] - theta[k] > 0 ? T(1) : T(0);  // H(0) = 0
