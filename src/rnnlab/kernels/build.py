@@ -35,7 +35,9 @@ from typing import Any
 import torch
 
 _CSRC = Path(__file__).parent / "csrc"
-_SOURCES = [_CSRC / name for name in ("module.cpp", "lstm.cpp", "gru.cpp", "scan.cpp", "gru_like.cpp")]
+_SOURCES = [
+    _CSRC / name for name in ("module.cpp", "lstm.cpp", "gru.cpp", "scan.cpp", "gru_like.cpp")
+]
 
 
 # Built where it runs, so -march=native is safe; -ffast-math lets the gate loops use glibc's
