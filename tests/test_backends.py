@@ -421,7 +421,7 @@ def test_a_build_announces_itself_once(tmp_path, monkeypatch, capsys):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", ["lstm-v", "gru", "gru-v1", "tanh"])
+@pytest.mark.parametrize("cell", ["lstm-v", "gru", "gru-v1", "tanh", "egru", "gatel0rd", "nc-gru"])
 def test_nan_propagates_through_the_fused_kernels(cell):
     """Built with -ffast-math, the kernels must still carry a NaN through, or training could not
     stop on it (rnnlab.train checks the loss for NaN)."""
@@ -435,7 +435,7 @@ def test_nan_propagates_through_the_fused_kernels(cell):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", ["lstm-v", "lstm-noaf", "gru", "gru-v1", "tanh"])
+@pytest.mark.parametrize("cell", ["lstm-v", "lstm-noaf", "gru", "gru-v1", "tanh", "egru", "nc-gru"])
 def test_saturated_gates_stay_finite(cell):
     """Huge pre-activations (a long piece drives an LSTM's cell state far out) must saturate the
     gates as the step loop does, never turn into NaN."""

@@ -29,6 +29,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -55,6 +56,18 @@ at::Tensor from_double(const std::vector<double>& acc, at::ScalarType type) {
   return at::tensor(acc, at::TensorOptions().dtype(at::kDouble)).to(type);
 }
 
+// NaN by its bits: -ffast-math folds std::isnan(x) and x != x to false.
+inline bool is_nan(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits & 0x7fffffffu) > 0x7f800000u;
+}
+inline bool is_nan(double x) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits & 0x7fffffffffffffffull) > 0x7ff0000000000000ull;
+}
+
 // The gate pass of one batch row. Its pointers never overlap; saying so (__restrict__) lets GCC
 // vectorise the loop (with glibc's vector tanh) instead of guarding a dozen possible aliases.
 #define R_ __restrict__
@@ -78,7 +91,8 @@ void egru_row(int64_t H, const T* R_ x, const T* R_ g, const T* R_ bias, const T
     cp[k] = c_prev[k];
     ch[k] = u[k] * c_prev[k] + (1 - u[k]) * z[k];
     const T e = ch[k] - theta[k] > 0 ? T(1) : T(0);  // H(0) = 0
-    const T yk = e * ch[k];
+    // y = e c^, and NaN where c^ is, as the step's 0 * NaN (a NaN must reach the loss).
+    const T yk = e > 0 || is_nan(ch[k]) ? ch[k] : T(0);
     y[k] = yk;
     out[k] = yk;
     c[k] = ch[k] - e * theta[k];
