@@ -60,7 +60,7 @@ def _lstm_ref(x, lengths, p, kind, k):
     for t in range(T):
         valid = [t < int(lengths[r]) for r in range(B)]
 
-        def norm(site, a):
+        def norm(site, a, valid=valid):
             past = [list(reversed(history[site][r][-(k - 1):])) if k > 1 else []
                     for r in range(B)]  # fmt: skip
             value = _norm_ref(kind, a, past, valid, p[f"gain_{site}"], p.get(f"shift_{site}"))
@@ -86,7 +86,7 @@ def test_lstm_with_each_step_normalisation_matches_a_transcription(kind):
     layer = Recurrent("lstm", 3, 4, norm=kind, norm_window=k).double()
     cell = layer.cells[0]
     with torch.no_grad():  # gains and shifts away from their initial values
-        for name, value in cell.step_norms.named_parameters():
+        for _, value in cell.step_norms.named_parameters():
             value.copy_(0.5 + torch.rand_like(value))
     p = {n: v.detach() for n, v in cell.named_parameters()}
     p.update({n.split(".")[-1]: v.detach() for n, v in cell.step_norms.named_parameters()})
@@ -298,7 +298,8 @@ def test_chunks_continue_each_steps_statistics(kind):
     torch.manual_seed(0)
     layer = Recurrent("gru", 3, 4, norm=kind, norm_steps=16).double()
     for _ in range(2):
-        layer(torch.randn(11, 6, 3, dtype=torch.float64) * torch.linspace(0.2, 3, 11)[:, None, None])
+        scale = torch.linspace(0.2, 3, 11, dtype=torch.float64)[:, None, None]
+        layer(torch.randn(11, 6, 3, dtype=torch.float64) * scale)
     layer.eval()
     x = torch.randn(11, 2, 3, dtype=torch.float64)
     with torch.no_grad():

@@ -147,3 +147,59 @@ def test_a_tied_language_model_checkpoints_resumes_and_evaluates(tmp_path, capsy
     (tmp_path / "split" / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(RunDirError, match="model.safetensors is not a readable safetensors file"):
         run_summary(tmp_path / "split")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--norm", "batch", "--norm-steps", "2"], ["--norm", "assorted-time", "--quant-bits", "4"]],
+)
+def test_a_normalised_language_model_resumes_and_evaluates_exactly(tmp_path, capsys, options):
+    """The population statistics of recurrent batch norm are saved with the weights (a resumed
+    run and `rnnlab eval` use them), and --reset-state starts every window from zeros."""
+    (tmp_path / "corpus").mkdir()
+    data = _corpus_dir(tmp_path / "corpus")
+    argv = ["train", "--data", "toy-char", "--data-dir", str(data), "--model", "lm", "--cell",
+            "lstm", "--hidden-size", "8", "--num-layers", "1", "--bptt", "4", "--batch-size", "3",
+            "--optimizer", "adam", "--lr", "0.01", "--reset-state", "--no-progress",
+            *options]  # fmt: skip
+    assert main([*argv, "--epochs", "3", "--out", str(tmp_path / "whole")]) == 0
+    assert main([*argv, "--epochs", "2", "--out", str(tmp_path / "split")]) == 0
+    assert main(["train", "--out", str(tmp_path / "split"), "--resume", "--epochs", "3",
+                 "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+
+    def rows(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+
+    assert rows(tmp_path / "split") == rows(tmp_path / "whole")
+    result = json.loads((tmp_path / "split" / "result.json").read_text())
+    assert main(["eval", str(tmp_path / "split"), "--split", "test"]) == 0
+    assert f"test: bpc {result['test_bpc']:.3f}" in capsys.readouterr().out
+
+
+def test_reset_state_starts_every_window_from_zeros(tmp_path):
+    from rnnlab.families.lm import EVAL_COLUMNS, LMConfig, TextProblem
+
+    (tmp_path / "corpus").mkdir()
+    lines = {**LINES, "valid": ["the cat sat down and the dog sat on the cat " * 4]}
+    data = _corpus_dir(tmp_path / "corpus", lines=lines)
+    scores = {}
+    for reset in (False, True):
+        cfg = LMConfig(data="toy-char", data_dir=str(data), hidden_size=6, num_layers=1, bptt=3,
+                       batch_size=2, reset_state=reset)  # fmt: skip
+        torch.manual_seed(0)
+        problem = TextProblem(cfg, None, None)
+        scores[reset] = problem.evaluate("valid")["score"]
+    # By hand: every window of the valid columns from a zero state.
+    model = problem.model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for inputs, targets in bptt_windows(batchify(problem.corpus.streams["valid"],
+                                                     EVAL_COLUMNS), 3):  # fmt: skip
+            logits, _ = model(inputs)
+            nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+            total += float(nll)
+            count += targets.numel()
+    assert total / count == pytest.approx(scores[True], rel=1e-6)
+    assert scores[False] != pytest.approx(scores[True], rel=1e-6)

@@ -397,14 +397,18 @@ class Recurrent(nn.Module):
             )
             refuse_unsupported_export(self.training and random)
             if cfg.quant_bits:
-                raise ConfigError("rnnlab: ONNX export of a quantised Recurrent (quant_bits) is "
-                                  "not supported: its graph would not round the outputs")  # fmt: skip
+                raise ConfigError(
+                    "rnnlab: ONNX export of a quantised Recurrent (quant_bits) is not "
+                    "supported: its graph would not round the outputs"
+                )
             if cfg.norm in ("batch-layer", "assorted-time"):  # tried: the exporter fails on them
                 raise ConfigError(f"rnnlab: ONNX export of norm={cfg.norm!r} is not supported "
                                   "(norm='batch' and layer_norm are)")  # fmt: skip
             if self.training and cfg.norm != "none":
-                raise ConfigError(f"rnnlab: a Recurrent with norm={cfg.norm!r} in training mode "
-                                  "updates its batch statistics; call .eval() before export")  # fmt: skip
+                raise ConfigError(
+                    f"rnnlab: a Recurrent with norm={cfg.norm!r} in training mode updates its "
+                    "batch statistics; call .eval() before export"
+                )
         valid = None if lengths is None else self._valid_mask(lengths, T, B, x.device)
         if valid is not None:
             # Whatever padding holds (NaN included) never reaches a product: the input

@@ -19,8 +19,8 @@ added after the sum of the normalised products, as with layer norm.
 - ``batch-layer``, batch-layer normalisation (Ziaee & Cano 2022, "Batch Layer Normalization, A new
   normalization layer for CNNs and RNN", as their code computes it): with x_b the batch-normalised
   value (per time step as above) and x_f the layer-normalised one (the row's own statistics), both
-  with eps = 1e-3, BLN(x) = gamma * ((1/n - 1e-4) x_f + (1 - 1/n - 1e-4) x_b) / sqrt(d) + beta, n the
-  training batch's rows (in evaluation, the last training batch's, kept as a buffer) and d the
+  with eps = 1e-3, BLN(x) = gamma * ((1/n - 1e-4) x_f + (1 - 1/n - 1e-4) x_b) / sqrt(d) + beta,
+  n the training batch's rows (in evaluation, the last training batch's, kept as a buffer) and d the
   site's width. Gains start at 1.
 - ``assorted-time`` (Pospisil, Zadorozhnyy & Ye 2024, "Breaking Time Invariance: Assorted-Time
   Normalization for RNNs", Neural Processing Letters 56:78, as their ``ATN`` module computes it):
@@ -47,6 +47,7 @@ cells, outputs in its step loop).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +67,13 @@ class StepNorms(nn.Module):
     shift beta. Parameters ``gain_<site>`` (and ``shift_<site>``); for the batch kinds buffers
     ``mean_<site>``, ``var_<site>`` (steps, width) and ``seen`` (steps,): how many training batches
     updated each step's statistics; for ``batch-layer`` ``batch_rows``."""
+
+    seen: Tensor
+    batch_rows: Tensor
+
+    def tensor(self, name: str) -> Tensor:
+        """A parameter or buffer by name (``gain_ih``, ``mean_c``, ...), or an AttributeError."""
+        return cast(Tensor, getattr(self, name))
 
     def __init__(
         self,
@@ -131,9 +139,9 @@ class NormStep:
             xhat = self._batch_layer(site, x)
         else:
             xhat = self._assorted(site, x)
-        out = xhat * getattr(n, f"gain_{site}")
-        shift = getattr(n, f"shift_{site}", None)
-        return out if shift is None else out + shift
+        out = xhat * n.tensor(f"gain_{site}")
+        shifted = hasattr(n, f"shift_{site}")
+        return out + n.tensor(f"shift_{site}") if shifted else out
 
     def end(self) -> State:
         """The new clock and, for ATN, the memory with this step's values in front."""
@@ -153,7 +161,7 @@ class NormStep:
         """(x - mu_t) / sqrt(var_t + eps): the batch's statistics at this step in training,
         the population's of the sequence's own step in evaluation."""
         n = self.norms
-        mean_buf, var_buf = getattr(n, f"mean_{site}"), getattr(n, f"var_{site}")
+        mean_buf, var_buf = n.tensor(f"mean_{site}"), n.tensor(f"var_{site}")
         if n.training:
             v = x.new_ones(x.shape[0], 1) if self.valid is None else self.valid.to(x.dtype)
             rows = v.sum().clamp_min(1.0)
@@ -178,7 +186,7 @@ class NormStep:
                 return
             i = min(int(live.max()), n.steps - 1)
             unbiased = var * (rows / (rows - 1.0).clamp_min(1.0))
-            mean_buf, var_buf = getattr(n, f"mean_{site}"), getattr(n, f"var_{site}")
+            mean_buf, var_buf = n.tensor(f"mean_{site}"), n.tensor(f"var_{site}")
             mean_buf[i].lerp_(mean.detach().to(mean_buf.dtype), MOMENTUM)
             var_buf[i].lerp_(unbiased.detach().to(var_buf.dtype), MOMENTUM)
             if site == next(iter(n.sites)):

@@ -30,7 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from rnnlab.cells import CELLS
+from rnnlab.cells import CELLS, probe_cell
+from rnnlab.cells.norms import NORMS
 from rnnlab.device import check_device
 from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.models.rnn import ModelConfig
@@ -223,11 +224,34 @@ class RecurrentOptions(FamilyConfig):
                          "off)", low=0)  # fmt: skip
     cell_args: str = option("", "the cell's own arguments, name=value,... (`rnnlab cells` "
                             "lists each cell's, with their defaults)")  # fmt: skip
+    norm: str = option("none", "normalisation: layer (= --layer-norm), batch (recurrent batch "
+                       "norm, Cooijmans et al. 2017), batch-layer (Ziaee & Cano 2022), "
+                       "assorted-time (Pospisil et al. 2024); the last three on the step loop",
+                       choices=NORMS)  # fmt: skip
+    norm_steps: int = option(100, "time steps with their own batch statistics (--norm batch, "
+                             "batch-layer; later steps use the last)", positive=True, high=WIDTH,
+                             requires={"norm": ("batch", "batch-layer")})  # fmt: skip
+    norm_window: int = option(5, "steps the assorted-time statistics span", positive=True,
+                              high=1024, requires={"norm": ("assorted-time",)})  # fmt: skip
+    quant_bits: int = option(0, "quantised training (Hubara et al. 2018): weights and outputs on "
+                             "2^b - 1 levels, straight-through gradients; 2 to 16 (0: off)",
+                             low=0, high=16)  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if hasattr(self, "cell"):
             parse_cell_args(self.cell, self.cell_args)  # names, types and ranges, at parse time
+        if getattr(self, "quant_bits", 0) == 1:
+            raise ConfigError("quant_bits must be 0 (off) or 2 to 16, got 1")
+        if getattr(self, "layer_norm", False) and getattr(self, "norm", "none") not in (
+            "none", "layer"):  # fmt: skip
+            raise ConfigError(f"choose one normalisation: --layer-norm and --norm {self.norm}")
+        for option_name in ("norm", "quant_bits"):
+            on = getattr(self, option_name, None) not in (None, "none", "layer", 0)
+            if on and hasattr(self, "cell"):
+                reason = probe_cell(self.cell).refusal(option_name)
+                if reason is not None:
+                    raise ConfigError(f"cell {self.cell!r}: {reason}")
 
 
 RECURRENT_KEYS = tuple(f.name for f in fields(RecurrentOptions))

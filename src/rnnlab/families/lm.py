@@ -73,6 +73,12 @@ class LMConfig(TextOptions, RecurrentOptions):
                                 low=0.0, below=1.0)  # fmt: skip
     init: float = option(0.1, "every weight uniform in [-init, init] (0: each module's own)",
                          low=0.0)  # fmt: skip
+    reset_state: bool = option(
+        False,
+        "start every BPTT window from a zero state, in training and evaluation (non-overlapping "
+        "subsequences, as Cooijmans et al. 2017's character PTB), instead of carrying it",
+        "training",
+    )
 
 
 def load_corpus(cfg: Any, vocab: list[str] | None = None) -> tuple[Corpus, bool]:
@@ -111,7 +117,7 @@ class TextProblem(Problem):
 
     def batch_loss(self, batch: Any) -> tuple[torch.Tensor, float, float]:
         inputs, targets = batch
-        logits, state = self.model(inputs, self.state)
+        logits, state = self.model(inputs, None if self.cfg.reset_state else self.state)
         self.state = tuple(s.detach() for s in state)
         nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
         n = targets.numel()
@@ -127,7 +133,7 @@ class TextProblem(Problem):
         device = model_device(model)
         for inputs, targets in bptt_windows(columns, self.cfg.bptt):
             inputs, targets = inputs.to(device), targets.to(device)
-            logits, state = model(inputs, state)
+            logits, state = model(inputs, None if self.cfg.reset_state else state)
             total += float(
                 F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
             )

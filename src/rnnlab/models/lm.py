@@ -50,7 +50,8 @@ def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 class LanguageModel(nn.Module):
     """The architecture options are ``ModelConfig``'s (``model="lm"``); ``init`` > 0 draws every
-    weight uniformly in [-init, init] (Zaremba et al.: 0.1, 0.05, 0.04 for small, medium, large)."""
+    weight uniformly in [-init, init] (Zaremba et al.: 0.1, 0.05, 0.04 for small, medium, large),
+    but the gains and shifts of a normalisation (layer norm's start at 1, batch norm's at 0.1)."""
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
@@ -64,9 +65,10 @@ class LanguageModel(nn.Module):
             replace(config, dropout=0.0 if config.variational else config.dropout), E, False
         )
         self.decoder = nn.Linear(config.hidden_size, vocab_size)
-        if config.init:
-            for p in self.parameters():
-                nn.init.uniform_(p, -config.init, config.init)
+        if config.init:  # Zaremba et al.'s weights; a normalisation keeps its gains and shifts
+            for name, p in self.named_parameters():
+                if ".ln_" not in name and ".step_norms." not in name:
+                    nn.init.uniform_(p, -config.init, config.init)
         if config.tied:
             self.decoder.weight = self.embedding.weight
         if config.weight_drop:

@@ -62,6 +62,10 @@ class ModelConfig:
     backend: str = "auto"  # auto, step (the reference loop) or fused; see rnnlab.recurrent
     chrono: int = 0  # chrono initialisation's T_max (Tallec & Ollivier 2018); 0: off
     cell_args: str = ""  # the cell's own arguments, name=value,... (Recurrent's cell_args)
+    norm: str = "none"  # a step normalisation (rnnlab.cells.norms), or "layer"
+    norm_steps: int = 100  # batch kinds: steps with their own statistics
+    norm_window: int = 5  # assorted-time: steps its statistics span
+    quant_bits: int = 0  # quantised training (0: off)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -169,6 +173,10 @@ def make_recurrent(config: ModelConfig, input_size: int, batch_first: bool = Tru
         backend=config.backend,
         chrono=config.chrono,
         cell_args=parse_cell_args(config.cell, config.cell_args),
+        norm=config.norm,
+        norm_steps=config.norm_steps,
+        norm_window=config.norm_window,
+        quant_bits=config.quant_bits,
     )
 
 

@@ -17,6 +17,7 @@ the loop runs step by step (the cell's ``project_input`` and ``step``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import torch
@@ -89,6 +90,14 @@ class VRNN(nn.Module):
         options = CellOptions(layer_norm=config.layer_norm, forget_bias=config.forget_bias,
                               args=tuple(sorted(args.items())))  # fmt: skip
         refusal = probe_cell(config.cell).refusal("layer_norm") if config.layer_norm else None
+        if config.norm not in ("none", "layer") or config.quant_bits:
+            raise ConfigError(
+                "the VRNN steps its cell itself, outside Recurrent: --norm "
+                f"{config.norm} and --quant-bits apply in other families"
+            )
+        if config.norm == "layer":
+            options = replace(options, layer_norm=True)
+            refusal = probe_cell(config.cell).refusal("layer_norm")
         if refusal is not None:
             raise ConfigError(f"cell {config.cell!r}: {refusal}")
         if type(probe_cell(config.cell)).penalty is not Cell.penalty:
