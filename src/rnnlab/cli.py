@@ -450,7 +450,7 @@ def _changed_on_resume(
 
 
 def _architecture(cfg: Any) -> str:
-    cell = getattr(cfg, "cell", "?")
+    cell = getattr(cfg, "cell", cfg.family)  # a family without cells (tcn): its name
     layers = getattr(cfg, "num_layers", 1)
     return f"{cell}, H={getattr(cfg, 'hidden_size', '?')}" + (f" x {layers}" if layers > 1 else "")
 

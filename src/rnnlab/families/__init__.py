@@ -18,6 +18,7 @@ from rnnlab.families.rnnrbm import RNNRBMFamily
 from rnnlab.families.sentence import SentenceLM, SentenceVAEFamily
 from rnnlab.families.series import SeriesFamily
 from rnnlab.families.task import TaskFamily
+from rnnlab.families.tcn import TCNFamily
 from rnnlab.families.vrnn import VRNNFamily
 
 FAMILIES: dict[str, Family] = {
@@ -26,6 +27,7 @@ FAMILIES: dict[str, Family] = {
         RNN(),
         RNNNADE(),
         RNNRBMFamily(),
+        TCNFamily(),
         VRNNFamily(),
         TaskFamily(),
         LM(),
