@@ -672,8 +672,8 @@ def _sample(args: argparse.Namespace) -> int:
     _check_parents(args.out, args.png)
     _check_output(args.out, "--out", run.family.sample_suffixes)
     _check_output(args.png, "--png", None)
-    label = (f"{run.family.name} {getattr(run.cfg, 'cell', '')} on {run.cfg.data}, epoch "
-             f"{run.meta.get('epoch')}")  # fmt: skip
+    what = " ".join(filter(None, (run.family.name, getattr(run.cfg, "cell", ""))))
+    label = f"{what} on {run.cfg.data}, epoch {run.meta.get('epoch')}"
     request = SampleRequest(args.out, args.png, args.frames or 0, args.seed,
                             args.frames_per_beat, args.bpm, label)  # fmt: skip
     for line in run.family.sample(run.model, run.cfg, run.assets, request):
