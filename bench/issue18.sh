@@ -3,7 +3,7 @@
 # bench/out/issue18/. Each is a short run of its paper's kind against a GRU at the same size and
 # budget; docs/results.md quotes the numbers with these commands.
 #   bash bench/issue18.sh            # everything (about an hour and a half beside other work)
-#   bash bench/issue18.sh gatel0rd   # one group: gatel0rd, ncgru, spiking, s5; moonshot (S5, T = 1000) runs only when named
+#   bash bench/issue18.sh gatel0rd   # one group: gatel0rd, ncgru, ncgru-adding, spiking, s5; moonshot (S5, T = 1000) runs only when named
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=bench/out/issue18
@@ -33,6 +33,13 @@ if [[ $group == all || $group == ncgru ]]; then
     # Mucllari et al.: the orthogonal candidate on copy memory (T = 100) against the GRU.
     for cell in nc-gru gru; do
         run "copy100-$cell" "${task[@]}" --data copy --seq-len 100 --cell $cell --hidden-size 64 --epochs 30
+    done
+fi
+if [[ $group == all || $group == ncgru-adding ]]; then
+    # Mucllari et al.'s other long-T task: the adding problem at T = 200 and 500, against the GRU.
+    for cell in nc-gru gru; do
+        run "adding200-$cell" "${task[@]}" --data adding --seq-len 200 --cell $cell --hidden-size 64 --epochs 20
+        run "adding500-$cell" "${task[@]}" --data adding --seq-len 500 --cell $cell --hidden-size 64 --epochs 30
     done
 fi
 if [[ $group == all || $group == spiking ]]; then
