@@ -311,3 +311,9 @@ def test_chunks_continue_each_steps_statistics(kind):
         restarted, _ = layer(x[4:])
     torch.testing.assert_close(torch.cat(outs), want, rtol=1e-12, atol=1e-12)
     assert not torch.allclose(restarted, want[4:])  # without the state, step 4 is step 0 again
+
+
+def test_a_state_without_the_normalisation_parts_is_refused_saying_why():
+    layer = Recurrent("lstm", 3, 4, norm="assorted-time")
+    with pytest.raises(ValueError, match="adds parts after the cell's own: a clock and the window"):
+        layer(torch.randn(5, 2, 3), state=(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))

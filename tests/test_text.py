@@ -19,6 +19,12 @@ LINES = {"train": ["the cat sat", "the dog sat down"], "valid": ["the cat"],
          "test": ["a dog sat"]}  # fmt: skip
 
 
+def rows(run):
+    """A run's metrics.jsonl rows without their wall times."""
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+
+
 def _corpus_dir(tmp_path, name="toy", lines=LINES):
     for split, rows in lines.items():
         (tmp_path / f"{name}.{split}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -132,10 +138,6 @@ def test_a_tied_language_model_checkpoints_resumes_and_evaluates(tmp_path, capsy
                  "--no-progress"]) == 0  # fmt: skip
     capsys.readouterr()
 
-    def rows(run):
-        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
-                for line in (run / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
-
     assert rows(tmp_path / "split") == rows(tmp_path / "whole")
     result = json.loads((tmp_path / "split" / "result.json").read_text())
     assert main(["eval", str(tmp_path / "split"), "--split", "test"]) == 0
@@ -167,10 +169,6 @@ def test_a_normalised_language_model_resumes_and_evaluates_exactly(tmp_path, cap
     assert main(["train", "--out", str(tmp_path / "split"), "--resume", "--epochs", "3",
                  "--no-progress"]) == 0  # fmt: skip
     capsys.readouterr()
-
-    def rows(run):
-        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
-                for line in (run / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
 
     assert rows(tmp_path / "split") == rows(tmp_path / "whole")
     result = json.loads((tmp_path / "split" / "result.json").read_text())

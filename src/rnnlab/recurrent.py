@@ -682,8 +682,15 @@ class Recurrent(nn.Module):
         if isinstance(state, Tensor):
             state = (state,)
         if len(state) != len(widths):
+            extra = ""
+            if self.config.norm != "none":
+                added = len(widths) - self.layer_cells[0].core_parts
+                what = "a clock and the window" if added > 1 else "a clock"
+                extra = (f" (norm={self.config.norm!r} adds parts after the cell's own: {what}; "
+                         "pass the state a previous call returned)")  # fmt: skip
             raise ValueError(
                 f"cell {self.config.cell!r} has {len(widths)} state part(s), got {len(state)}"
+                + extra
             )
         for part, w in zip(state, widths, strict=True):
             if tuple(part.shape) != (n, B, w * H):

@@ -129,14 +129,9 @@ class RNNPredictor(nn.Module):
     ) -> SequenceLogProb:
         """x (B, T, D) padded frames, lengths (B,); first_input (B, D) is the frame before x
         when x is a window cut from a longer piece (zeros, the default, at a piece's start)."""
-        B, T, D = x.shape
-        first = x.new_zeros(B, 1, D) if first_input is None else first_input.view(B, 1, D)
-        inputs = torch.cat([first, x[:, :-1]], dim=1)  # x_{t-1}
-        h, _ = self.rnn(inputs, lengths=lengths)  # (B, T, H)
+        h, _ = self.rnn(previous_frames(x, first_input), lengths=lengths)  # (B, T, H)
         h = F.dropout(h, self.config.dropout, self.training)
-        valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]
-        log_prob = torch.where(valid, self.head.log_prob(x, h), 0.0)  # (B, T)
-        return SequenceLogProb(log_prob, log_prob.sum(), int(lengths.sum()))
+        return frame_log_prob(self.head, x, h, lengths)
 
     @torch.no_grad()
     def sample(
@@ -155,6 +150,22 @@ class RNNPredictor(nn.Module):
             frames.append(frame)
         self.train(was_training)
         return torch.cat(frames, dim=1)
+
+
+def previous_frames(x: Tensor, first_input: Tensor | None = None) -> Tensor:
+    """The input of a next-frame predictor: x_{t-1} at step t (B, T, D), ``first_input`` (or
+    zeros) at the first step."""
+    B, _, D = x.shape
+    first = x.new_zeros(B, 1, D) if first_input is None else first_input.view(B, 1, D)
+    return torch.cat([first, x[:, :-1]], dim=1)
+
+
+def frame_log_prob(head: Any, x: Tensor, h: Tensor, lengths: Tensor) -> SequenceLogProb:
+    """log p(x_t | h_t) per frame from a head, zero past each sequence's length."""
+    T = x.shape[1]
+    valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+    log_prob = torch.where(valid, head.log_prob(x, h), 0.0)  # (B, T)
+    return SequenceLogProb(log_prob, log_prob.sum(), int(lengths.sum()))
 
 
 def make_recurrent(config: ModelConfig, input_size: int, batch_first: bool = True) -> Recurrent:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.errors import ConfigError
-from rnnlab.models.rnn import ModelConfig, make_recurrent
+from rnnlab.models.rnn import ModelConfig, make_recurrent, previous_frames
 
 MAX_EXACT_UNITS = 20  # exact_log_partition enumerates 2^D visible states
 
@@ -175,10 +175,7 @@ class RNNRBM(nn.Module):
                            lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
         """b_v^t (B, T, D) and b_h^t (B, T, K) of every frame of x (B, T, D): the recurrent state
         over the frames before it (a zero frame, or ``first_input`` (B, D), before the first)."""
-        B, T, D = x.shape
-        first = x.new_zeros(B, 1, D) if first_input is None else first_input.view(B, 1, D)
-        inputs = torch.cat([first, x[:, :-1]], dim=1)  # v_{t-1}
-        u, _ = self.rnn(inputs, lengths=lengths)  # (B, T, H): u_{t-1}
+        u, _ = self.rnn(previous_frames(x, first_input), lengths=lengths)  # (B, T, H): u_{t-1}
         u = F.dropout(u, self.config.dropout, self.training)
         return self.to_bv(u), self.to_bh(u)
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from rnnlab.heads import BernoulliHead
-from rnnlab.models.rnn import SequenceLogProb
+from rnnlab.models.rnn import SequenceLogProb, frame_log_prob, previous_frames
 
 
 def receptive_field(levels: int, kernel_size: int) -> int:
@@ -133,13 +133,9 @@ class TCNPredictor(nn.Module):
         """x (B, T, D) padded frames, lengths (B,); first_input (B, D): the frame before x
         (zeros, the default, at a piece's start). Padding lies after each piece's end, so
         causality keeps it out of every real frame's prediction."""
-        B, T, D = x.shape
-        first = x.new_zeros(B, 1, D) if first_input is None else first_input.view(B, 1, D)
-        inputs = torch.cat([first, x[:, :-1]], dim=1)  # x_{t-1}
-        h = F.dropout(self.features(inputs), self.config.dropout, self.training)  # (B, T, H)
-        valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]
-        log_prob = torch.where(valid, self.head.log_prob(x, h), 0.0)  # (B, T)
-        return SequenceLogProb(log_prob, log_prob.sum(), int(lengths.sum()))
+        h = self.features(previous_frames(x, first_input))  # (B, T, H)
+        h = F.dropout(h, self.config.dropout, self.training)
+        return frame_log_prob(self.head, x, h, lengths)
 
     @torch.no_grad()
     def sample(
