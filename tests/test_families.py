@@ -13,8 +13,8 @@ import torch
 from family_fixtures import family_data
 
 import rnnlab
-from rnnlab.cli import main
-from rnnlab.families import FAMILIES, family_names
+from rnnlab.cli import main, parse_train
+from rnnlab.families import FAMILIES, choose_family, family_names, make_config
 from rnnlab.study import runner
 from rnnlab.study.report import write_report
 
@@ -241,3 +241,16 @@ def test_sample_without_frames_draws_the_familys_default(runs, tmp_path, capsys)
     assert main(["sample", str(runs["series"]), "--out", str(tmp_path / "f.csv")]) == 0
     horizon = json.loads((runs["series"] / "assets.json").read_text())["horizon"]
     assert f"({horizon} steps past" in capsys.readouterr().out
+
+
+def test_a_missing_npz_is_taken_as_a_series_and_named_as_missing(tmp_path, capsys):
+    # Nothing can tell a missing .npz's kind: the series family takes it (so the series options
+    # of a command naming a file yet to be generated parse), and training names the missing file.
+    missing = tmp_path / "not-made-yet.npz"
+    assert choose_family(None, {"data": str(missing)}).name == "series"
+    family, _, given = parse_train(["--data", str(missing), "--subsample-keep", "0.5"])
+    make_config(given, family)
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(missing), "--epochs", "1", "--out", str(out)]) == 2
+    assert f"{missing} does not exist" in capsys.readouterr().err
+    assert not out.exists()  # nothing left to block the next start

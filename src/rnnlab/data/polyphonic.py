@@ -115,6 +115,8 @@ def is_polyphonic(name_or_path: str) -> bool:
     if suffix in (".mat", ".pickle", ".pkl"):
         return True
     if suffix == ".npz":
+        if not path.is_file():
+            return False  # nothing to tell by: the series family's reader names the missing file
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return "train_rolls" in npz.files
