@@ -18,6 +18,27 @@ def _series_csv(path):
     return path
 
 
+def tone_corpus(directory, per_split=(12, 4, 4), seed=0):
+    """A speech corpus in espeak-synth's format whose 'phones' are tones (a phone = 0.1 s of a
+    sine at its own pitch, with noise), speakers disjoint by split; no espeak-ng needed."""
+    from rnnlab.data import synth_speech
+
+    rng = np.random.default_rng(seed)
+    rate, pitches = 8000, {"a": 300.0, "b": 700.0, "c": 1500.0, "d": 2500.0}
+    audio, phones, meta = [], [], []
+    for split, n in zip(("train", "valid", "test"), per_split, strict=True):
+        for i in range(n):
+            seq = tuple(rng.choice(list(pitches), int(rng.integers(2, 6))))
+            t = np.arange(int(0.1 * rate)) / rate
+            wave = np.concatenate([np.sin(2 * np.pi * pitches[p] * t) for p in seq])
+            wave = 0.3 * wave + 0.01 * rng.standard_normal(len(wave))
+            audio.append(np.rint(wave * 32767).astype(np.int16))
+            phones.append(seq)
+            meta.append((f"{split}-speaker{i % 2}", split, rate, " ".join(seq)))
+    arrays = synth_speech.pack(audio, phones, meta)
+    return synth_speech.save(arrays, {"espeak_ng": "none (tones)"}, directory)
+
+
 def family_data(root):
     """Writes each family's tiny data under ``root``; returns the `rnnlab train` arguments that
     name it, by family. A new family must add its data here, or the registry tests fail."""
@@ -36,6 +57,8 @@ def family_data(root):
     for split, lines in (("train", TOY_LINES), ("valid", TOY_LINES[:3]), ("test", TOY_LINES[3:])):
         (text / f"toy.{split}.txt").write_text("\n".join(lines) + "\n")
     csv = _series_csv(root / "series.csv")
+    speech = root / "speech"
+    tone_corpus(speech)
     toy = ["--data", "toy", "--data-dir", str(text)]
     return {
         "rnn": ["--data", str(npz)],
@@ -49,4 +72,5 @@ def family_data(root):
         "sentence-lm": ["--model", "sentence-lm", *toy],
         "sentence-vae": ["--model", "sentence-vae", *toy],
         "series": ["--data", str(csv)],
+        "ctc": ["--data", str(speech), "--hidden-size", "8", "--batch-size", "4"],
     }

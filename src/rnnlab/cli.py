@@ -159,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out-dir", type=Path, default=None, help="default: $RNNLAB_DATA or cache")
     imp.set_defaults(handler=_import_midi)
 
+    mk = data_sub.add_parser("make-speech", help="synthesise the espeak-synth speech corpus "
+                             "(espeak-ng, PTB sentences) into the data cache")  # fmt: skip
+    mk.add_argument("--utterances", type=int, default=2400, help="sentences spoken (default 2400)")
+    mk.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
+    mk.add_argument("--out-dir", type=Path, default=None,
+                    help="default: $RNNLAB_DATA/espeak-synth or the cache's")  # fmt: skip
+    mk.add_argument("--data-dir", type=Path, default=None,
+                    help="where PTB's ptb.train.txt is (default: rnnlab's PTB lookup)")  # fmt: skip
+    mk.set_defaults(handler=_make_speech)
+
     smp = sub.add_parser("sample", help="draw from a run: music as MIDI and a piano roll, a "
                          "series' forecast as CSV and a plot")  # fmt: skip
     smp.add_argument("run", type=Path)
@@ -589,6 +599,34 @@ def _import_midi(args: argparse.Namespace) -> int:
     save_npz(rolls, path)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in rolls.splits.items())
     print(f"{args.name}: {sizes} pieces ({len(skipped)} skipped) -> {path}")
+    return 0
+
+
+def _make_speech(args: argparse.Namespace) -> int:
+    from rnnlab.data import synth_speech
+    from rnnlab.data.polyphonic import user_data_dir
+    from rnnlab.data.text import find_corpus
+
+    _check_seed(args.seed)
+    if not 10 <= args.utterances <= 1_000_000:
+        raise ConfigError(f"--utterances must be in [10, 1000000], got {args.utterances}")
+    spec = synth_speech.SynthSpec(utterances=args.utterances, seed=args.seed)
+    ptb = find_corpus("ptb", args.data_dir)
+    lines = (ptb / "ptb.train.txt").read_text().splitlines()
+    out = args.out_dir or user_data_dir() / synth_speech.NAME
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if done % 200 == 0 or done == total:
+            print(f"  {done}/{total} utterances, {time.perf_counter() - started:.0f} s",
+                  file=sys.stderr)  # fmt: skip
+
+    manifest = synth_speech.make(spec, lines, out, progress)
+    sizes = ", ".join(f"{k} {v}" for k, v in manifest["utterances"].items())
+    print(
+        f"{synth_speech.NAME}: {sizes} utterances, {len(manifest['phones'])} phones, "
+        f"{manifest['espeak_ng']} -> {out}\ncontent sha256 {manifest['content_sha256']}"
+    )
     return 0
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.families.base import Family, FamilyConfig, Problem, SampleRequest, Score
+from rnnlab.families.ctc import CTCFamily
 from rnnlab.families.lm import LM
 from rnnlab.families.music import RNN, RNNNADE
 from rnnlab.families.rnnrbm import RNNRBMFamily
@@ -34,6 +35,7 @@ FAMILIES: dict[str, Family] = {
         SentenceLM(),
         SentenceVAEFamily(),
         SeriesFamily(),
+        CTCFamily(),
     )
 }
 DEFAULT_FAMILY = "rnn"

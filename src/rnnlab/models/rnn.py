@@ -19,7 +19,7 @@ from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.heads import BernoulliHead, GaussianHead, MixtureGaussianHead, NADEHead
 from rnnlab.recurrent import BACKENDS, Recurrent, parse_cell_args
 
-MODELS = ("rnn", "rnn-nade", "vrnn", "lm", "sentence-vae", "sentence-lm")
+MODELS = ("rnn", "rnn-nade", "vrnn", "lm", "sentence-vae", "sentence-lm", "ctc")
 OUTPUTS = ("bernoulli", "nade", "gaussian", "gmm")
 
 
@@ -54,6 +54,7 @@ class ModelConfig:
     frame_size: int = 88
     hidden_size: int = 200
     num_layers: int = 1
+    bidirectional: bool = False  # CTC recognisers: every layer reads both ways
     dropout: float = 0.3  # on non-recurrent connections: between layers and before the head
     layer_norm: bool = False
     forget_bias: float = 1.0
@@ -175,6 +176,7 @@ def make_recurrent(config: ModelConfig, input_size: int, batch_first: bool = Tru
         input_size,
         config.hidden_size,
         config.num_layers,
+        bidirectional=config.bidirectional,
         dropout=config.dropout,
         batch_first=batch_first,
         layer_norm=config.layer_norm,
