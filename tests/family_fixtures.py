@@ -69,6 +69,9 @@ def family_data(root):
         # The task's size options describe its data (short sequences, few of them).
         "task": ["--data", "adding", "--seq-len", "10", "--train-size", "64", "--test-size", "64"],
         "lm": toy,
+        # The convolutional LMs' windows shortened to the toy corpus's size.
+        "tcn-lm": ["--model", "tcn-lm", *toy, "--seq-len", "16", "--context-len", "4"],
+        "gcnn-lm": ["--model", "gcnn-lm", *toy, "--seq-len", "16", "--context-len", "4"],
         "sentence-lm": ["--model", "sentence-lm", *toy],
         "sentence-vae": ["--model", "sentence-vae", *toy],
         "series": ["--data", str(csv)],

@@ -12,6 +12,7 @@ from typing import Any
 
 from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.families.base import Family, FamilyConfig, Problem, SampleRequest, Score
+from rnnlab.families.conv_lm import GCNNLM, TCNLM
 from rnnlab.families.ctc import CTCFamily
 from rnnlab.families.lm import LM
 from rnnlab.families.music import RNN, RNNNADE
@@ -32,6 +33,8 @@ FAMILIES: dict[str, Family] = {
         VRNNFamily(),
         TaskFamily(),
         LM(),
+        TCNLM(),
+        GCNNLM(),
         SentenceLM(),
         SentenceVAEFamily(),
         SeriesFamily(),

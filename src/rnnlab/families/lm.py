@@ -98,14 +98,20 @@ def describe_corpus(cfg: Any, corpus: Corpus) -> dict[str, Any]:
 
 
 class TextProblem(Problem):
-    def __init__(self, cfg: LMConfig, model: nn.Module | None, vocab: list[str] | None) -> None:
+    """Zaremba's columns and BPTT windows over a corpus; ``cfg`` an ``LMConfig`` (or, for the
+    convolutional families' subclass, a config with the text options)."""
+
+    def __init__(self, cfg: Any, model: nn.Module | None, vocab: list[str] | None) -> None:
         self.cfg = cfg
         self.corpus, self.chars = load_corpus(cfg, vocab)
-        self.model = model if model is not None else LanguageModel(
-            model_config(cfg, "lm", "bernoulli", **lm_fields(cfg)), len(self.corpus.vocab)
-        )  # fmt: skip
+        self.model = model if model is not None else self.make_model(len(self.corpus.vocab))
         self.train_columns = batchify(self.corpus.streams["train"], cfg.batch_size)
         self.state: tuple[torch.Tensor, ...] | None = None
+
+    def make_model(self, vocab_size: int) -> nn.Module:
+        """A fresh model for the corpus (the convolutional families build theirs here)."""
+        return LanguageModel(model_config(self.cfg, "lm", "bernoulli", **lm_fields(self.cfg)),
+                             vocab_size)  # fmt: skip
 
     def assets(self) -> dict[str, Any]:
         return {"vocab": self.corpus.vocab, "chars": self.chars,
@@ -139,9 +145,7 @@ class TextProblem(Problem):
             )
             count += targets.numel()
         model.train(was_training)
-        nll = total / count
-        extra = {"bpc": nll / math.log(2)} if self.chars else {"ppl": math.exp(min(nll, 700))}
-        return {"score": nll, **extra, "tokens": count}
+        return text_figures(total, count, self.chars)
 
     def result(self, valid: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
         key = "bpc" if self.chars else "ppl"
@@ -153,6 +157,18 @@ class TextProblem(Problem):
             "vocab_size": len(self.corpus.vocab),
             "unknown_tokens": self.corpus.unknown,
         }
+
+
+def text_figures(total: float, count: int, chars: bool) -> dict[str, Any]:
+    """A split's figures from its summed NLL over ``count`` tokens: the NLL per token (the
+    score), and bits per character NLL / ln 2 (characters) or perplexity exp(NLL) (words).
+
+    >>> text_figures(2 * math.log(2), 2, chars=True)
+    {'score': 0.6931471805599453, 'bpc': 1.0, 'tokens': 2}
+    """
+    nll = total / count
+    extra = {"bpc": nll / math.log(2)} if chars else {"ppl": math.exp(min(nll, 700))}
+    return {"score": nll, **extra, "tokens": count}
 
 
 def lm_fields(cfg: Any) -> dict[str, Any]:
@@ -178,7 +194,7 @@ class TextFamily(Family):
 class LM(TextFamily):
     name = "lm"
     title = "language model on words or characters (Zaremba et al. 2014, AWD-style regularisers)"
-    config_type = LMConfig
+    config_type: ClassVar[type[Any]] = LMConfig
     score = Score("nll", "NLL", "nats/token")
 
     def build_model(self, cfg: Any, assets: dict[str, Any]) -> nn.Module:

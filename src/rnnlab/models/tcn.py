@@ -43,14 +43,17 @@ def receptive_field(levels: int, kernel_size: int) -> int:
 
 class CausalConv1d(nn.Module):
     """A weight-normalised dilated convolution, (B, C_in, T) -> (B, C_out, T), whose output at t
-    sees inputs t - (k-1) d, ..., t only (left zero padding)."""
+    sees inputs t - (k-1) d, ..., t only (left zero padding). Weights are drawn from
+    N(0, ``std``^2) (Bai et al.'s 0.01), or, with ``std=None``, torch's default (He et al.'s
+    uniform, as Dauphin et al. 2017 initialise their gated convolutions)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 dilation: int) -> None:  # fmt: skip
+                 dilation: int, std: float | None = 0.01) -> None:  # fmt: skip
         super().__init__()
         self.left = (kernel_size - 1) * dilation
         conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation)
-        nn.init.normal_(conv.weight, 0.0, 0.01)
+        if std is not None:
+            nn.init.normal_(conv.weight, 0.0, std)
         self.conv = weight_norm(conv)
 
     def forward(self, x: Tensor) -> Tensor:
