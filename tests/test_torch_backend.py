@@ -66,6 +66,25 @@ def test_a_zero_length_is_left_to_rnnlabs_kernels_under_auto():
         forced(x, lengths)
 
 
+def test_auto_runs_onednn_only_over_equal_lengths_on_the_cpu(monkeypatch):
+    """A packed sequence (unequal lengths) made oneDNN's LSTM slower than the kernel
+    (bench/packed_lstm.py), so auto leaves it to the kernel; equal lengths go to oneDNN."""
+    from rnnlab.kernels import torchrnn
+
+    calls = []
+    real = torchrnn.torch_layer
+    monkeypatch.setattr(torchrnn, "torch_layer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    layer = Recurrent("lstm", 3, 5, bidirectional=True)
+    x = torch.randn(6, 3, 3)
+    layer(x, torch.tensor([6, 6, 6]))
+    assert len(calls) == 2  # one per direction
+    out, _ = layer(x, torch.tensor([6, 4, 2]))
+    assert len(calls) == 2
+    forced = Recurrent("lstm", 3, 5, bidirectional=True, backend="torch")
+    forced.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(out, forced(x, torch.tensor([6, 4, 2]))[0])
+
+
 REFUSED = [
     ("lstm-v", {}),
     ("gru-v1", {}),

@@ -31,6 +31,12 @@ from rnnlab.export import export_layer, onnx_exporting, refuse_unsupported_expor
 # fused backend, or an error where it does not apply; "torch": torch's layer, or an error.
 BACKENDS = ("auto", "step", "fused", "torch")
 
+
+def _unequal(valid: Tensor | None) -> bool:
+    """Whether a batch's lengths differ (its valid mask (T, B, 1) is not all true); checked on
+    the CPU only, where the answer picks the backend (on a GPU it would cost a sync)."""
+    return valid is not None and valid.device.type == "cpu" and not bool(valid.all())
+
 # Cells torch.nn can express exactly, and the torch module class of each.
 _TORCH_EQUIVALENT = {"lstm": nn.LSTM, "lstm-np": nn.LSTM, "gru": nn.GRU, "tanh": nn.RNN}
 
@@ -622,7 +628,10 @@ class Recurrent(nn.Module):
         if (
             usable
             and cell.torch_kind is not None
-            and (cfg.backend == "torch" or prefers_torch(cell.torch_kind, x.device))
+            and (
+                cfg.backend == "torch"
+                or prefers_torch(cell.torch_kind, x.device, packed=_unequal(valid))
+            )
         ):
             assert weights is not None
             ran = torch_layer(cell.torch_kind, x, weights, state, valid, self.training)

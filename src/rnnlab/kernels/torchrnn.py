@@ -71,8 +71,11 @@ def torch_layer(
     return padded, tuple(h[0].index_select(0, back) for h in out[1:])
 
 
-def prefers_torch(kind: str, device: torch.device) -> bool:
-    """Whether ``backend="auto"`` runs torch's layer: always on CUDA (cuDNN), for the LSTM on the
-    CPU (oneDNN is faster there than rnnlab's kernel; rnnlab's GRU and tanh kernels are faster
-    than torch's)."""
-    return device.type == "cuda" or kind == "lstm"
+def prefers_torch(kind: str, device: torch.device, packed: bool = False) -> bool:
+    """Whether ``backend="auto"`` runs torch's layer: always on CUDA (cuDNN); on the CPU for the
+    LSTM over a batch of equal lengths (oneDNN is faster there than rnnlab's kernel; rnnlab's GRU
+    and tanh kernels are faster than torch's). A batch of unequal lengths (``packed``) goes
+    through a packed sequence, which made oneDNN's LSTM 3.7-3.9 times slower than rnnlab's
+    kernel on this project's 2-core machine (B=16, T=150, I=82, H=128, forward+backward,
+    one and two directions; ``python bench/packed_lstm.py``), so the kernel runs it."""
+    return device.type == "cuda" or (kind == "lstm" and not packed)

@@ -135,8 +135,9 @@ def _logsumexp(a: float, b: float) -> float:
 def beam_decode(log_probs: Tensor, steps: Tensor, beam: int = 8,
                 prune: float = math.log(1e-3)) -> list[list[int]]:  # fmt: skip
     """CTC prefix beam search (Hannun et al. 2014, no language model): after each step, the
-    ``beam`` prefixes of highest p_blank + p_label survive; classes below exp(``prune``) at a
-    step are not extended (the best class always is)."""
+    ``beam`` prefixes of highest p_blank + p_label survive; at each step only the ``beam`` most
+    probable classes, and of those only the ones above exp(``prune``), extend them (the best
+    class always does)."""
     lp = log_probs.detach().float().cpu().numpy()
     results = []
     for u, n in enumerate(steps.tolist()):
@@ -144,7 +145,8 @@ def beam_decode(log_probs: Tensor, steps: Tensor, beam: int = 8,
         beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}
         for t in range(n):
             row = lp[u, t]
-            classes = np.flatnonzero(row >= min(prune, float(row.max())))
+            top = np.argsort(row)[::-1][:beam]  # at most ``beam`` classes extend a prefix
+            classes = top[row[top] >= min(prune, float(row[top[0]]))]
             nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
             for prefix, (p_b, p_l) in beams.items():
                 total = _logsumexp(p_b, p_l)
