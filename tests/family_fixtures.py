@@ -60,6 +60,8 @@ def family_data(root):
     speech = root / "speech"
     tone_corpus(speech)
     toy = ["--data", "toy", "--data-dir", str(text)]
+    # The convolutional LMs' windows and columns (Bai et al.'s 32) cut to the toy corpus.
+    conv = [*toy, "--seq-len", "16", "--context-len", "4", "--batch-size", "8"]
     return {
         "rnn": ["--data", str(npz)],
         "rnn-nade": ["--model", "rnn-nade", "--data", str(npz)],
@@ -69,9 +71,8 @@ def family_data(root):
         # The task's size options describe its data (short sequences, few of them).
         "task": ["--data", "adding", "--seq-len", "10", "--train-size", "64", "--test-size", "64"],
         "lm": toy,
-        # The convolutional LMs' windows shortened to the toy corpus's size.
-        "tcn-lm": ["--model", "tcn-lm", *toy, "--seq-len", "16", "--context-len", "4"],
-        "gcnn-lm": ["--model", "gcnn-lm", *toy, "--seq-len", "16", "--context-len", "4"],
+        "tcn-lm": ["--model", "tcn-lm", *conv],
+        "gcnn-lm": ["--model", "gcnn-lm", *conv],
         "sentence-lm": ["--model", "sentence-lm", *toy],
         "sentence-vae": ["--model", "sentence-vae", *toy],
         "series": ["--data", str(csv)],

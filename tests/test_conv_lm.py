@@ -197,11 +197,12 @@ def test_a_recurrent_option_is_refused_in_one_line(capsys):
     assert "context_len must be below seq_len" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model", ["tcn-lm", "gcnn-lm"])
-def test_a_resumed_run_is_bit_exact(tmp_path, capsys, model):
+@pytest.mark.parametrize("model, options", [("tcn-lm", []),
+                                            ("gcnn-lm", ["--untied", "--bottleneck"])])  # fmt: skip
+def test_a_resumed_run_is_bit_exact(tmp_path, capsys, model, options):
     data = _corpus_dir(tmp_path / "corpus")
     argv = ["train", "--model", model, "--data", "toy", "--data-dir", str(data), *SMALL,
-            "--optimizer", "adam", "--lr", "0.01", "--dropout", "0.2"]  # fmt: skip
+            "--optimizer", "adam", "--lr", "0.01", "--dropout", "0.2", *options]  # fmt: skip
     assert main([*argv, "--epochs", "3", "--out", str(tmp_path / "whole")]) == 0
     assert main([*argv, "--epochs", "2", "--out", str(tmp_path / "split")]) == 0
     assert main(["train", "--out", str(tmp_path / "split"), "--resume", "--epochs", "3",
@@ -209,5 +210,7 @@ def test_a_resumed_run_is_bit_exact(tmp_path, capsys, model):
     capsys.readouterr()
     assert rows(tmp_path / "split") == rows(tmp_path / "whole")
     result = json.loads((tmp_path / "split" / "result.json").read_text())
+    config = json.loads((tmp_path / "split" / "config.json").read_text())["config"]
+    assert config.get("untied", False) == ("--untied" in options)
     assert main(["eval", str(tmp_path / "split"), "--split", "test"]) == 0
     assert f"test: ppl {result['test_ppl']:.3f}" in capsys.readouterr().out

@@ -123,7 +123,8 @@ class ConvOptions(TextOptions):
     dropout: float = option(0.1, "dropout after every convolution", low=0.0, below=1.0)
     input_dropout: float = option(0.1, "dropout on the embedded inputs, elementwise (Bai et "
                                   "al.'s --emb_dropout)", low=0.0, below=1.0)  # fmt: skip
-    tied: bool = option(True, "tie the decoder to the embedding (Press & Wolf 2017)")
+    untied: bool = option(False, "a decoder of its own (by default the embedding's, tied as "
+                          "Bai et al.'s; Press & Wolf 2017)")  # fmt: skip
     seq_len: int = option(400, "tokens per window, context included (Bai et al.'s --seq_len)",
                           "training", low=2, high=10**6)  # fmt: skip
     context_len: int = option(80, "leading tokens of each window after the first that are "
@@ -177,7 +178,7 @@ def conv_config(cfg: Any, kind: str) -> ConvLMConfig:
     return ConvLMConfig(kind=kind, embedding_size=cfg.embedding_size,
                         hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                         kernel_size=cfg.kernel_size, dropout=cfg.dropout,
-                        input_dropout=cfg.input_dropout, tied=cfg.tied,
+                        input_dropout=cfg.input_dropout, tied=not cfg.untied,
                         bottleneck=getattr(cfg, "bottleneck", False))  # fmt: skip
 
 
