@@ -6,6 +6,7 @@ import json
 import math
 import random
 import shutil
+import wave
 
 import numpy as np
 import pytest
@@ -239,6 +240,21 @@ def test_a_recogniser_learns_the_tones_well_below_the_baselines(tmp_path, capsys
     assert result["test_per_beam"] < 30
     assert main(["eval", str(out), "--split", "test"]) == 0
     assert f"{result['test_per']:.4f}" in capsys.readouterr().out
+    # decode: a split beside its references, and a WAV file of known tones
+    assert main(["decode", str(out), "--n", "2", "--beam", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("  ref: ") and lines[2].startswith("  hyp: ")
+    assert lines[-1] == f"test: PER {result['test_per']:.2f}% over 8 utterances (greedy)"
+    rate, t = 8000, np.arange(800) / 8000
+    tones = np.concatenate([np.sin(2 * np.pi * f * t) for f in (300.0, 2500.0, 700.0)])
+    tones = tones + np.random.default_rng(1).standard_normal(len(tones)) / 30  # as trained on
+    wav = tmp_path / "tones.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes((0.3 * tones * 32767).astype("<i2").tobytes())
+    assert main(["decode", str(out), str(wav)]) == 0
+    assert capsys.readouterr().out.strip() == f"{wav}: a d b"
+    assert main(["decode", str(out), str(tmp_path / "none.wav")]) == 2
 
 
 def test_a_missing_corpus_and_a_stray_option_are_one_line(tmp_path, capsys):

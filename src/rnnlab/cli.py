@@ -192,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     _add_system(gen)
     gen.set_defaults(handler=_generate)
+    dec = sub.add_parser("decode", help="phones from a recogniser: of audio files, or of a "
+                         "split's utterances beside their references")  # fmt: skip
+    dec.add_argument("run", type=Path)
+    dec.add_argument("audio", type=Path, nargs="*", help="WAV files (16-bit mono PCM) or TIMIT's "
+                     "SPHERE .WAV files; none: --n utterances of --split")  # fmt: skip
+    dec.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    dec.add_argument("--n", type=int, default=5, help="utterances of the split (default 5)")
+    dec.add_argument("--beam", type=int, default=8, help="prefix beam search width (0: greedy)")
+    _add_system(dec)
+    dec.set_defaults(handler=_decode)
     rec = sub.add_parser("reconstruct", help="encode a sentence and decode it (posterior mean)")
     rec.add_argument("run", type=Path)
     rec.add_argument("sentence")
@@ -715,6 +725,23 @@ def _sample(args: argparse.Namespace) -> int:
     request = SampleRequest(args.out, args.png, args.frames or 0, args.seed,
                             args.frames_per_beat, args.bpm, label)  # fmt: skip
     for line in run.family.sample(run.model, run.cfg, run.assets, request):
+        print(line)
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from rnnlab.families.base import DecodeRequest
+    from rnnlab.train.rundir import load_run
+
+    if not 1 <= args.n <= 10**5 or not 0 <= args.beam <= 1024:
+        raise ConfigError(f"--n must be in [1, 100,000] and --beam in [0, 1024], got {args.n} "
+                          f"and {args.beam}")  # fmt: skip
+    for path in args.audio:
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file")
+    run = load_run(args.run, args.device)
+    request = DecodeRequest(tuple(args.audio), args.split, args.n, args.beam)
+    for line in run.family.decode(run, request):
         print(line)
     return 0
 

@@ -339,6 +339,17 @@ class SampleRequest:
     run_label: str
 
 
+@dataclass(frozen=True)
+class DecodeRequest:
+    """What `rnnlab decode` asks of a recogniser: audio files, else ``n`` utterances of
+    ``split``; ``beam`` 0 decodes greedily."""
+
+    audio: tuple[Path, ...]
+    split: str
+    n: int
+    beam: int
+
+
 class Family(ABC):
     """A registered model family (see the module docstring)."""
 
@@ -400,6 +411,11 @@ class Family(ABC):
     def generate(self, model: nn.Module, assets: dict[str, Any], n: int, temperature: float,
                  top_k: int, seed: int, max_len: int) -> list[str]:  # fmt: skip
         raise ConfigError(f"{self.name} runs generate no text")
+
+    def decode(self, run: Any, request: DecodeRequest) -> list[str]:
+        """What `rnnlab decode` prints: a recogniser's transcription of audio files, or of a
+        split's utterances beside their references (``run``: a LoadedRun)."""
+        raise ConfigError(f"{self.name} runs decode nothing (`rnnlab decode` takes a ctc run)")
 
 
 def affordable_samples(train_items: int, test_items: int, most: int = 100) -> int:

@@ -40,6 +40,7 @@ from rnnlab.data.speech import FeatureConfig, Utterance, edit_distance, error_ra
 from rnnlab.device import model_device, to_device
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.families.base import (
+    DecodeRequest,
     Family,
     Problem,
     RecurrentOptions,
@@ -181,6 +182,7 @@ class CTCProblem(Problem):
             if not utts:
                 raise DataError(f"{cfg.data}: the {split} split has no utterances")
         self.inventory, self.kind = inventory, kind
+        self.utterance_names = {s: [u.name for u in v] for s, v in utterances.items()}
         index = {p: i + 1 for i, p in enumerate(inventory)}
         features = FeatureConfig(n_mels=cfg.n_mels)
         self.sets = {
@@ -271,6 +273,9 @@ class CTCProblem(Problem):
         self.model.train(was_training)
         return hyps, refs, nll
 
+    def named(self, seq: list[int]) -> list[str]:
+        return self._scored([seq])[0]
+
     def _per(self, hyps: list[list[int]], refs: list[list[int]]) -> float:
         return 100.0 * error_rate(self._scored(hyps), self._scored(refs))
 
@@ -310,6 +315,22 @@ class CTCProblem(Problem):
         }
 
 
+@torch.no_grad()
+def transcribe(model: CTCRecognizer, phones: list[str], path: Path, beam: int) -> list[str]:
+    """The phones a recogniser hears in an audio file (mono, or the channels' mean)."""
+    from rnnlab.data.timit import read_audio
+
+    audio, rate = read_audio(path)
+    n_mels = model.feature_mean.shape[0] - 1
+    feats = torch.from_numpy(log_mel(audio, rate, FeatureConfig(n_mels=n_mels)))
+    if len(feats) < model.stride:
+        raise DataError(f"{path}: {len(audio) / rate:.3f} s is too short to decode")
+    x = feats[None].to(model_device(model))
+    log_probs, steps = model(x, torch.tensor([len(feats)]))
+    best = beam_decode(log_probs, steps, beam) if beam else greedy_decode(log_probs, steps)
+    return [phones[i - 1] for i in best[0]]
+
+
 def _targets(batch: dict[str, Tensor]) -> list[list[int]]:
     return [t[:n].tolist() for t, n in zip(batch["targets"], batch["target_lengths"].tolist(),
                                             strict=True)]  # fmt: skip
@@ -340,6 +361,24 @@ class CTCFamily(Family):
     def problem(self, cfg: Any, assets: dict[str, Any] | None = None) -> Problem:
         model = self.build_model(cfg, assets or {})
         return CTCProblem(cfg, model, assets)  # type: ignore[arg-type]
+
+    def decode(self, run: Any, request: DecodeRequest) -> list[str]:
+        model, phones = run.model, list(run.assets["phones"])
+        if request.audio:
+            return [f"{path}: {' '.join(transcribe(model, phones, path, request.beam))}"
+                    for path in request.audio]  # fmt: skip
+        problem = run.problem()
+        hyps, refs, _ = problem.decode(request.split, request.beam)
+        names = problem.utterance_names[request.split]
+        lines = []
+        for i in range(min(request.n, len(refs))):
+            ref, hyp = problem.named(refs[i]), problem.named(hyps[i])
+            lines += [f"{names[i]} ({edit_distance(hyp, ref)} errors in {len(ref)})",
+                      f"  ref: {' '.join(ref)}", f"  hyp: {' '.join(hyp)}"]  # fmt: skip
+        per = problem._per(hyps, refs)
+        kind = f"beam {request.beam}" if request.beam else "greedy"
+        lines.append(f"{request.split}: PER {per:.2f}% over {len(refs)} utterances ({kind})")
+        return lines
 
     def summary(self, result: dict[str, Any], out: Path) -> str:
         beam = result.get("test_per_beam")
