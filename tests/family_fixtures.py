@@ -68,6 +68,7 @@ def family_data(root):
         "vrnn": ["--model", "vrnn", "--data", str(npz)],
         "rnn-rbm": ["--model", "rnn-rbm", "--data", str(npz)],
         "tcn": ["--model", "tcn", "--data", str(npz)],
+        "gcnn": ["--model", "gcnn", "--data", str(npz)],
         # The task's size options describe its data (short sequences, few of them).
         "task": ["--data", "adding", "--seq-len", "10", "--train-size", "64", "--test-size", "64"],
         "lm": toy,

@@ -14,6 +14,7 @@ from rnnlab.errors import ConfigError, unknown_name
 from rnnlab.families.base import Family, FamilyConfig, Problem, SampleRequest, Score
 from rnnlab.families.conv_lm import GCNNLM, TCNLM
 from rnnlab.families.ctc import CTCFamily
+from rnnlab.families.gcnn import GCNNFamily
 from rnnlab.families.lm import LM
 from rnnlab.families.music import RNN, RNNNADE
 from rnnlab.families.rnnrbm import RNNRBMFamily
@@ -30,6 +31,7 @@ FAMILIES: dict[str, Family] = {
         RNNNADE(),
         RNNRBMFamily(),
         TCNFamily(),
+        GCNNFamily(),
         VRNNFamily(),
         TaskFamily(),
         LM(),

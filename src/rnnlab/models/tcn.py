@@ -98,37 +98,24 @@ class TCNConfig:
         return asdict(self)
 
 
-class TCNPredictor(nn.Module):
-    """A TCN over the previous frames, a factorised Bernoulli over the next: frame t's keys are
-    predicted from frames < t (the input at t is x_{t-1}, zeros before the first frame, as
-    ``RNNPredictor``), so the first frame counts in the NLL like every other.
+class CausalFramePredictor(nn.Module):
+    """What a convolutional next-frame predictor shares (the TCN here, the GCNN of
+    ``rnnlab.models.gcnn``): frame t's keys are predicted from frames < t (the input at t is
+    x_{t-1}, zeros before the first frame, as ``RNNPredictor``), so the first frame counts in
+    the NLL like every other; dropout on the features, then a ``BernoulliHead``.
 
-    >>> model = TCNPredictor(TCNConfig(hidden_size=8, num_layers=2, kernel_size=3))
-    >>> out = model(torch.zeros(2, 5, 88), torch.tensor([5, 3]))
-    >>> out.num_frames, model.receptive_field
-    (8, 13)
-    """
+    A subclass sets ``config`` (with ``frame_size`` and ``dropout``) and ``head``, and defines
+    ``features`` ((B, T, D) inputs -> (B, T, H), causal in time) and ``receptive_field``."""
 
-    def __init__(self, config: TCNConfig) -> None:
-        super().__init__()
-        self.config = config
-        widths = [config.frame_size] + [config.hidden_size] * config.num_layers
-        self.blocks = nn.ModuleList(
-            TemporalBlock(widths[i], widths[i + 1], config.kernel_size, 2**i, config.dropout)
-            for i in range(config.num_layers)
-        )
-        self.head = BernoulliHead(config.hidden_size, config.frame_size)
+    config: Any
+    head: BernoulliHead
+
+    def features(self, inputs: Tensor) -> Tensor:
+        raise NotImplementedError
 
     @property
     def receptive_field(self) -> int:
-        return receptive_field(self.config.num_layers, self.config.kernel_size)
-
-    def features(self, inputs: Tensor) -> Tensor:
-        """(B, T, D) inputs -> (B, T, H): the last block's output, causal in time."""
-        h = inputs.transpose(1, 2)  # (B, D, T): channels first, as Conv1d takes them
-        for block in self.blocks:
-            h = block(h)
-        return h.transpose(1, 2)
+        raise NotImplementedError
 
     def forward(
         self, x: Tensor, lengths: Tensor, first_input: Tensor | None = None
@@ -159,3 +146,35 @@ class TCNPredictor(nn.Module):
             inputs = torch.cat([inputs, frame], dim=1)
         self.train(was_training)
         return torch.cat(frames, dim=1)
+
+
+class TCNPredictor(CausalFramePredictor):
+    """A TCN over the previous frames, a factorised Bernoulli over the next (forward, sampling:
+    ``CausalFramePredictor``).
+
+    >>> model = TCNPredictor(TCNConfig(hidden_size=8, num_layers=2, kernel_size=3))
+    >>> out = model(torch.zeros(2, 5, 88), torch.tensor([5, 3]))
+    >>> out.num_frames, model.receptive_field
+    (8, 13)
+    """
+
+    def __init__(self, config: TCNConfig) -> None:
+        super().__init__()
+        self.config = config
+        widths = [config.frame_size] + [config.hidden_size] * config.num_layers
+        self.blocks = nn.ModuleList(
+            TemporalBlock(widths[i], widths[i + 1], config.kernel_size, 2**i, config.dropout)
+            for i in range(config.num_layers)
+        )
+        self.head = BernoulliHead(config.hidden_size, config.frame_size)
+
+    @property
+    def receptive_field(self) -> int:
+        return receptive_field(self.config.num_layers, self.config.kernel_size)
+
+    def features(self, inputs: Tensor) -> Tensor:
+        """(B, T, D) inputs -> (B, T, H): the last block's output, causal in time."""
+        h = inputs.transpose(1, 2)  # (B, D, T): channels first, as Conv1d takes them
+        for block in self.blocks:
+            h = block(h)
+        return h.transpose(1, 2)
