@@ -1,6 +1,7 @@
 """The GPU kernels of the LSTM family (Triton), run on the CPU in Triton's interpreter
 (TRITON_INTERPRET=1) against the step loop: outputs, final states and every gradient, in float64,
-for every LSTM variant the kernels cover, with lengths, initial states and recurrent dropout.
+for every LSTM variant the kernels cover, with lengths, initial states and recurrent dropout, and
+with layer norm (its gains and biases' gradients included; a bidirectional two-layer stack too).
 (No GPU has been lent to this project; on one, the same kernels run compiled.)"""
 
 import os
@@ -17,6 +18,7 @@ if not torch.cuda.is_available():
 
 from rnnlab import Recurrent  # noqa: E402
 from rnnlab.cells import cell_names  # noqa: E402
+from rnnlab.cells.lstm import LSTMCell  # noqa: E402
 from rnnlab.kernels import gpu  # noqa: E402
 
 LSTM_CELLS = [c for c in cell_names() if c.startswith("lstm")]
@@ -30,18 +32,29 @@ def _sequence(cell, unit, zone):
 
 
 CASES = [(c, False) for c in [*LSTM_CELLS, "gru-v1"]] + [(c, True) for c in LSTM_CELLS]
+# Layer norm (LN(y R^T) and LN(c_t) inside the kernels): every variant, and zoneout.
+LN_CASES = [(c, False) for c in LSTM_CELLS] + [("lstm-v", True), ("lstm-cifg", True)]
 
 
 @pytest.mark.parametrize("cell,zoneout", CASES)
 def test_kernels_match_the_step_loop_with_gradients(cell, zoneout):
+    _check_against_steps(cell, zoneout, layer_norm=False, T=6)
+
+
+@pytest.mark.parametrize("cell,zoneout", LN_CASES)
+def test_layer_norm_kernels_match_the_step_loop_with_gradients(cell, zoneout):
+    _check_against_steps(cell, zoneout, layer_norm=True, T=4)
+
+
+def _check_against_steps(cell: str, zoneout: bool, layer_norm: bool, T: int) -> None:
     torch.manual_seed(0)
-    layer = Recurrent(cell, 3, 5, backend="step").double().to(DEVICE)
+    layer = Recurrent(cell, 3, 5, backend="step", layer_norm=layer_norm).double().to(DEVICE)
     for p in layer.parameters():
         torch.nn.init.uniform_(p, -0.6, 0.6)
     unit = layer.layer_cells[0]
-    T, B = 6, 3
+    B = 3
     x = torch.randn(T, B, 3, dtype=torch.float64, device=DEVICE)
-    lengths = torch.tensor([6, 2, 4], device=DEVICE)
+    lengths = torch.tensor([T, 2, T - 1], device=DEVICE)
     valid = torch.arange(T, device=DEVICE)[:, None] < lengths[None, :]
     state = tuple(torch.randn(B, w * 5, dtype=torch.float64, device=DEVICE)
                   for w in unit.state_widths)  # fmt: skip
@@ -80,3 +93,36 @@ def test_kernels_match_the_step_loop_with_gradients(cell, zoneout):
         for a, b in zip(g if isinstance(g, (list, tuple)) else [g],
                         w if isinstance(w, (list, tuple)) else [w], strict=True):  # fmt: skip
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_norm_kernels_in_a_bidirectional_stack(monkeypatch):
+    """lstm-v with layer norm, two layers both ways, unequal lengths, recurrent dropout and
+    zoneout in training: Recurrent on the kernels against Recurrent on the step loop."""
+    if not torch.cuda.is_available():  # on the CPU, send the fused backend to the kernels
+
+        def on_kernels(self, x_proj, state, valid, mask, zone=None):
+            ran = gpu.lstm_sequence(self, x_proj, state, valid, mask, zone)
+            assert ran is not None  # the kernels, not the step loop
+            return ran
+
+        monkeypatch.setattr(LSTMCell, "fused_sequence", on_kernels)
+    torch.manual_seed(0)
+    kw = {"num_layers": 2, "bidirectional": True, "layer_norm": True, "recurrent_dropout": 0.3,
+          "zoneout": 0.2}  # fmt: skip
+    step = Recurrent("lstm-v", 3, 4, backend="step", **kw).double().to(DEVICE)
+    for p in step.parameters():
+        torch.nn.init.uniform_(p, -0.6, 0.6)
+    fused = Recurrent("lstm-v", 3, 4, backend="fused", **kw).double().to(DEVICE)
+    fused.load_state_dict(step.state_dict())
+    x = torch.randn(4, 3, 3, dtype=torch.float64, device=DEVICE)
+    lengths = torch.tensor([4, 2, 3], device=DEVICE)
+
+    def run(layer):
+        torch.manual_seed(1)  # the same dropout and zoneout masks for both
+        xi = x.clone().requires_grad_(True)
+        out, final = layer(xi, lengths)
+        (out.square().sum() + sum((k + 1) * f.sum() for k, f in enumerate(final))).backward()
+        return [out, *final, xi.grad, *(p.grad for p in layer.parameters())]
+
+    for a, b in zip(run(fused), run(step), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
