@@ -266,3 +266,15 @@ def test_a_missing_corpus_and_a_stray_option_are_one_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "tones"), "--phones", "39", "--out",
                  str(tmp_path / "r2")]) == 2  # fmt: skip
     assert "--phones applies to TIMIT only" in capsys.readouterr().err
+
+
+def test_unidirectional_reads_forward_only(tmp_path):
+    from rnnlab.families import FAMILIES, make_config
+
+    tone_corpus(tmp_path / "tones")
+    family = FAMILIES["ctc"]
+    both = family.build_model(make_config({"data": str(tmp_path / "tones")}), {})
+    one = family.build_model(make_config({"data": str(tmp_path / "tones"),
+                                          "unidirectional": True}), {})  # fmt: skip
+    assert both.rnn.config.bidirectional and not one.rnn.config.bidirectional
+    assert one.out.in_features * 2 == both.out.in_features

@@ -254,3 +254,12 @@ def test_a_missing_npz_is_taken_as_a_series_and_named_as_missing(tmp_path, capsy
     assert main(["train", "--data", str(missing), "--epochs", "1", "--out", str(out)]) == 2
     assert f"{missing} does not exist" in capsys.readouterr().err
     assert not out.exists()  # nothing left to block the next start
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_every_boolean_option_is_off_by_default(name):
+    # The command line's boolean options are flags that turn a field on: one that defaulted to
+    # true could never be turned off (name it the other way round).
+    config = FAMILIES[name].config_type
+    on = [f.name for f in fields(config) if f.type in (bool, "bool") and f.default is True]
+    assert not on, f"{name}: {on} default to true"

@@ -74,8 +74,10 @@ class CTCConfig(TrainOptions, RecurrentOptions):
     patience: int = default(TrainOptions, "patience", 8)
     lr_patience: int = default(TrainOptions, "lr_patience", 3)
     clip: float = default(TrainOptions, "clip", 5.0)
-    bidirectional: bool = option(
-        True, "every layer reads the utterance both ways (false: forward only, streaming)"
+    unidirectional: bool = option(
+        False,
+        "every layer reads forward only (a streaming recogniser); by default each reads "
+        "the utterance both ways, as Graves et al.",
     )
     stride: int = option(2, "feature frames stacked into one recurrent step (1: every 10 ms "
                          "frame its own step)", "data", positive=True, high=16)  # fmt: skip
@@ -354,7 +356,7 @@ class CTCFamily(Family):
 
     def build_model(self, cfg: Any, assets: dict[str, Any]) -> nn.Module:
         phones = assets.get("phones") or inventory_of(cfg)
-        mc = model_config(cfg, "ctc", bidirectional=cfg.bidirectional)
+        mc = model_config(cfg, "ctc", bidirectional=not cfg.unidirectional)
         return CTCRecognizer(mc, FeatureConfig(n_mels=cfg.n_mels).size, len(phones),
                              cfg.stride)  # fmt: skip
 
