@@ -220,7 +220,7 @@ class LSTMCell(Cell):
     ) -> tuple[Tensor, State] | None:
         """The fused CPU kernel (rnnlab.kernels.cpu), zoneout (``zone`` (T, B, 2H): the keep masks
         of y and c) and layer norm included; on a GPU the Triton kernels (rnnlab.kernels.gpu)."""
-        if x_proj.device.type == "cuda":  # the Triton kernels (no layer norm)
+        if x_proj.device.type == "cuda":  # the Triton kernels
             from rnnlab.kernels import gpu
 
             return gpu.lstm_sequence(self, x_proj, state, valid, recurrent_mask, zone)
