@@ -515,6 +515,34 @@ def test_adaptive_lif_equations_and_surrogate_gradients(name):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12, msg=key)
 
 
+@pytest.mark.parametrize("name", ["adlif", "radlif"])
+def test_stable_adaptive_lif_keeps_every_subthreshold_mode_bounded(name):
+    """stable=true clamps a >= beta - 1: the (u, w) map's eigenvalues stay within the unit
+    circle for any parameters, and a long input that makes the authors' ranges overflow (a at
+    its most negative) stays finite."""
+    g = torch.Generator().manual_seed(0)
+    e = math.exp
+    for _ in range(2000):
+        alpha = torch.empty(()).uniform_(e(-1 / 5), e(-1 / 25), generator=g)
+        beta = torch.empty(()).uniform_(e(-1 / 30), e(-1 / 120), generator=g)
+        a = torch.maximum(torch.empty(()).uniform_(-1, 1, generator=g), beta - 1)
+        M = torch.tensor([[alpha - (1 - alpha) * a, -(1 - alpha) * beta], [a, beta]])
+        assert torch.linalg.eigvals(M.double()).abs().max() <= 1 + 1e-6  # float32 inputs
+    torch.manual_seed(0)
+    x = -torch.rand(3000, 2, 3)  # below threshold throughout: the linear map alone
+    runs = {}
+    for stable in (False, True):
+        layer = Recurrent(name, 3, 4, cell_args={"batch_norm": False, "stable": stable})
+        with torch.no_grad():
+            layer.cells[0].a.fill_(-1.0)
+            layer.cells[0].alpha.fill_(e(-1 / 25))
+            layer.cells[0].beta.fill_(e(-1 / 120))
+            layer.cells[0].weight_ih.fill_(1.0)
+        _, (_, u, w) = layer(x)
+        runs[stable] = bool(torch.isfinite(u).all() and torch.isfinite(w).all())
+    assert runs == {False: False, True: True}
+
+
 def s5_reference(p, x, x0):
     """Smith et al. 2023, zero-order hold, in complex arithmetic, one step at a time."""
     lam = torch.complex(p["lambda_re"], p["lambda_im"])

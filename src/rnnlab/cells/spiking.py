@@ -18,6 +18,19 @@ orthogonal at initialisation, its diagonal zeroed where used (a neuron does not 
 W is torch's Linear initialisation. The spike's derivative is the authors' box-car surrogate:
 d s / d u := 1 where -0.5 < u - 1 <= 0.5, else 0.
 
+Below the threshold (no spikes) the state follows a linear map, (u, w)_t = M (u, w)_{t-1} +
+(1 - alpha) (I_t, 0) with
+
+    M = [[alpha - (1 - alpha) a, -(1 - alpha) beta], [a, beta]],   det M = alpha beta,
+    det(1 - M) = (1 - alpha) (1 - beta + a).
+
+A negative a (which the authors' range allows) with alpha and beta near 1 gives M an eigenvalue
+above 1 when a < beta - 1 (about -0.01 to -0.03): e.g. alpha = 0.966, beta = 0.997, a = -0.93
+gives 1.175, so u and w grow without bound, and over the ~300 steps of a CTC utterance they
+overflowed float32 (their sequences are 1 s clips of 100 steps). The cell argument ``stable``
+(rnnlab's addition, off by default) clamps a >= beta - 1, where det(1 - M) >= 0, det M < 1 and
+0 < trace M < 2 keep every eigenvalue in [-1, 1].
+
 As in the authors' code (``idiap/sparch``, ``snns.py``), including the batch normalisation of
 I_t over the batch and the steps (``BatchNorm1d``, momentum 0.05; cell argument ``batch_norm``,
 on by default: without it, torch's initialisation of W gives currents that rarely reach the
@@ -84,7 +97,11 @@ class AdLIFCell(Cell):
     tally_names = ("spike_rate",)
     recurrent = False
     arguments = {
-        "batch_norm": (True, "batch-normalise W x over the batch and steps (the authors')")
+        "batch_norm": (True, "batch-normalise W x over the batch and steps (the authors')"),
+        "stable": (
+            False,
+            "keep a >= beta - 1, so that no subthreshold mode grows (not the authors')",
+        ),
     }
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
@@ -112,6 +129,8 @@ class AdLIFCell(Cell):
         alpha = self.alpha.clamp(*ALPHA)
         beta = self.beta.clamp(*BETA)
         a = self.a.clamp(*A_RANGE)
+        if self.arg("stable"):  # a >= beta - 1: the (u, w) map's spectral radius <= 1
+            a = torch.maximum(a, beta - 1.0)
         b = self.b.clamp(*B_RANGE)
         w = beta * w_prev + a * u_prev + b * s_prev
         drive = x_proj - w
