@@ -34,8 +34,12 @@ BACKENDS = ("auto", "step", "fused", "torch")
 
 def _unequal(valid: Tensor | None) -> bool:
     """Whether a batch's lengths differ (its valid mask (T, B, 1) is not all true); checked on
-    the CPU only, where the answer picks the backend (on a GPU it would cost a sync)."""
-    return valid is not None and valid.device.type == "cpu" and not bool(valid.all())
+    the CPU only, where the answer picks the backend (on a GPU it would cost a sync), and never
+    while torch.compile traces (the value is data; torch's layer is not run there anyway)."""
+    if valid is None or valid.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    return not bool(valid.all())
+
 
 # Cells torch.nn can express exactly, and the torch module class of each.
 _TORCH_EQUIVALENT = {"lstm": nn.LSTM, "lstm-np": nn.LSTM, "gru": nn.GRU, "tanh": nn.RNN}
