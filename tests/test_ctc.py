@@ -278,3 +278,16 @@ def test_unidirectional_reads_forward_only(tmp_path):
                                           "unidirectional": True}), {})  # fmt: skip
     assert both.rnn.config.bidirectional and not one.rnn.config.bidirectional
     assert one.out.in_features * 2 == both.out.in_features
+
+
+def test_a_stride_too_coarse_for_the_labels_is_refused_before_training(tmp_path, capsys):
+    tone_corpus(tmp_path / "tones")
+    out = tmp_path / "r"
+    argv = ["train", "--data", str(tmp_path / "tones"), "--stride", "16", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "steps at --stride 16" in err
+    best = int(err.split("use --stride ")[1].split()[0])
+    assert 1 < best < 16 and not out.exists()
+    assert main(["train", "--data", str(tmp_path / "tones"), "--stride", str(best), "--epochs",
+                 "1", "--hidden-size", "4", "--out", str(out), "--no-progress"]) == 0  # fmt: skip

@@ -159,6 +159,39 @@ def _with_phones(u: Utterance, phones: tuple[str, ...]) -> Utterance:
     return Utterance(u.name, u.speaker, u.audio, u.rate, phones, u.text)
 
 
+def alignment_steps(targets: Tensor) -> int:
+    """Steps a CTC alignment of ``targets`` needs: one per label, and a blank between repeats."""
+    return len(targets) + int((targets[1:] == targets[:-1]).sum())
+
+
+def check_alignable(sets: dict[str, SpeechSet], names: dict[str, list[str]], stride: int,
+                    data: str) -> None:  # fmt: skip
+    """Refuse, before training, an utterance with fewer steps (frames / stride, rounded up) than
+    its labels' alignment needs, naming it and the largest stride that fits every utterance."""
+    need = {s: [alignment_steps(t) for t in v.targets] for s, v in sets.items()}
+    frames = {s: [len(f) for f in v.features] for s, v in sets.items()}
+
+    def fits(k: int) -> bool:
+        return all(-(-n // k) >= m for s in sets for n, m in zip(frames[s], need[s], strict=True))
+
+    if fits(stride):
+        return
+    split, i = next((s, i) for s in sets for i, (n, m) in enumerate(zip(frames[s], need[s],
+                    strict=True)) if -(-n // stride) < m)  # fmt: skip
+    n, m = frames[split][i], need[split][i]
+    labels = len(sets[split].targets[i])
+    best = next((k for k in range(stride - 1, 0, -1) if fits(k)), None)
+    advice = (
+        f"use --stride {best} or less"
+        if best
+        else "even one frame a step is too few: the utterance is shorter than its phones"
+    )
+    raise DataError(
+        f"{data}: {split} utterance {names[split][i]} has {n} frames, {-(-n // stride)} steps "
+        f"at --stride {stride}, for {labels} phones needing {m}; {advice}"
+    )
+
+
 def check_speakers_disjoint(splits: dict[str, list[Utterance]], data: str) -> None:
     seen: dict[str, str] = {}
     for split, utts in splits.items():
@@ -195,6 +228,7 @@ class CTCProblem(Problem):
             )
             for split, utts in utterances.items()
         }
+        check_alignable(self.sets, self.utterance_names, cfg.stride, cfg.data)
         if not assets:  # a new run: the training set's statistics go into the model's buffers
             frames = torch.cat(self.sets["train"].features)
             model.set_normalisation(frames.mean(0), frames.std(0))
