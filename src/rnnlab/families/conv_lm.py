@@ -64,6 +64,7 @@ from rnnlab.families.base import (
     default,
     option,
 )
+from rnnlab.families.gcnn import GatedBlockOptions
 from rnnlab.families.lm import EVAL_COLUMNS, LM, TextOptions, TextProblem, text_figures
 from rnnlab.models.conv_lm import ConvLanguageModel, ConvLMConfig
 
@@ -153,7 +154,7 @@ class TCNLMConfig(ConvOptions):
 
 
 @dataclass(frozen=True)
-class GCNNLMConfig(ConvOptions):
+class GCNNLMConfig(ConvOptions, GatedBlockOptions):
     """A small gated convolutional network (Dauphin et al. 2017) for a CPU."""
 
     family: ClassVar[str] = "gcnn-lm"
@@ -161,17 +162,10 @@ class GCNNLMConfig(ConvOptions):
     hidden_size: int = default(ConvOptions, "hidden_size", 256)
     num_layers: int = default(ConvOptions, "num_layers", 4)
     kernel_size: int = default(ConvOptions, "kernel_size", 4)
-    bottleneck: bool = option(False, "bottleneck blocks: 1x1 GLU to C/4, a GLU of the kernel "
-                              "size, 1x1 GLU back (Dauphin et al. Sec. 2)")  # fmt: skip
     optimizer: str = default(TrainOptions, "optimizer", "adam")
     lr: float = default(TrainOptions, "lr", 2e-3)
     clip: float = default(TrainOptions, "clip", 0.1)
     lr_decay: float = default(TrainOptions, "lr_decay", 0.5)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.bottleneck and self.hidden_size < 4:
-            raise ConfigError(f"bottleneck blocks need at least 4 channels, got {self.hidden_size}")
 
 
 def conv_config(cfg: Any, kind: str) -> ConvLMConfig:

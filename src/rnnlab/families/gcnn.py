@@ -25,6 +25,7 @@ from rnnlab.errors import ConfigError
 from rnnlab.families.base import (
     LAYERS,
     WIDTH,
+    FamilyConfig,
     Problem,
     TrainOptions,
     default,
@@ -37,7 +38,22 @@ from rnnlab.models.gcnn import GCNNConfig, GCNNPredictor
 
 
 @dataclass(frozen=True)
-class GCNNFamilyConfig(TrainOptions):
+class GatedBlockOptions(FamilyConfig):
+    """The block choice of Dauphin et al.'s gated networks, shared by ``gcnn`` and ``gcnn-lm``
+    (a config that mixes it in has ``hidden_size``, the blocks' channels)."""
+
+    bottleneck: bool = option(False, "bottleneck blocks: 1x1 GLU to C/4, a GLU of the kernel "
+                              "size, 1x1 GLU back (Dauphin et al. Sec. 2)")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        channels = getattr(self, "hidden_size", 4)
+        if self.bottleneck and channels < 4:
+            raise ConfigError(f"bottleneck blocks need at least 4 channels, got {channels}")
+
+
+@dataclass(frozen=True)
+class GCNNFamilyConfig(TrainOptions, GatedBlockOptions):
     """A GCNN over the previous frames with a factorised Bernoulli output over the 88 keys."""
 
     family: ClassVar[str] = "gcnn"
@@ -50,15 +66,8 @@ class GCNNFamilyConfig(TrainOptions):
                               high=64)  # fmt: skip
     dropout: float = option(0.25, "dropout after every GLU and before the output", low=0.0,
                             below=1.0)  # fmt: skip
-    bottleneck: bool = option(False, "bottleneck blocks: 1x1 GLU to C/4, a GLU of the kernel "
-                              "size, 1x1 GLU back (Dauphin et al. Sec. 2)")  # fmt: skip
     lr: float = default(TrainOptions, "lr", 1e-3)
     clip: float = default(TrainOptions, "clip", 0.1)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.bottleneck and self.hidden_size < 4:
-            raise ConfigError(f"bottleneck blocks need at least 4 channels, got {self.hidden_size}")
 
 
 def gcnn_config(cfg: GCNNFamilyConfig, frame_size: int) -> GCNNConfig:
