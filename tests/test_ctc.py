@@ -291,3 +291,23 @@ def test_a_stride_too_coarse_for_the_labels_is_refused_before_training(tmp_path,
     assert 1 < best < 16 and not out.exists()
     assert main(["train", "--data", str(tmp_path / "tones"), "--stride", str(best), "--epochs",
                  "1", "--hidden-size", "4", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "manifest,npz,message",
+    [
+        ("{", None, "manifest.json: not valid JSON"),
+        ('{"phones": 3}', None, "no list of phones"),
+        (None, b"garbage", "not a readable corpus of plain arrays"),
+    ],
+)
+def test_a_corrupt_corpus_is_one_line_naming_the_file(tmp_path, capsys, manifest, npz, message):
+    tone_corpus(tmp_path / "c")
+    if manifest is not None:
+        (tmp_path / "c" / "manifest.json").write_text(manifest)
+    if npz is not None:
+        (tmp_path / "c" / "corpus.npz").write_bytes(npz)
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(tmp_path / "c"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and not out.exists()

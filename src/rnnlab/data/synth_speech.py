@@ -36,6 +36,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -265,17 +266,35 @@ def content_sha256(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """A corpus's manifest.json, refused in one line where it is missing or malformed."""
+    path = directory / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"no {NAME} corpus in {directory}: make it with `rnnlab data make-speech`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); make the corpus again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("phones"), list):
+        raise DataError(f"{path}: no list of phones; make the corpus again")
+    return manifest
+
+
 def load(directory: Path) -> tuple[dict[str, list[Utterance]], dict[str, Any]]:
     """The corpus's utterances by split, and its manifest, after checking the checksum."""
     npz_path, manifest_path = directory / "corpus.npz", directory / "manifest.json"
     if not npz_path.is_file() or not manifest_path.is_file():
         raise DataError(f"no {NAME} corpus in {directory}: make it with `rnnlab data make-speech`")
-    manifest = json.loads(manifest_path.read_text())
-    with np.load(npz_path, allow_pickle=False) as npz:
-        missing = [a for a in ARRAYS if a not in npz.files]
-        if missing:
-            raise DataError(f"{npz_path}: arrays {missing} missing; make it again")
-        arrays = {a: npz[a] for a in ARRAYS}
+    manifest = read_manifest(directory)
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            missing = [a for a in ARRAYS if a not in npz.files]
+            if missing:
+                raise DataError(f"{npz_path}: arrays {missing} missing; make it again")
+            arrays = {a: npz[a] for a in ARRAYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{npz_path}: not a readable corpus of plain arrays ({exc}); make it "
+                        "again with `rnnlab data make-speech`") from None  # fmt: skip
     if content_sha256(arrays) != manifest.get("content_sha256"):
         raise DataError(
             f"{npz_path}: its content does not match the checksum in its manifest "

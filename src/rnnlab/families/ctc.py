@@ -26,7 +26,6 @@ frequent phone repeated).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,11 +144,9 @@ def inventory_of(cfg: Any) -> list[str]:
     """The phones a run on ``cfg.data`` trains on, without reading the audio."""
     directory = synth_directory(cfg.data)
     if directory is not None:
-        manifest = directory / "manifest.json"
-        if not manifest.is_file():
-            raise DataError(f"no {SYNTH} corpus in {directory}: make it with `rnnlab data "
-                            "make-speech`")  # fmt: skip
-        return list(json.loads(manifest.read_text())["phones"])
+        from rnnlab.data.synth_speech import read_manifest
+
+        return [str(p) for p in read_manifest(directory)["phones"]]
     from rnnlab.data import timit
 
     return list(timit.phone_inventory(cfg.phones == "39"))
