@@ -36,7 +36,16 @@ import torch
 
 _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = [
-    _CSRC / name for name in ("module.cpp", "lstm.cpp", "gru.cpp", "scan.cpp", "gru_like.cpp")
+    _CSRC / name
+    for name in (
+        "module.cpp",
+        "lstm.cpp",
+        "gru.cpp",
+        "scan.cpp",
+        "gru_like.cpp",
+        "spiking.cpp",
+        "bru.cpp",
+    )
 ]
 
 

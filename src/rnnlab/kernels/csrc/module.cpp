@@ -53,6 +53,10 @@ std::vector<at::Tensor> gated_scan_forward(at::Tensor, at::Tensor, at::Tensor, i
 std::vector<at::Tensor> gated_scan_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                             at::Tensor, at::Tensor, int64_t);
 
+// spiking.cpp (adLIF, RadLIF) and bru.cpp (the uBRU) add their own functions.
+void register_spiking(pybind11::module& m);
+void register_bru(pybind11::module& m);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // The kernels touch no Python object: they release the GIL, so other Python threads (a study
   // worker's heartbeat, a data loader) run while a long sequence is processed.
@@ -77,4 +81,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         release());
   m.def("ncgru_forward", &ncgru_forward, "fused NC-GRU forward (CPU)", release());
   m.def("ncgru_backward", &ncgru_backward, "fused NC-GRU backward (CPU)", release());
+  register_spiking(m);
+  register_bru(m);
 }
