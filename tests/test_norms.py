@@ -100,7 +100,7 @@ def test_lstm_with_each_step_normalisation_matches_a_transcription(kind):
     torch.testing.assert_close(state[2][0, :, 0], lengths.double())  # the clock
 
 
-@pytest.mark.parametrize("cell", NORM_CELLS)
+@pytest.mark.parametrize("cell", [c for c in NORM_CELLS if takes(c, "layer_norm")])
 def test_assorted_time_over_one_step_is_layer_norm(cell):
     """ATN with a window of one step normalises with the row's own statistics: layer norm."""
     torch.manual_seed(0)
@@ -150,8 +150,24 @@ def test_batch_statistics_ignore_padded_rows():
     torch.testing.assert_close(full[:, :2], short, rtol=1e-10, atol=1e-10)
 
 
+def _one_per_class(cells):
+    """The first cell of each cell class (the LSTM variants share one): its code paths."""
+    seen, kept = set(), []
+    for c in cells:
+        if type(probe(c)) not in seen:
+            seen.add(type(probe(c)))
+            kept.append(c)
+    return kept
+
+
+# Finite differences check exact gradients, drawn without noise.
+GRADCHECKED = _one_per_class(
+    [c for c in NORM_CELLS if probe(c).exact_gradient and not probe(c).noisy_in_training]
+)
+
+
 @pytest.mark.parametrize("kind", STEP_NORMS)
-@pytest.mark.parametrize("cell", NORM_CELLS[:4])  # tanh, gru, gru-v1, lstm: every code path
+@pytest.mark.parametrize("cell", GRADCHECKED)
 def test_gradcheck_with_step_normalisations(cell, kind):
     torch.manual_seed(0)
     layer = Recurrent(cell, 3, 3, norm=kind, norm_window=2).double()
@@ -182,7 +198,57 @@ def test_compiled_fullgraph_matches_eager_in_evaluation(kind):
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", STEP_NORMS)
+@pytest.mark.parametrize("cell", NORM_CELLS)
+def test_every_normalised_cell_normalises_its_input_product(cell, kind):
+    """W x is a normalised site of every cell that takes a step normalisation: the outputs do
+    not change when W is scaled (batch, batch-layer and assorted-time statistics are all scale
+    invariant, up to their eps), where without the normalisation they do."""
+
+    def outputs(norm, scale):
+        torch.manual_seed(0)
+        layer = Recurrent(cell, 3, 4, norm=norm, norm_window=3).double().train()
+        with torch.no_grad():
+            for c in layer.cells:
+                c.weight_ih.mul_(scale)
+        torch.manual_seed(1)  # the same training noise (GateL0RD's gate) in both calls
+        # Large inputs: the statistics' eps (up to 1e-3) small beside the variance at each step
+        x = torch.randn(6, 5, 3, dtype=torch.float64) * 100
+        return layer(x, torch.tensor([6, 4, 6, 2, 5]))[0]
+
+    torch.testing.assert_close(outputs(kind, 3.0), outputs(kind, 1.0), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(outputs("none", 3.0), outputs("none", 1.0), rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", [c for c in cell_names() if not takes(c, "quant_bits")])
+def test_cells_without_quantised_training_say_why(cell):
+    with pytest.raises(ConfigError, match=f"cell '{cell}': it does not take quant_bits: .+"):
+        Recurrent(cell, 3, 4, quant_bits=4)
+
+
 # --- quantised training ------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", QUANT_CELLS)
+def test_every_quantised_cell_computes_on_its_grids(cell):
+    """Every weight matrix the forward pass reads is on its grid, and so is every output."""
+    torch.manual_seed(0)
+    bits = 8  # fine enough that small outputs (the SR-GRU's centroids) are not all 0
+    levels = 2 ** (bits - 1) - 1
+    layer = Recurrent(cell, 4, 6, num_layers=2, quant_bits=bits)
+    for c in layer.cells:
+        names = [n for n, _ in c.named_parameters() if n.startswith("parametrizations.weight_")]
+        assert names, "no weight matrix was quantised"
+        for name in names:
+            w = getattr(c, name.split(".")[1])
+            scale = getattr(c.parametrizations, name.split(".")[1]).original.abs().max()
+            assert torch.allclose(w / scale * levels, torch.round(w / scale * levels), atol=1e-5)
+    # A drive held over 30 steps: long and steady enough for the spiking units to fire
+    x = (torch.randn(1, 8, 4) * 5).expand(30, 8, 4) + 0.1 * torch.randn(30, 8, 4)
+    out, _ = layer(x)
+    grid = out * levels
+    assert torch.allclose(grid, torch.round(grid), atol=1e-5) and out.abs().max() <= 1
+    assert len(out.unique()) > 1  # not a constant output
+
+
 def test_quantised_weights_and_outputs_lie_on_their_grids():
     torch.manual_seed(0)
     bits = 3
@@ -279,6 +345,33 @@ def test_onnx_export_of_batch_norm_is_right_and_of_the_others_refused(tmp_path):
         with torch.no_grad():
             want = layer(x)[0].numpy()
         assert abs(got - want).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "cell", _one_per_class([c for c in NORM_CELLS if probe(c).onnx_refusal is None])
+)
+def test_onnx_export_of_every_batch_normalised_cell_is_right(cell, tmp_path):
+    """In evaluation, each cell class with recurrent batch norm exports to a graph that
+    computes the layer on a new length and batch (steps past the trained ones included)."""
+    import onnxruntime
+
+    torch.manual_seed(0)
+    layer = Recurrent(cell, 3, 4, norm="batch")
+    layer(torch.randn(6, 8, 3) * 2)
+    layer.eval()
+    dims = ({0: torch.export.Dim("T"), 1: torch.export.Dim("B")},)
+    program = torch.onnx.export(layer, (torch.randn(5, 3, 3),), dynamo=True, dynamic_shapes=dims)
+    program.save(tmp_path / "layer.onnx")
+    session = onnxruntime.InferenceSession(tmp_path / "layer.onnx")
+    x = torch.randn(9, 4, 3) * 2
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        out, state = layer(x)
+    want = [out, *state]  # the state too: EGRU's outputs may be all zeros (no events)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert abs(g - w.numpy()).max() < 1e-5
+    assert any(abs(w).max() > 0 for w in want)
 
 
 def test_the_normalised_cells_run_the_step_loop_and_say_so_on_the_fused_backend():

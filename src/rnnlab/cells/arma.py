@@ -57,6 +57,12 @@ class ARMACell(Cell):
     recurrent_weights = False
     options_taken: frozenset[str] = frozenset()
     fused_kernel = False
+    option_reasons = {
+        "norm": "its state is its own predictions and inputs, a linear model of the series: "
+        "normalising them per step would make another model",
+        "quant_bits": "its predictions are unbounded (a linear model of the series), and "
+        "quantised outputs lie on [-1, 1]",
+    }
     arguments = {
         "p": (2, "autoregressive lags"),
         "q": (1, "moving-average lags (the cell's own past predictions)"),

@@ -75,6 +75,9 @@ class Cell(nn.Module, ABC):
     options_taken: frozenset[str] = frozenset(
         {"layer_norm", "zoneout", "recurrent_dropout", "norm", "quant_bits"}
     )
+    # Why the cell does not take a layer option its design rules out (option -> reason), for
+    # ``refusal``'s message: e.g. quant_bits where the outputs are not bounded by 1.
+    option_reasons: dict[str, str] = {}
     fused_kernel: bool = True  # a fused CPU kernel (rnnlab.kernels) runs this cell's layers
     # False where a surrogate gradient stands in for a step function's (spiking units, events):
     # finite differences cannot check such a cell; its own tests check the surrogate instead.
@@ -124,6 +127,8 @@ class Cell(nn.Module, ABC):
             return None
         if option == "recurrent_dropout" and not self.recurrent_weights:
             return "it has no recurrent weights, so recurrent_dropout does not apply"
+        if option in self.option_reasons:
+            return f"it does not take {option}: {self.option_reasons[option]}"
         taken = ", ".join(sorted(self.options_taken)) or "none of them"
         return f"it does not take {option} (of the layer options it takes: {taken})"
 

@@ -24,7 +24,9 @@ Layout and initialisation as the authors' code (``idiap/bayesian-recurrence``, `
 ``weight_ih`` (H, I) Xavier-uniform, no bias; ``theta`` (3, H) zeros (every probability 1/2).
 The batch normalisation of W x that their layers apply is not part of the cell. State: (a,), the
 filtered posterior; its initial value is a_init (``initial_state``). Cell argument: ``smoothing``
-(True). Layer options: none (no recurrent weights; zoneout and layer norm are refused).
+(True). Layer options: quantised training (``quant_bits``: W on its grid, each filtered
+posterior a_t, which is the state, rounded to the outputs' grid on [0, 1]; the smoothing reads
+the rounded ones); no recurrent weights, and zoneout and layer norm are refused.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -51,7 +53,7 @@ class BRUCell(Cell):
     state_widths = (1,)
     zoneout_parts = 0
     recurrent_weights = False
-    options_taken: frozenset[str] = frozenset()
+    options_taken = frozenset({"quant_bits"})  # posteriors in (0, 1)
     fused_kernel = False
     arguments = {"smoothing": (True, "the backward (smoothing) recursion: outputs P(s_t | x_1..T)")}
 

@@ -126,6 +126,11 @@ class CRUCell(Cell):
     zoneout_parts = 0
     options_taken: frozenset[str] = frozenset()
     fused_kernel = False
+    option_reasons = {
+        "norm": "its state is a Gaussian belief that Kalman's equations update: a batch or "
+        "window statistic inside them would no longer make it a filter",
+        "quant_bits": "its linear read-out is unbounded, and quantised outputs lie on [-1, 1]",
+    }
     takes_gaps = True
     onnx_refusal = "the CRU's matrix exponential has no ONNX operator"
     arguments = {

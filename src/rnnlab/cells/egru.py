@@ -33,8 +33,11 @@ Beta(alpha, 3) with alpha = 3 m / (1 - m), so that its mean is m = ``thr_mean``.
 Cell arguments: ``thr_mean`` (0.3), ``dampening`` (0.7), ``support`` (1.0), the EvNN defaults
 (its language-model runs set dampening = support = 3.6). ``Recurrent.statistics()`` reports
 ``activity``, the fraction of (step, unit) pairs with an event: activity sparsity is 1 minus it.
-Layer options: recurrent dropout (on y_{t-1} where it enters R); layer norm and zoneout are
-refused (the paper's zoneout acts on c^ alone, not on the state parts as rnnlab's does). On the
+Layer options: recurrent dropout (on y_{t-1} where it enters R); the step normalisations
+(``norm``, rnnlab.cells.norms: N(W x) and N(R y) separately, each bias after its sum) and
+quantised training (``quant_bits``: y = e c^ lies in [-1, 1]), both on the step loop; layer norm
+and zoneout are refused (the paper's zoneout acts on c^ alone, not on the state parts as rnnlab's
+does). On the
 CPU a fused kernel (``rnnlab.kernels``, csrc/gru_like.cpp) runs the layer, pseudo-derivative
 included; the step loop is its reference.
 
@@ -89,7 +92,7 @@ class EGRUCell(Cell):
     gate_rows = 3
     state_widths = (1, 1)  # y (sparse output), c (internal state)
     zoneout_parts = 0
-    options_taken = frozenset({"recurrent_dropout"})
+    options_taken = frozenset({"recurrent_dropout", "norm", "quant_bits"})
     exact_gradient = False
     arguments = {
         "thr_mean": (0.3, "mean of the thresholds' Beta(alpha, 3) initialisation, in (0, 1)"),
@@ -113,6 +116,7 @@ class EGRUCell(Cell):
             beta = torch.distributions.Beta(torch.tensor(3.0 * mean / (1.0 - mean)),
                                             torch.tensor(3.0))  # fmt: skip
             self.threshold.copy_(beta.sample((H,)))
+        self._make_step_norms({"ih": 3 * H, "hh": 3 * H})  # W x and R y, the biases after
 
     @classmethod
     def check_args(cls, args: dict[str, Any]) -> None:
@@ -122,18 +126,28 @@ class EGRUCell(Cell):
             if not (args[name] > 0 and math.isfinite(args[name])):
                 raise ConfigError(f"egru's {name} must be positive, got {args[name]}")
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
-        y_prev, c_prev = state
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
+        y_prev, c_prev = state[:2]
         y_in = y_prev if recurrent_mask is None else y_prev * recurrent_mask
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        if n is None:
+            ry = F.linear(y_in, self.weight_hh, self.bias_hh)
+        else:  # rnnlab.cells.norms: N(W x) + b, N(R y) + b_h
+            x_proj = n("ih", x_proj) + self.bias
+            ry = n("hh", F.linear(y_in, self.weight_hh)) + self.bias_hh
         u_x, r_x, z_x = x_proj.chunk(3, dim=-1)
-        u_h, r_h, z_h = F.linear(y_in, self.weight_hh, self.bias_hh).chunk(3, dim=-1)
+        u_h, r_h, z_h = ry.chunk(3, dim=-1)
         u = torch.sigmoid(u_x + u_h)
         r = torch.sigmoid(r_x + r_h)
         z = torch.tanh(z_x + r * z_h)
         c_hat = u * c_prev + (1.0 - u) * z
         theta = self.threshold.clamp(0.0, 1.0)
         e = event(c_hat - theta, self.arg("dampening"), self.arg("support"))
-        return e * c_hat, c_hat - e * theta
+        new = (e * c_hat, c_hat - e * theta)
+        return new if n is None else (*new, *n.end())
 
     def tally(self, state: State) -> tuple[Tensor, ...]:
         return ((state[0] != 0).to(state[0].dtype),)  # y = e c^ with c^ > theta >= 0 at events

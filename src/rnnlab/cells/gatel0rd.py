@@ -27,8 +27,11 @@ it; it never enters the next step. Deeper internal networks (the authors'
 Cell arguments: ``l0_lambda`` (0.001, the paper's setting for its billiard-ball and robot
 tasks) and ``gate_noise`` (sigma = 0.1). ``Recurrent.statistics()`` reports ``gate_openings``,
 the fraction of (step, unit) pairs whose latent changed; ``Recurrent.penalty()`` is the L0 term.
-Layer options: layer norm, zoneout and recurrent dropout are refused (the cell's own gate is the
-regulariser; its recurrent input is h, not the output y that rnnlab's masks act on).
+Layer options: the step normalisations (``norm``, rnnlab.cells.norms: W x, R_{g,r} h_{t-1} and
+R_{p,o} h_t each normalised, the bias after their sum) and quantised training (``quant_bits``:
+y = tanh(.) sigmoid(.) lies in [-1, 1]), both on the step loop; layer norm, zoneout and
+recurrent dropout are refused (the cell's own gate is the regulariser; its recurrent input is h,
+not the output y that rnnlab's masks act on).
 
 On the CPU a fused kernel (``rnnlab.kernels``, csrc/gru_like.cpp) runs the latent recurrence
 (h_t and L_t, one product with R_g, R_r per step); y_t reads h_t but never feeds back, so it is
@@ -63,7 +66,7 @@ class GateL0RDCell(Cell):
     gate_rows = 4
     state_widths = (1, 1, 1)  # y, h, the step's gate L
     zoneout_parts = 0
-    options_taken: frozenset[str] = frozenset()
+    options_taken = frozenset({"norm", "quant_bits"})
     noisy_in_training = True
     arguments = {
         "l0_lambda": (0.001, "weight of the L0 penalty on latent changes"),
@@ -82,6 +85,7 @@ class GateL0RDCell(Cell):
         with torch.no_grad():
             for p in (self.weight_ih, self.weight_hh, self.weight_hn, self.bias):
                 p.uniform_(-bound, bound)
+        self._make_step_norms({"ih": 4 * H, "hh": 2 * H, "hn": 2 * H})
 
     @classmethod
     def check_args(cls, args: dict[str, Any]) -> None:
@@ -89,19 +93,28 @@ class GateL0RDCell(Cell):
             if args[name] < 0:
                 raise ConfigError(f"gatel0rd's {name} must be at least 0, got {args[name]}")
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
-        _, h_prev, _ = state
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
+        h_prev = state[1]
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        rh = F.linear(h_prev, self.weight_hh)
+        if n is not None:  # rnnlab.cells.norms; the bias after the normalised sums
+            x_proj = n("ih", x_proj) + self.bias
+            rh = n("hh", rh)
         g_x, r_x, p_x, o_x = x_proj.chunk(4, dim=-1)
-        g_h, r_h = F.linear(h_prev, self.weight_hh).chunk(2, dim=-1)
+        g_h, r_h = rh.chunk(2, dim=-1)
         s = g_x + g_h
         sigma = self.arg("gate_noise")
         if self.training and sigma > 0:
             s = s - sigma * torch.randn_like(s)
         gate = F.relu(torch.tanh(s))
         h = gate * torch.tanh(r_x + r_h) + (1.0 - gate) * h_prev
-        p_h, o_h = F.linear(h, self.weight_hn).chunk(2, dim=-1)
+        hn = F.linear(h, self.weight_hn)
+        p_h, o_h = (hn if n is None else n("hn", hn)).chunk(2, dim=-1)
         y = torch.tanh(p_x + p_h) * torch.sigmoid(o_x + o_h)
-        return y, h, gate
+        return (y, h, gate) if n is None else (y, h, gate, *n.end())
 
     def tally(self, state: State) -> tuple[Tensor, ...]:
         return (_openings(state[2]),)

@@ -36,9 +36,12 @@ torch's GRU initialisation U(-1/sqrt(H), 1/sqrt(H)), gate biases zero.
 
 Cell arguments: ``negatives`` (rho; -1: half the units), ``neumann_order`` (1 to 3, default
 2), ``refresh`` (49). Layer options: recurrent dropout (on h_{t-1} where it enters the
-products); layer norm and zoneout are refused. On the CPU a fused kernel (``rnnlab.kernels``,
-csrc/gru_like.cpp) runs the layer with [W_r; W_u; W_c] stacked into one recurrent product per
-step; the step loop is its reference.
+products); the step normalisations (``norm``, rnnlab.cells.norms: W x, R_{r,u} h and W_c h each
+normalised, the gate biases after; on the step loop; a normalised W_c h is no longer the
+orthogonal map's image, which the user then chose); layer norm and zoneout are refused, and so
+is quantised training (modReLU's candidate, hence h, is unbounded). On the CPU a fused kernel
+(``rnnlab.kernels``, csrc/gru_like.cpp) runs the layer with [W_r; W_u; W_c] stacked into one
+recurrent product per step; the step loop is its reference.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -92,7 +95,9 @@ class NCGRUCell(Cell):
     gate_rows = 3
     state_widths = (1,)
     zoneout_parts = 0
-    options_taken = frozenset({"recurrent_dropout"})
+    options_taken = frozenset({"recurrent_dropout", "norm"})
+    option_reasons = {"quant_bits": "its modReLU candidate, hence its output, is unbounded, and "
+                      "quantised outputs lie on [-1, 1]"}  # fmt: skip
     onnx_refusal = (
         "ONNX has no matrix inverse or solve for its Cayley transform (I + A)^-1 (I - A) D"
     )
@@ -137,6 +142,7 @@ class NCGRUCell(Cell):
             self.register_buffer("cayley_inverse", torch.linalg.inv(torch.eye(H) + A))
             self.register_buffer("cayley_inverse_of", A.clone())
             self.register_buffer("cayley_updates", torch.zeros((), dtype=torch.long))
+        self._make_step_norms({"ih": 3 * H, "hh": 2 * H, "hc": H})
 
     def _apply(self, fn: Any, recurse: bool = True) -> NCGRUCell:
         """After a change of dtype (``.double()``), the kept inverse is computed afresh at the new
@@ -206,17 +212,28 @@ class NCGRUCell(Cell):
         # The candidate's rows have no bias (b_c is modReLU's); W_c is formed here, once per
         # sequence, and read by every step of it.
         self._candidate = self.candidate_matrix()
-        return F.linear(x, self.weight_ih, F.pad(self.bias, (0, self.hidden_size)))
+        bias = F.pad(self.bias, (0, self.hidden_size))
+        return F.linear(x, self.weight_ih, None if self.step_norms is not None else bias)
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
-        (h_prev,) = state
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
+        h_prev = state[0]
         h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        rh = F.linear(h_in, self.weight_hh)
+        ch = F.linear(h_in, self._candidate)
+        if n is not None:  # rnnlab.cells.norms; the gate biases after the normalisation
+            x_proj = n("ih", x_proj) + F.pad(self.bias, (0, self.hidden_size))
+            rh, ch = n("hh", rh), n("hc", ch)
         r_x, u_x, c_x = x_proj.chunk(3, dim=-1)
-        r_h, u_h = F.linear(h_in, self.weight_hh).chunk(2, dim=-1)
+        r_h, u_h = rh.chunk(2, dim=-1)
         r = torch.sigmoid(r_x + r_h)
         u = torch.sigmoid(u_x + u_h)
-        c = modrelu(c_x + r * F.linear(h_in, self._candidate), self.modrelu_bias)
-        return (u * h_prev + (1.0 - u) * c,)
+        c = modrelu(c_x + r * ch, self.modrelu_bias)
+        h = u * h_prev + (1.0 - u) * c
+        return (h,) if n is None else (h, *n.end())
 
     def fused_sequence(
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None

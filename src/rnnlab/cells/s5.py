@@ -82,6 +82,11 @@ class S5Cell(Cell):
     recurrent_weights = False
     options_taken: frozenset[str] = frozenset()
     fused_kernel = False
+    option_reasons = {
+        "norm": "its paper normalises around the layer (the model's batch or layer norm), not "
+        "inside the linear recurrence, whose state is complex",
+        "quant_bits": "its output C x + D u is unbounded, and quantised outputs lie on [-1, 1]",
+    }
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)

@@ -16,8 +16,10 @@ sigmoid(x) below, which keeps it positive so that its logarithm exists.
   f_t = sigmoid(k_f), i_t = sigmoid(k_i); h_t = f'_t h_{t-1} + i'_t g(k_h).
 
 Weights U(-1/sqrt(H), 1/sqrt(H)), biases zero. There are no recurrent weights, so variational
-recurrent dropout does not apply. The scan keeps h_0's term, exp(A_t) h_0, out of the log-space
-sum, so any initial state works.
+recurrent dropout does not apply. Layer options: layer norm and zoneout (on the kernel), the step
+normalisations (``norm``, rnnlab.cells.norms: W x normalised, the bias after; on the step loop);
+quantised training is refused (g's candidate, hence h, is unbounded above). The scan keeps h_0's
+term, exp(A_t) h_0, out of the log-space sum, so any initial state works.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -55,7 +57,9 @@ class ScanCell(Cell):
     state_widths = (1,)
     zoneout_parts = 1
     recurrent_weights = False
-    options_taken = frozenset({"layer_norm", "zoneout"})
+    options_taken = frozenset({"layer_norm", "zoneout", "norm"})
+    option_reasons = {"quant_bits": "its candidate g(x) = x + 1/2 (x >= 0), hence its output, is "
+                      "unbounded, and quantised outputs lie on [-1, 1]"}  # fmt: skip
     scan_kind: int  # which cell the fused CPU kernel computes (csrc/scan.cpp)
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
@@ -66,19 +70,27 @@ class ScanCell(Cell):
         self._uniform_(self.weight_ih)
         if options.layer_norm:
             self.ln_ih_weight = nn.Parameter(torch.ones(rows))
+        self._make_step_norms({"ih": rows})
 
     @abstractmethod
     def log_coefficients(self, x_proj: Tensor) -> tuple[Tensor, Tensor]:
         """log a_t and log b_t from the input projection."""
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        if n is not None:  # rnnlab.cells.norms; the bias after the normalisation
+            x_proj = n("ih", x_proj) + self.bias
         log_a, log_b = self.log_coefficients(x_proj)
-        return (torch.exp(log_a) * state[0] + torch.exp(log_b),)
+        h = torch.exp(log_a) * state[0] + torch.exp(log_b)
+        return (h,) if n is None else (h, *n.end())
 
     def fused_sequence(
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
     ) -> tuple[Tensor, State] | None:
-        if recurrent_mask is not None:
+        if recurrent_mask is not None or self.step_norms is not None:
             return None
         h0 = state[0]
         if x_proj.device.type == "cpu":

@@ -40,7 +40,8 @@ normalisation's statistics include padded steps (their inputs are zeros), as a b
 padded batch does. State: (s, u, w); the
 output is the spike train. ``Recurrent.statistics()`` reports ``spike_rate``, the fraction of
 (step, neuron) pairs with a spike. Layer options: recurrent dropout on s_{t-1} where it enters
-V (``radlif``); layer norm and zoneout are refused.
+V (``radlif``); quantised training (``quant_bits``: W and V on their grids; the spikes, 0 or 1,
+are on the outputs' grid already); layer norm and zoneout are refused.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -91,7 +92,7 @@ class AdLIFCell(Cell):
     state_widths = (1, 1, 1)  # s, u, w
     zoneout_parts = 0
     recurrent_weights = False
-    options_taken: frozenset[str] = frozenset()
+    options_taken = frozenset({"quant_bits"})  # spikes lie on every grid
     fused_kernel = False
     exact_gradient = False
     tally_names = ("spike_rate",)
@@ -151,4 +152,4 @@ class RadLIFCell(AdLIFCell):
 
     recurrent = True
     recurrent_weights = True
-    options_taken = frozenset({"recurrent_dropout"})
+    options_taken = frozenset({"recurrent_dropout", "quant_bits"})

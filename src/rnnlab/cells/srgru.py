@@ -22,7 +22,11 @@ which the SR-LSTM (``rnnlab.cells.srlstm``) subclasses too. Each block of
 
 Cell arguments: ``centroids`` (k, 10; the authors use 50 for Tomita grammars and 5 for balanced
 parentheses) and ``temperature`` (tau, 1; the authors also run 5). Layer options: recurrent
-dropout (on h_{t-1} where it enters the products); layer norm and zoneout are refused.
+dropout (on h_{t-1} where it enters the products); the step normalisations (``norm``,
+rnnlab.cells.norms, on the step loop: U x with a learned shift in place of the bias the cell
+lacks, W_{z,r} h and W_c (r h) each normalised) and quantised training (``quant_bits``: h_t, a
+mixture of centroids that u_t in [-1, 1] pulls, is clipped to [-1, 1] and rounded); layer norm
+and zoneout are refused.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -42,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.cells.base import Cell, CellOptions, State
+from rnnlab.cells.norms import NormStep
 from rnnlab.errors import ConfigError
 
 
@@ -60,7 +65,7 @@ class StateRegularised(Cell):
 
     state_widths: tuple[int, ...] = (1,)
     zoneout_parts = 0
-    options_taken = frozenset({"recurrent_dropout"})
+    options_taken = frozenset({"recurrent_dropout", "norm", "quant_bits"})
     fused_kernel = False
     cell_name = ""  # the registry's name, for messages
     arguments = {
@@ -86,21 +91,27 @@ class StateRegularised(Cell):
 
     @abstractmethod
     def unregularised(
-        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None, n: NormStep | None
     ) -> tuple[Tensor, State]:
-        """u_t (B, H), the output before the pull to the centroids, and the rest of the new
-        state (every part after the first)."""
+        """u_t (B, H), the output before the pull to the centroids, and the rest of the cell's
+        own new state (its parts after the first); ``n`` normalises the sites (``norm``)."""
 
     def advance(
-        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None
-    ) -> tuple[Tensor, State]:
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> tuple[Tensor, State]:  # fmt: skip
         """alpha_t (B, k) and the new state (S^T alpha_t, rest...)."""
-        u, rest = self.unregularised(x_proj, state, recurrent_mask)
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        u, rest = self.unregularised(x_proj, state, recurrent_mask, n)
         alpha = torch.softmax(F.linear(u, self.centroids) / self.arg("temperature"), dim=-1)
-        return alpha, (alpha @ self.centroids, *rest)
+        new = (alpha @ self.centroids, *rest)
+        return alpha, new if n is None else (*new, *n.end())
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
-        return self.advance(x_proj, state, recurrent_mask)[1]
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
+        return self.advance(x_proj, state, recurrent_mask, valid)[1]
 
     def transition_probabilities(self, x: Tensor, state: State | None = None) -> Tensor:
         """alpha_t (T, B, k) over a sequence x (T, B, I) from ``state`` (zeros): which centroid
@@ -131,20 +142,27 @@ class SRGRUCell(StateRegularised):
                 for block in w.split(H):
                     nn.init.orthogonal_(block)
         self._make_centroids(0.1)
+        # No bias to follow the normalisation: the input site learns a shift instead.
+        self._make_step_norms({"ih": 3 * H, "hh_zr": 2 * H, "hh_c": H}, shifted=("ih",))
 
     def project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih)  # no biases, as the authors' cell
 
     def unregularised(
-        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None, n: NormStep | None
     ) -> tuple[Tensor, State]:
         h_prev = state[0]
         h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
+        W_zr, W_c = self.weight_hh.split([2 * self.hidden_size, self.hidden_size])
+        zr_h = F.linear(h_in, W_zr)
+        if n is not None:
+            x_proj, zr_h = n("ih", x_proj), n("hh_zr", zr_h)
         z_x, r_x, c_x = x_proj.chunk(3, dim=-1)
-        W_z, W_r, W_c = self.weight_hh.chunk(3, dim=0)
-        z = hard_sigmoid(z_x + F.linear(h_in, W_z))
-        r = hard_sigmoid(r_x + F.linear(h_in, W_r))
-        c = torch.tanh(c_x + F.linear(r * h_in, W_c))
+        z_h, r_h = zr_h.chunk(2, dim=-1)
+        z = hard_sigmoid(z_x + z_h)
+        r = hard_sigmoid(r_x + r_h)
+        c_h = F.linear(r * h_in, W_c)
+        c = torch.tanh(c_x + (c_h if n is None else n("hh_c", c_h)))
         return (1.0 - z) * c + z * h_prev, ()
 
 

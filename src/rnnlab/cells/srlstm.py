@@ -32,7 +32,10 @@ zero (``CellOptions.forget_bias`` does not apply), peepholes and centroids U(-0.
 
 Cell arguments: ``centroids`` (k, 10; the authors use 5 for balanced parentheses),
 ``temperature`` (tau, 1), ``peepholes`` (true). Layer options: recurrent dropout (on h_{t-1}
-where it enters the products); layer norm and zoneout are refused.
+where it enters the products); the step normalisations (``norm``, rnnlab.cells.norms, on the
+step loop: W x and R h each normalised, the bias after, and c_t with a shift before its tanh,
+as in the LSTM family; the peepholes read the raw c) and quantised training (``quant_bits``, as
+the SR-GRU); layer norm and zoneout are refused.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -49,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.cells.base import CellOptions, State
+from rnnlab.cells.norms import NormStep
 from rnnlab.cells.srgru import StateRegularised
 
 
@@ -76,20 +80,24 @@ class SRLSTMCell(StateRegularised):
         if self.arg("peepholes"):
             self.peephole = nn.Parameter(torch.empty(3, H).uniform_(-0.5, 0.5))  # i, f, o
         self._make_centroids(0.5)
+        self._make_step_norms({"ih": 4 * H, "hh": 4 * H, "c": H}, shifted=("c",))
 
     def project_input(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight_ih, self.bias)
+        return F.linear(x, self.weight_ih, None if self.step_norms is not None else self.bias)
 
     def unregularised(
-        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None, n: NormStep | None
     ) -> tuple[Tensor, State]:
-        h_prev, c_prev = state
+        h_prev, c_prev = state[:2]
         h_in = h_prev if recurrent_mask is None else h_prev * recurrent_mask
-        i_pre, f_pre, z_pre, o_pre = (x_proj + F.linear(h_in, self.weight_hh)).chunk(4, dim=-1)
+        rh = F.linear(h_in, self.weight_hh)
+        pre = x_proj + rh if n is None else n("ih", x_proj) + n("hh", rh) + self.bias
+        i_pre, f_pre, z_pre, o_pre = pre.chunk(4, dim=-1)
         if self.arg("peepholes"):
             p_i, p_f, p_o = self.peephole.chunk(3)  # (1, H) each
             i_pre, f_pre = i_pre + p_i * c_prev, f_pre + p_f * c_prev
         c = torch.sigmoid(f_pre) * c_prev + torch.sigmoid(i_pre) * torch.tanh(z_pre)
         if self.arg("peepholes"):
             o_pre = o_pre + p_o * c
-        return torch.sigmoid(o_pre) * torch.tanh(c), (c,)
+        c_out = c if n is None else n("c", c)
+        return torch.sigmoid(o_pre) * torch.tanh(c_out), (c,)
