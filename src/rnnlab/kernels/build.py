@@ -45,6 +45,7 @@ _SOURCES = [
         "gru_like.cpp",
         "spiking.cpp",
         "bru.cpp",
+        "state_regularised.cpp",
     )
 ]
 

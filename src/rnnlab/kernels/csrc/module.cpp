@@ -53,9 +53,11 @@ std::vector<at::Tensor> gated_scan_forward(at::Tensor, at::Tensor, at::Tensor, i
 std::vector<at::Tensor> gated_scan_backward(at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                             at::Tensor, at::Tensor, int64_t);
 
-// spiking.cpp (adLIF, RadLIF) and bru.cpp (the uBRU) add their own functions.
+// spiking.cpp (adLIF, RadLIF), bru.cpp (the uBRU) and state_regularised.cpp (SR-GRU, SR-LSTM)
+// add their own functions.
 void register_spiking(pybind11::module& m);
 void register_bru(pybind11::module& m);
+void register_state_regularised(pybind11::module& m);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // The kernels touch no Python object: they release the GIL, so other Python threads (a study
@@ -83,4 +85,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ncgru_backward", &ncgru_backward, "fused NC-GRU backward (CPU)", release());
   register_spiking(m);
   register_bru(m);
+  register_state_regularised(m);
 }
