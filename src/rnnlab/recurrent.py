@@ -325,6 +325,10 @@ class Recurrent(nn.Module):
             reason = probe.refusal(option) if on else None
             if reason is not None:
                 raise ConfigError(f"cell {cell!r}: {reason}")
+        replaced = probe.norm_replaces  # a cell argument whose normalisation ``norm`` replaces
+        if cfg.norm != "none" and replaced and self.config.cell_args.get(replaced):
+            raise ConfigError(f"cell {cell!r}: norm={cfg.norm} takes the place of its cell "
+                              f"argument {replaced}; leave {replaced}=true out")  # fmt: skip
         self.num_directions = 2 if bidirectional else 1
         self.cells = nn.ModuleList(
             make_cell(

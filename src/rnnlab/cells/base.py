@@ -78,6 +78,10 @@ class Cell(nn.Module, ABC):
     # Why the cell does not take a layer option its design rules out (option -> reason), for
     # ``refusal``'s message: e.g. quant_bits where the outputs are not bounded by 1.
     option_reasons: dict[str, str] = {}
+    # A boolean cell argument that turns on a normalisation of the cell's own at a site that a
+    # step normalisation (``norm``) takes over (the spiking cells' input batch norm): with a
+    # ``norm`` it is off, and asking for both is refused.
+    norm_replaces: str | None = None
     fused_kernel: bool = True  # a fused CPU kernel (rnnlab.kernels) runs this cell's layers
     # False where a surrogate gradient stands in for a step function's (spiking units, events):
     # finite differences cannot check such a cell; its own tests check the surrogate instead.

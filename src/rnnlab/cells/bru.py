@@ -24,7 +24,9 @@ Layout and initialisation as the authors' code (``idiap/bayesian-recurrence``, `
 ``weight_ih`` (H, I) Xavier-uniform, no bias; ``theta`` (3, H) zeros (every probability 1/2).
 The batch normalisation of W x that their layers apply is not part of the cell. State: (a,), the
 filtered posterior; its initial value is a_init (``initial_state``). Cell argument: ``smoothing``
-(True). Layer options: quantised training (``quant_bits``: W on its grid, each filtered
+(True). Layer options: the step normalisations (``norm``, rnnlab.cells.norms, on the step loop:
+W x normalised with a learned shift, as the batch norm of the authors' layers but per step);
+quantised training (``quant_bits``: W on its grid, each filtered
 posterior a_t, which is the state, rounded to the outputs' grid on [0, 1]; the smoothing reads
 the rounded ones); no recurrent weights, and zoneout and layer norm are refused.
 
@@ -53,7 +55,7 @@ class BRUCell(Cell):
     state_widths = (1,)
     zoneout_parts = 0
     recurrent_weights = False
-    options_taken = frozenset({"quant_bits"})  # posteriors in (0, 1)
+    options_taken = frozenset({"norm", "quant_bits"})  # posteriors in (0, 1)
     fused_kernel = False
     arguments = {"smoothing": (True, "the backward (smoothing) recursion: outputs P(s_t | x_1..T)")}
 
@@ -62,6 +64,8 @@ class BRUCell(Cell):
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         nn.init.xavier_uniform_(self.weight_ih)
         self.theta = nn.Parameter(torch.zeros(3, hidden_size))
+        # W x has no bias: a normalised one learns a shift (the log-likelihood ratio's offset).
+        self._make_step_norms({"ih": hidden_size}, shifted=("ih",))
 
     @property
     def smoothing(self) -> bool:
@@ -79,17 +83,25 @@ class BRUCell(Cell):
 
     def initial_state(self, batch_size: int, like: Tensor) -> State:
         a_init = torch.sigmoid(self.theta[0]).to(like.dtype)
-        return (a_init.expand(batch_size, self.hidden_size),)
+        extra = super().initial_state(batch_size, like)[1:]  # a step normalisation's parts
+        return (a_init.expand(batch_size, self.hidden_size), *extra)
 
     def project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih)
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
-        (a_prev,) = state
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
+        a_prev = state[0]
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        if n is not None:  # rnnlab.cells.norms
+            x_proj = n("ih", x_proj)
         p1, p2 = torch.sigmoid(self.theta[1]), torch.sigmoid(self.theta[2])
         q = p1 * a_prev + p2 * (1.0 - a_prev)
         r = torch.exp(x_proj.clamp(max=10.0))
-        return (q / (q + r * (1.0 - q) + EPS),)
+        a = q / (q + r * (1.0 - q) + EPS)
+        return (a,) if n is None else (a, *n.end())
 
     def smooth(self, filtered: Tensor, lengths: Tensor | None) -> Tensor:
         """The backward recursion over filtered posteriors (T, B, H), from each sequence's last

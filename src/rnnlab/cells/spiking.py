@@ -40,8 +40,10 @@ normalisation's statistics include padded steps (their inputs are zeros), as a b
 padded batch does. State: (s, u, w); the
 output is the spike train. ``Recurrent.statistics()`` reports ``spike_rate``, the fraction of
 (step, neuron) pairs with a spike. Layer options: recurrent dropout on s_{t-1} where it enters
-V (``radlif``); quantised training (``quant_bits``: W and V on their grids; the spikes, 0 or 1,
-are on the outputs' grid already); layer norm and zoneout are refused.
+V (``radlif``); the step normalisations (``norm``, rnnlab.cells.norms, on the step loop: W x, in
+place of the authors' batch norm, and V s each normalised); quantised training (``quant_bits``: W
+and V on their grids; the spikes, 0 or 1, are on the outputs' grid already); layer norm and
+zoneout are refused.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -92,13 +94,17 @@ class AdLIFCell(Cell):
     state_widths = (1, 1, 1)  # s, u, w
     zoneout_parts = 0
     recurrent_weights = False
-    options_taken = frozenset({"quant_bits"})  # spikes lie on every grid
+    options_taken = frozenset({"norm", "quant_bits"})  # spikes lie on every grid
     fused_kernel = False
     exact_gradient = False
     tally_names = ("spike_rate",)
+    norm_replaces = "batch_norm"
     recurrent = False
     arguments = {
-        "batch_norm": (True, "batch-normalise W x over the batch and steps (the authors')"),
+        "batch_norm": (
+            True,
+            "batch-normalise W x over the batch and steps (the authors'; a norm takes its place)",
+        ),
         "stable": (
             False,
             "keep a >= beta - 1, so that no subthreshold mode grows (not the authors')",
@@ -117,7 +123,10 @@ class AdLIFCell(Cell):
         if self.recurrent:
             self.weight_hh = nn.Parameter(torch.empty(H, H))
             nn.init.orthogonal_(self.weight_hh)
-        self.norm = nn.BatchNorm1d(H, momentum=0.05) if self.arg("batch_norm") else None
+        # A step normalisation (``norm``) takes the input batch norm's place, at W x.
+        own = self.arg("batch_norm") and options.norm == "none"
+        self.norm = nn.BatchNorm1d(H, momentum=0.05) if own else None
+        self._make_step_norms({"ih": H, "hh": H} if self.recurrent else {"ih": H})
 
     def project_input(self, x: Tensor) -> Tensor:
         current = F.linear(x, self.weight_ih)  # no bias, as the authors' layers
@@ -125,8 +134,14 @@ class AdLIFCell(Cell):
             return current
         return self.norm(current.reshape(-1, self.hidden_size)).reshape(current.shape)
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
-        s_prev, u_prev, w_prev = state
+    def step(
+        self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
+        valid: Tensor | None = None,
+    ) -> State:  # fmt: skip
+        s_prev, u_prev, w_prev = state[:3]
+        n = None if self.step_norms is None else self._norm_step(state, valid)
+        if n is not None:  # rnnlab.cells.norms: N(W x), and N(V s) below
+            x_proj = n("ih", x_proj)
         alpha = self.alpha.clamp(*ALPHA)
         beta = self.beta.clamp(*BETA)
         a = self.a.clamp(*A_RANGE)
@@ -139,9 +154,11 @@ class AdLIFCell(Cell):
             s_in = s_prev if recurrent_mask is None else s_prev * recurrent_mask
             V = self.weight_hh * (1.0 - torch.eye(self.hidden_size, dtype=s_in.dtype,
                                                   device=s_in.device))  # fmt: skip
-            drive = drive + F.linear(s_in, V)
+            recurrent = F.linear(s_in, V)
+            drive = drive + (recurrent if n is None else n("hh", recurrent))
         u = alpha * (u_prev - s_prev) + (1.0 - alpha) * drive
-        return BoxcarSpike.apply(u - 1.0), u, w
+        new = (BoxcarSpike.apply(u - 1.0), u, w)
+        return new if n is None else (*new, *n.end())
 
     def tally(self, state: State) -> tuple[Tensor, ...]:
         return (state[0],)
@@ -152,4 +169,4 @@ class RadLIFCell(AdLIFCell):
 
     recurrent = True
     recurrent_weights = True
-    options_taken = frozenset({"recurrent_dropout", "quant_bits"})
+    options_taken = frozenset({"recurrent_dropout", "norm", "quant_bits"})
