@@ -475,11 +475,12 @@ class Recurrent(nn.Module):
         self, cell: Cell, x: Tensor, state: State, valid: Tensor | None
     ) -> tuple[Tensor, State]:
         """One direction of one layer. x (T, B, I) -> (T, B, H). A cell with a smoothing pass
-        (the uBRU's backward recursion) applies it to the outputs of the whole sequence."""
+        (the uBRU's backward recursion) applies it to the outputs of the whole sequence, with
+        its kernel where the filter had one (any backend but "step")."""
         out, final = self._run_steps(cell, x, state, valid)
         if getattr(cell, "smoothing", False):
             lengths = None if valid is None else valid[..., 0].sum(0)
-            out = cast(Any, cell).smooth(out, lengths)
+            out = cast(Any, cell).smooth(out, lengths, fused=self.config.backend != "step")
         return out, final
 
     def _run_steps(

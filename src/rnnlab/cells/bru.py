@@ -30,6 +30,10 @@ quantised training (``quant_bits``: W on its grid, each filtered
 posterior a_t, which is the state, rounded to the outputs' grid on [0, 1]; the smoothing reads
 the rounded ones); no recurrent weights, and zoneout and layer norm are refused.
 
+On the CPU fused kernels (``rnnlab.kernels.ops_bru``, csrc/bru.cpp) run the filter over all steps
+and the smoothing pass over each sequence within its length, each with its backward; the step
+loop and ``smooth``'s PyTorch recursion are the reference (``backend="step"``).
+
 >>> import torch
 >>> from rnnlab import Recurrent
 >>> out, (a,) = Recurrent("bru", 3, 4)(torch.randn(6, 2, 3))
@@ -56,7 +60,7 @@ class BRUCell(Cell):
     zoneout_parts = 0
     recurrent_weights = False
     options_taken = frozenset({"norm", "quant_bits"})  # posteriors in (0, 1)
-    fused_kernel = False
+    fused_kernel = True
     arguments = {"smoothing": (True, "the backward (smoothing) recursion: outputs P(s_t | x_1..T)")}
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
@@ -89,6 +93,10 @@ class BRUCell(Cell):
     def project_input(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight_ih)
 
+    def _transitions(self) -> tuple[Tensor, Tensor]:
+        """(p1, p2) = (sigmoid(theta_1), sigmoid(theta_2)), each (H)."""
+        return torch.sigmoid(self.theta[1]), torch.sigmoid(self.theta[2])
+
     def step(
         self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
         valid: Tensor | None = None,
@@ -97,16 +105,36 @@ class BRUCell(Cell):
         n = None if self.step_norms is None else self._norm_step(state, valid)
         if n is not None:  # rnnlab.cells.norms
             x_proj = n("ih", x_proj)
-        p1, p2 = torch.sigmoid(self.theta[1]), torch.sigmoid(self.theta[2])
+        p1, p2 = self._transitions()
         q = p1 * a_prev + p2 * (1.0 - a_prev)
         r = torch.exp(x_proj.clamp(max=10.0))
         a = q / (q + r * (1.0 - q) + EPS)
         return (a,) if n is None else (a, *n.end())
 
-    def smooth(self, filtered: Tensor, lengths: Tensor | None) -> Tensor:
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """The filter over all steps in one kernel (the CPU); the smoothing pass follows in
+        ``smooth``, which ``Recurrent`` then asks for its kernel too (``fused``)."""
+        if not self._fused_available(x_proj):
+            return None
+        from rnnlab.kernels import ops_bru
+
+        p1, p2 = (p.to(x_proj.dtype) for p in self._transitions())
+        out, a_T = ops_bru.filter_sequence(x_proj, p1, p2, state[0], valid)
+        return out, (a_T,)
+
+    def smooth(self, filtered: Tensor, lengths: Tensor | None, fused: bool = False) -> Tensor:
         """The backward recursion over filtered posteriors (T, B, H), from each sequence's last
-        step (``lengths``; padded steps come back as zeros)."""
-        p1, p2 = torch.sigmoid(self.theta[1]), torch.sigmoid(self.theta[2])
+        step (``lengths``; padded steps come back as zeros). ``fused``: the layer runs on a fused
+        backend (not ``backend="step"``), so the kernel runs it where one applies, as for the
+        filter; otherwise the PyTorch recursion below, the reference."""
+        p1, p2 = self._transitions()
+        if fused and self._fused_available(filtered):
+            from rnnlab.kernels import ops_bru
+
+            p1, p2 = p1.to(filtered.dtype), p2.to(filtered.dtype)
+            return ops_bru.smooth_sequence(filtered, p1, p2, lengths)
         a = reverse_padded(filtered, lengths)  # step k is each sequence's (len - 1 - k)
         gammas = [a[0]]
         for k in range(1, a.shape[0]):
