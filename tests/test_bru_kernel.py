@@ -180,3 +180,25 @@ def test_operators_pass_opcheck(dtype):
     d_aT = torch.randn_like(a_T)
     torch.library.opcheck(ops.bru_filter_backward, (grad, d_aT, x_proj, Y, p1, p2, a0, valid))
     torch.library.opcheck(ops.bru_smooth_backward, (grad, Y, gamma, p1, p2, lengths))
+
+
+@pytest.mark.parametrize("smoothing", [True, False])
+def test_nan_and_saturation_as_the_step_loop(smoothing):
+    """Built with -ffast-math, the kernels must still carry a NaN of the input through (min(NaN,
+    10) is NaN, its gradient 0, as torch's clamp), and huge inputs on both sides of the clamp
+    must saturate as on the step loop."""
+    ref, fast = _pair(1, False, smoothing, torch.float32)
+    for x in (torch.randn(5, 2, 5), torch.randn(30, 2, 5) * 1e4):
+        if x.shape[0] == 5:
+            x[2, 0, 1] = float("nan")
+        results = []
+        for layer in (ref, fast):
+            layer.zero_grad()
+            xx = x.clone().requires_grad_()
+            out, (a_T,) = layer(xx)
+            (out.nan_to_num().sum() + a_T.nan_to_num().sum()).backward()
+            results.append([out, a_T, xx.grad, *(p.grad for p in layer.parameters())])
+        assert bool(torch.isnan(results[0][0]).any()) == (x.shape[0] == 5)
+        for g, w in zip(*reversed(results), strict=True):
+            assert torch.equal(torch.isnan(g), torch.isnan(w))
+            torch.testing.assert_close(g.nan_to_num(), w.nan_to_num(), rtol=1e-4, atol=1e-4)

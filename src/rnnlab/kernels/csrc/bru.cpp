@@ -23,6 +23,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -31,6 +33,30 @@ constexpr double kEps = 1e-11;  // the step's EPS
 constexpr double kClamp = 10.0;  // r_t = exp(min(x_t, 10))
 
 inline bool given(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
+
+// NaN by its bits: -ffast-math folds std::isnan(x) and x != x to false, and lets min(NaN, 10)
+// be 10. A NaN of x_t must reach a_t (and the loss) as on the step loop.
+inline bool is_nan(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits & 0x7fffffffu) > 0x7f800000u;
+}
+inline bool is_nan(double x) {
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return (bits & 0x7fffffffffffffffull) > 0x7ff0000000000000ull;
+}
+
+// min(x, 10), NaN kept; and whether the clamp passes x's gradient (x <= 10; not at a NaN, as
+// torch's clamp).
+template <typename T>
+inline T clamped(T x) {
+  return is_nan(x) ? x : std::min(x, T(kClamp));
+}
+template <typename T>
+inline bool passes(T x) {
+  return x <= T(kClamp) && !is_nan(x);
+}
 
 // The units of one batch row never alias one another's buffers; saying so lets GCC vectorise.
 #define R_ __restrict__
@@ -41,7 +67,7 @@ void filter_row(int64_t H, const T* R_ x, const T* R_ p1, const T* R_ p2, const 
                 T* R_ a) {
   for (int64_t k = 0; k < H; ++k) {
     const T q = p1[k] * a_prev[k] + p2[k] * (1 - a_prev[k]);
-    const T r = std::exp(std::min(x[k], T(kClamp)));
+    const T r = std::exp(clamped(x[k]));
     a[k] = q / (q + r * (1 - q) + T(kEps));
   }
 }
@@ -56,11 +82,11 @@ void filter_row_backward(int64_t H, const T* R_ x, const T* R_ p1, const T* R_ p
   for (int64_t k = 0; k < H; ++k) {
     const T ap = a_prev[k];
     const T q = p1[k] * ap + p2[k] * (1 - ap);
-    const T r = std::exp(std::min(x[k], T(kClamp)));
+    const T r = std::exp(clamped(x[k]));
     const T D = q + r * (1 - q) + T(kEps);
     const T g_D2 = (da[k] + dY[k]) / (D * D);
     const T dq = g_D2 * (r + T(kEps));
-    dx[k] = x[k] <= T(kClamp) ? -g_D2 * q * (1 - q) * r : T(0);
+    dx[k] = passes(x[k]) ? -g_D2 * q * (1 - q) * r : T(0);
     dp1[k] += dq * ap;
     dp2[k] += dq * (1 - ap);
     da[k] = dq * (p1[k] - p2[k]);
