@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from rnnlab.kernels import ops as _ops  # noqa: F401 (registers torch.ops.rnnlab.*)
+from rnnlab.kernels import ops_bru as _ops_bru  # noqa: F401 (the uBRU's)
 from rnnlab.kernels.build import available, extension, unavailable_reason
 
 __all__ = ["available", "extension", "unavailable_reason", "lstm_sequence", "gru_sequence",
