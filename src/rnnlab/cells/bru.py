@@ -30,7 +30,7 @@ quantised training (``quant_bits``: W on its grid, each filtered
 posterior a_t, which is the state, rounded to the outputs' grid on [0, 1]; the smoothing reads
 the rounded ones); no recurrent weights, and zoneout and layer norm are refused.
 
-On the CPU fused kernels (``rnnlab.kernels.ops_bru``, csrc/bru.cpp) run the filter over all steps
+On the CPU, fused kernels (``rnnlab.kernels.ops_bru``, csrc/bru.cpp) run the filter over all steps
 and the smoothing pass over each sequence within its length, each with its backward; the step
 loop and ``smooth``'s PyTorch recursion are the reference (``backend="step"``).
 
