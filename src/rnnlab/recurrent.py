@@ -476,11 +476,12 @@ class Recurrent(nn.Module):
     ) -> tuple[Tensor, State]:
         """One direction of one layer. x (T, B, I) -> (T, B, H). A cell with a smoothing pass
         (the uBRU's backward recursion) applies it to the outputs of the whole sequence, with
-        its kernel where the filter had one (any backend but "step")."""
+        its kernel where the filter ran on one (any backend but "step", no per-step rounding)."""
         out, final = self._run_steps(cell, x, state, valid)
         if getattr(cell, "smoothing", False):
             lengths = None if valid is None else valid[..., 0].sum(0)
-            out = cast(Any, cell).smooth(out, lengths, fused=self.config.backend != "step")
+            fused = self.config.backend != "step" and not self.config.quant_bits
+            out = cast(Any, cell).smooth(out, lengths, fused=fused)
         return out, final
 
     def _run_steps(
