@@ -204,14 +204,17 @@ def test_nan_and_saturation_as_the_step_loop(smoothing):
             torch.testing.assert_close(g.nan_to_num(), w.nan_to_num(), rtol=1e-4, atol=1e-4)
 
 
-def test_quantised_training_runs_the_step_loop_and_its_smoothing():
-    """quant_bits rounds each step's output, so the filter runs the step loop; the smoothing
-    then takes the PyTorch recursion too, and the auto backend computes what "step" does."""
-    ref = Recurrent("bru", 5, 6, backend="step", quant_bits=4).double()
-    auto = Recurrent("bru", 5, 6, quant_bits=4).double()
+@pytest.mark.parametrize("options", [{"quant_bits": 4}, {"norm": "batch"}])
+def test_step_options_run_the_step_loop_and_its_smoothing(options):
+    """quant_bits rounds each step's output and a step normalisation normalises each step's W x,
+    so the filter runs the step loop; the smoothing then takes the PyTorch recursion too, and the
+    auto backend computes what "step" does."""
+    ref = Recurrent("bru", 5, 6, backend="step", **options).double()
+    auto = Recurrent("bru", 5, 6, **options).double()
     auto.load_state_dict(ref.state_dict())
     x = 8 * torch.randn(7, 3, 5, dtype=torch.float64)
+    lengths = torch.tensor([7, 2, 5])
     with _Operators() as seen:
-        got = auto(x, lengths=torch.tensor([7, 2, 5]))[0]
+        got = auto(x, lengths=lengths)[0]
     assert seen.names == set()
-    torch.testing.assert_close(got, ref(x, lengths=torch.tensor([7, 2, 5]))[0], rtol=0, atol=0)
+    torch.testing.assert_close(got, ref(x, lengths=lengths)[0], rtol=0, atol=0)

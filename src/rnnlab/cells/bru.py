@@ -126,9 +126,10 @@ class BRUCell(Cell):
 
     def smooth(self, filtered: Tensor, lengths: Tensor | None, fused: bool = False) -> Tensor:
         """The backward recursion over filtered posteriors (T, B, H), from each sequence's last
-        step (``lengths``; padded steps come back as zeros). ``fused``: the layer runs on a fused
-        backend (not ``backend="step"``), so the kernel runs it where one applies, as for the
-        filter; otherwise the PyTorch recursion below, the reference."""
+        step (``lengths``; padded steps come back as zeros). ``fused``: the layer may run on a
+        kernel (``Recurrent``: not ``backend="step"``, no ``quant_bits``), so the smoothing takes
+        one where the filter's applied (``_fused_available``: the CPU, no step normalisation);
+        otherwise the PyTorch recursion below, the reference."""
         p1, p2 = self._transitions()
         if fused and self._fused_available(filtered):
             from rnnlab.kernels import ops_bru
