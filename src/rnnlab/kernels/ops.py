@@ -13,7 +13,7 @@ node instead of breaking the graph around an opaque call:
 The operators take every optional input as a tensor; an absent one is an empty tensor (``(0,)``),
 as the extension expects. ``save`` asks the forward to keep what the backward needs; it is False
 for inference, where nothing is saved. The shapes below mirror the C++ allocations one for one;
-``tests/test_ops.py`` checks every operator with ``torch.library.opcheck`` (fake against real,
+``tests/test_compile.py`` checks every operator with ``torch.library.opcheck`` (fake against real,
 autograd registration, schema) over every cell's kernel and option.
 """
 
