@@ -101,3 +101,13 @@ class SRLSTMCell(StateRegularised):
             o_pre = o_pre + p_o * c
         c_out = c if n is None else n("c", c)
         return torch.sigmoid(o_pre) * torch.tanh(c_out), (c,)
+
+    def _fused_layer(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State]:
+        from rnnlab.kernels import ops_sr
+
+        peephole = self.peephole if self.arg("peepholes") else None
+        return ops_sr.srlstm_sequence(x_proj, self.weight_hh, peephole, self.centroids,
+                                      self.arg("temperature"), (state[0], state[1]), valid,
+                                      recurrent_mask)  # fmt: skip
