@@ -164,3 +164,30 @@ def test_opcheck_of_the_operators(lstm):
         bare = (x.detach(), W.detach(), S.detach(), h0.detach(), e, e, tau, False)
     torch.library.opcheck(op, inputs)
     torch.library.opcheck(op, bare)
+
+
+@needs_extension
+@pytest.mark.parametrize("cell", ["sr-gru", "sr-lstm"])
+def test_nan_propagates_and_saturation_stays_finite(cell):
+    """Built with -ffast-math, the kernels must carry a NaN through (training stops on it) and
+    saturate, never turn into NaN, where huge inputs drive the gates and the softmax's logits."""
+    layer = Recurrent(cell, 3, 4, backend="fused", cell_args={"temperature": 1e-3})
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    with torch.no_grad():
+        x[2, 0, 1] = float("nan")
+    out, _ = layer(x)
+    assert torch.isnan(out[2:, 0]).all() and not torch.isnan(out[:, 1]).any()
+    out.nan_to_num().sum().backward()
+    ref = Recurrent(cell, 3, 4, backend="step", cell_args={"temperature": 1e-3})
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(30, 2, 3) * 1e4
+    layer.zero_grad()
+    want, got = ref(x)[0], layer(x)[0]
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    got.sum().backward()
+    want.sum().backward()
+    for p, q in zip(layer.parameters(), ref.parameters(), strict=True):
+        assert torch.isfinite(p.grad).all()
+        atol = 1e-3 * q.grad.abs().max().item() + 1e-9  # saturated: some gradients all but 0
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=atol)
