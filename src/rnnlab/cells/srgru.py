@@ -26,7 +26,9 @@ dropout (on h_{t-1} where it enters the products); the step normalisations (``no
 rnnlab.cells.norms, on the step loop: U x with a learned shift in place of the bias the cell
 lacks, W_{z,r} h and W_c (r h) each normalised) and quantised training (``quant_bits``: h_t, a
 mixture of centroids that u_t in [-1, 1] pulls, is clipped to [-1, 1] and rounded); layer norm
-and zoneout are refused.
+and zoneout are refused. On the CPU a fused kernel (``rnnlab.kernels.ops_sr``,
+csrc/state_regularised.cpp) runs the layer where no step normalisation or quantisation is on;
+the step loop is its reference, and ``transition_probabilities`` runs the step.
 
 >>> import torch
 >>> from rnnlab import Recurrent
