@@ -26,7 +26,9 @@ dropout (on h_{t-1} where it enters the products); the step normalisations (``no
 rnnlab.cells.norms, on the step loop: U x with a learned shift in place of the bias the cell
 lacks, W_{z,r} h and W_c (r h) each normalised) and quantised training (``quant_bits``: h_t, a
 mixture of centroids that u_t in [-1, 1] pulls, is clipped to [-1, 1] and rounded); layer norm
-and zoneout are refused.
+and zoneout are refused. On the CPU a fused kernel (``rnnlab.kernels.ops_sr``,
+csrc/state_regularised.cpp) runs the layer where no step normalisation or quantisation is on;
+the step loop is its reference, and ``transition_probabilities`` runs the step.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -66,7 +68,6 @@ class StateRegularised(Cell):
     state_widths: tuple[int, ...] = (1,)
     zoneout_parts = 0
     options_taken = frozenset({"recurrent_dropout", "norm", "quant_bits"})
-    fused_kernel = False
     cell_name = ""  # the registry's name, for messages
     arguments = {
         "centroids": (10, "the number k of centroids (the automaton's states at most)"),
@@ -112,6 +113,22 @@ class StateRegularised(Cell):
         valid: Tensor | None = None,
     ) -> State:  # fmt: skip
         return self.advance(x_proj, state, recurrent_mask, valid)[1]
+
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State] | None:
+        """The fused CPU kernel (csrc/state_regularised.cpp): the recurrence, the softmax over
+        the centroids and the pull in one pass a step. None with the step normalisations (and
+        ``Recurrent`` runs quantised training on the step loop)."""
+        if not self._fused_available(x_proj):
+            return None
+        return self._fused_layer(x_proj, state, valid, recurrent_mask)
+
+    @abstractmethod
+    def _fused_layer(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State]:
+        """One layer and direction on the fused kernel: (outputs (T, B, H), final state)."""
 
     def transition_probabilities(self, x: Tensor, state: State | None = None) -> Tensor:
         """alpha_t (T, B, k) over a sequence x (T, B, I) from ``state`` (zeros): which centroid
@@ -164,6 +181,16 @@ class SRGRUCell(StateRegularised):
         c_h = F.linear(r * h_in, W_c)
         c = torch.tanh(c_x + (c_h if n is None else n("hh_c", c_h)))
         return (1.0 - z) * c + z * h_prev, ()
+
+    def _fused_layer(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State]:
+        from rnnlab.kernels import ops_sr
+
+        out, h = ops_sr.srgru_sequence(x_proj, self.weight_hh, self.centroids,
+                                       self.arg("temperature"), state[0], valid,
+                                       recurrent_mask)  # fmt: skip
+        return out, (h,)
 
 
 def extract_automaton(

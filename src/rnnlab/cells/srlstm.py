@@ -35,7 +35,9 @@ Cell arguments: ``centroids`` (k, 10; the authors use 5 for balanced parentheses
 where it enters the products); the step normalisations (``norm``, rnnlab.cells.norms, on the
 step loop: W x and R h each normalised, the bias after, and c_t with a shift before its tanh,
 as in the LSTM family; the peepholes read the raw c) and quantised training (``quant_bits``, as
-the SR-GRU); layer norm and zoneout are refused.
+the SR-GRU); layer norm and zoneout are refused. On the CPU a fused kernel
+(csrc/state_regularised.cpp, beside the SR-GRU's) runs the layer where neither is on; the step
+loop is its reference.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -101,3 +103,13 @@ class SRLSTMCell(StateRegularised):
             o_pre = o_pre + p_o * c
         c_out = c if n is None else n("c", c)
         return torch.sigmoid(o_pre) * torch.tanh(c_out), (c,)
+
+    def _fused_layer(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State]:
+        from rnnlab.kernels import ops_sr
+
+        peephole = self.peephole if self.arg("peepholes") else None
+        return ops_sr.srlstm_sequence(x_proj, self.weight_hh, peephole, self.centroids,
+                                      self.arg("temperature"), (state[0], state[1]), valid,
+                                      recurrent_mask)  # fmt: skip
