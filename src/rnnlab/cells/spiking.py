@@ -40,7 +40,9 @@ normalisation's statistics include padded steps (their inputs are zeros), as a b
 padded batch does. State: (s, u, w); the
 output is the spike train. ``Recurrent.statistics()`` reports ``spike_rate``, the fraction of
 (step, neuron) pairs with a spike. Layer options: recurrent dropout on s_{t-1} where it enters
-V (``radlif``); layer norm and zoneout are refused.
+V (``radlif``); layer norm and zoneout are refused. On the CPU a fused kernel
+(``rnnlab.kernels.ops_spiking``, csrc/spiking.cpp) runs the layer, surrogate gradient included;
+the step loop (``backend="step"``) is its reference.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -92,7 +94,6 @@ class AdLIFCell(Cell):
     zoneout_parts = 0
     recurrent_weights = False
     options_taken: frozenset[str] = frozenset()
-    fused_kernel = False
     exact_gradient = False
     tally_names = ("spike_rate",)
     recurrent = False
@@ -124,26 +125,47 @@ class AdLIFCell(Cell):
             return current
         return self.norm(current.reshape(-1, self.hidden_size)).reshape(current.shape)
 
-    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
-        s_prev, u_prev, w_prev = state
+    def coefficients(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """alpha, beta, a, b (H each), clamped to their ranges (and a >= beta - 1 if stable)."""
         alpha = self.alpha.clamp(*ALPHA)
         beta = self.beta.clamp(*BETA)
         a = self.a.clamp(*A_RANGE)
         if self.arg("stable"):  # a >= beta - 1: the (u, w) map's spectral radius <= 1
             a = torch.maximum(a, beta - 1.0)
-        b = self.b.clamp(*B_RANGE)
+        return alpha, beta, a, self.b.clamp(*B_RANGE)
+
+    def recurrent_matrix(self, like: Tensor) -> Tensor:
+        """V (H, H): weight_hh with its diagonal zeroed (a neuron does not feed itself)."""
+        eye = torch.eye(self.hidden_size, dtype=like.dtype, device=like.device)
+        return self.weight_hh * (1.0 - eye)
+
+    def step(self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None) -> State:
+        s_prev, u_prev, w_prev = state
+        alpha, beta, a, b = self.coefficients()
         w = beta * w_prev + a * u_prev + b * s_prev
         drive = x_proj - w
         if self.recurrent:
             s_in = s_prev if recurrent_mask is None else s_prev * recurrent_mask
-            V = self.weight_hh * (1.0 - torch.eye(self.hidden_size, dtype=s_in.dtype,
-                                                  device=s_in.device))  # fmt: skip
-            drive = drive + F.linear(s_in, V)
+            drive = drive + F.linear(s_in, self.recurrent_matrix(s_in))
         u = alpha * (u_prev - s_prev) + (1.0 - alpha) * drive
         return BoxcarSpike.apply(u - 1.0), u, w
 
     def tally(self, state: State) -> tuple[Tensor, ...]:
         return (state[0],)
+
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:
+        """The fused CPU kernel (csrc/spiking.cpp); the clamps and V's zeroed diagonal stay here,
+        under autograd. The spike-rate tally is the output spikes, as the step's."""
+        if not self._fused_available(x_proj):
+            return None
+        from rnnlab.kernels.ops_spiking import spiking_sequence
+
+        V = self.recurrent_matrix(x_proj) if self.recurrent else None
+        out, final = spiking_sequence(x_proj, self.coefficients(), V, state, valid,
+                                      recurrent_mask)  # fmt: skip
+        return out, final, (out,)
 
 
 class RadLIFCell(AdLIFCell):
