@@ -47,15 +47,16 @@ struct Coefficients {
 
 #define R_ __restrict__
 
-// One batch row's step: rec the row's V (m * s_{t-1}) or null (adLIF); act the row's (u, w, d).
-template <typename T>
+// One batch row's step: rec the row's V (m * s_{t-1}) (RadLIF, read only where Recurrent: GCC
+// left the loop scalar when it tested a pointer for null instead); act the row's (u, w, d).
+template <typename T, bool Recurrent>
 void spiking_row(int64_t H, Coefficients<T> c, const T* R_ x, const T* R_ rec, const T* R_ s_prev,
                  const T* R_ u_prev, const T* R_ w_prev, T* R_ s, T* R_ u, T* R_ w, T* R_ act,
                  T* R_ out) {
   for (int64_t k = 0; k < H; ++k) {
     const T wk = c.beta[k] * w_prev[k] + c.a[k] * u_prev[k] + c.b[k] * s_prev[k];
     T d = x[k] - wk;
-    if (rec != nullptr) d += rec[k];
+    if (Recurrent) d += rec[k];
     const T uk = c.alpha[k] * (u_prev[k] - s_prev[k]) + (1 - c.alpha[k]) * d;
     const T sk = uk - 1 > 0 ? T(1) : T(0);
     act[k] = uk;
@@ -72,7 +73,7 @@ void spiking_row(int64_t H, Coefficients<T> c, const T* R_ x, const T* R_ rec, c
 // steps, dY the output's; writes those of s_{t-1} (without the recurrent product's part, added
 // after it), u_{t-1} and w_{t-1}, d x_t and d(V m s_{t-1}) (dp, or null for adLIF); accumulates
 // the coefficients' gradients of this row in double (d_alpha, d_beta, d_a, d_b, H each).
-template <typename T>
+template <typename T, bool Recurrent>
 void spiking_row_backward(int64_t H, Coefficients<T> c, const T* R_ act, const T* R_ s_prev,
                           const T* R_ u_prev, const T* R_ w_prev, const T* R_ ds, const T* R_ dY,
                           const T* R_ du, const T* R_ dw, T* R_ ds_prev, T* R_ du_prev,
@@ -86,7 +87,7 @@ void spiking_row_backward(int64_t H, Coefficients<T> c, const T* R_ act, const T
     // u = alpha (u' - s') + (1 - alpha) d, d = x - w + V m s'
     const T gd = gu * (1 - c.alpha[k]);
     dx[k] = gd;
-    if (dp != nullptr) dp[k] = gd;
+    if (Recurrent) dp[k] = gd;
     d_alpha[k] += gu * (u_prev[k] - s_prev[k] - d[k]);
     // w = beta w' + a u' + b s'
     const T gw = dw[k] - gd;
@@ -161,8 +162,9 @@ std::vector<at::Tensor> spiking_forward(at::Tensor x_proj, at::Tensor alpha, at:
               for (int64_t k = 0; k < H; ++k) acc[k] += g * col[k];
             }
           }
-          spiking_row<scalar_t>(H, c, xt + o, recurrent ? rec.data() : nullptr, sp + o, up + o,
-                                wp + o, sn + o, un + o, wn + o, ac + r * 3 * H, out + o);
+          const auto row = recurrent ? spiking_row<scalar_t, true> : spiking_row<scalar_t, false>;
+          row(H, c, xt + o, rec.data(), sp + o, up + o, wp + o, sn + o, un + o, wn + o,
+              ac + r * 3 * H, out + o);
         }
       });
       std::swap(s, s_next);
@@ -235,8 +237,9 @@ std::vector<at::Tensor> spiking_backward(at::Tensor dY, at::Tensor dsT, at::Tens
             std::copy(dwp + o, dwp + o + H, dwn + o);
             continue;
           }
-          spiking_row_backward<scalar_t>(
-              H, c, ac + r * 3 * H, sp + o, up + r * prev_stride, wp + r * prev_stride,
+          const auto row = recurrent ? spiking_row_backward<scalar_t, true>
+                                     : spiking_row_backward<scalar_t, false>;
+          row(H, c, ac + r * 3 * H, sp + o, up + r * prev_stride, wp + r * prev_stride,
               dsp + o, dYt + o, dup + o, dwp + o, dsn + o, dun + o, dwn + o, dx + o,
               dp != nullptr ? dp + o : nullptr, dc + o, dc + BH + o, dc + 2 * BH + o,
               dc + 3 * BH + o);
@@ -245,8 +248,13 @@ std::vector<at::Tensor> spiking_backward(at::Tensor dY, at::Tensor dsT, at::Tens
       if (recurrent) {  // d s_{t-1} += m * (dP_t V); padded rows' dP_t is zero
         (*back)(back_rows, dP_t);
         dV_chunks->done(t);
-        if (has_mask) back_rows.mul_(mask);
-        ds_next.add_(back_rows);
+        const scalar_t* br = back_rows.data_ptr<scalar_t>();
+        const scalar_t* mp = has_mask ? mask.data_ptr<scalar_t>() : nullptr;
+        if (mp != nullptr) {
+          for (int64_t k = 0; k < BH; ++k) dsn[k] += br[k] * mp[k];
+        } else {
+          for (int64_t k = 0; k < BH; ++k) dsn[k] += br[k];
+        }
       }
       std::swap(ds, ds_next);
       std::swap(du, du_next);
