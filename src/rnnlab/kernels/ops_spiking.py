@@ -72,6 +72,9 @@ def _spiking_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
     Y, _, _, _, acts = output
     ctx.save_for_backward(acts, Y, s0, u0, w0, alpha, beta, a, b, V, valid, rmask)
     ctx.save = save
+    # Absent output gradients stay None: materialised, acts' alone would be a (T, B, 3H) zero fill
+    # (a fifth of adLIF's backward).
+    ctx.set_materialize_grads(False)
 
 
 def _spiking_backward(ctx: Any, dY: Tensor | None, dsT: Tensor | None, duT: Tensor | None,

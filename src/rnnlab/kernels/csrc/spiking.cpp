@@ -36,7 +36,14 @@ inline bool given(const at::Tensor& t) { return t.defined() && t.numel() > 0; }
 
 // Step t's row of valid, or nullptr where every step is valid.
 inline const uint8_t* valid_at(const at::Tensor& valid_u8, int64_t t) {
-  return valid_u8.defined() ? valid_u8[t].data_ptr<uint8_t>() : nullptr;
+  return valid_u8.defined() ? valid_u8.data_ptr<uint8_t>() + t * valid_u8.size(1) : nullptr;
+}
+
+// Step t's (B, n) block of a contiguous (T, B, n) tensor, by arithmetic: a select per tensor and
+// step (about 1.5 us each) was a twentieth of adLIF's forward+backward.
+template <typename T>
+inline T* step_of(const at::Tensor& x, int64_t t) {
+  return x.data_ptr<T>() + t * x.size(1) * x.size(2);
 }
 
 // The per-neuron coefficients, contiguous.
@@ -133,11 +140,11 @@ std::vector<at::Tensor> spiking_forward(at::Tensor x_proj, at::Tensor alpha, at:
     const scalar_t* vt = recurrent ? VT.data_ptr<scalar_t>() : nullptr;
     const scalar_t* mp = has_mask ? mask.data_ptr<scalar_t>() : nullptr;
     for (int64_t t = 0; t < T; ++t) {
-      const scalar_t *xt = x_proj[t].data_ptr<scalar_t>(), *sp = s.data_ptr<scalar_t>();
+      const scalar_t *xt = step_of<scalar_t>(x_proj, t), *sp = s.data_ptr<scalar_t>();
       const scalar_t *up = u.data_ptr<scalar_t>(), *wp = w.data_ptr<scalar_t>();
       scalar_t *sn = s_next.data_ptr<scalar_t>(), *un = u_next.data_ptr<scalar_t>();
-      scalar_t *wn = w_next.data_ptr<scalar_t>(), *out = Y[t].data_ptr<scalar_t>();
-      scalar_t* ac = acts[save ? t : 0].data_ptr<scalar_t>();
+      scalar_t *wn = w_next.data_ptr<scalar_t>(), *out = step_of<scalar_t>(Y, t);
+      scalar_t* ac = step_of<scalar_t>(acts, save ? t : 0);
       const uint8_t* vld = valid_at(valid_u8, t);
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
         std::vector<scalar_t> rec(recurrent ? H : 0);
@@ -215,15 +222,15 @@ std::vector<at::Tensor> spiking_backward(at::Tensor dY, at::Tensor dsT, at::Tens
     const int64_t BH = B * H;
     for (int64_t t = T - 1; t >= 0; --t) {
       const uint8_t* vld = valid_at(valid_u8, t);
-      const scalar_t *ac = acts[t].data_ptr<scalar_t>(), *dYt = dY[t].data_ptr<scalar_t>();
-      const scalar_t* sp = (t == 0 ? s_first : Y[t - 1]).data_ptr<scalar_t>();
-      const scalar_t* up = t == 0 ? u_first.data_ptr<scalar_t>() : acts[t - 1].data_ptr<scalar_t>();
+      const scalar_t *ac = step_of<scalar_t>(acts, t), *dYt = step_of<scalar_t>(dY, t);
+      const scalar_t* sp = t == 0 ? s_first.data_ptr<scalar_t>() : step_of<scalar_t>(Y, t - 1);
+      const scalar_t* up = t == 0 ? u_first.data_ptr<scalar_t>() : step_of<scalar_t>(acts, t - 1);
       const scalar_t* wp = t == 0 ? w_first.data_ptr<scalar_t>() : up + H;
       const int64_t prev_stride = t == 0 ? H : 3 * H;  // a row of s0 / u0 or of acts
       const scalar_t *dsp = ds.data_ptr<scalar_t>(), *dup = du.data_ptr<scalar_t>();
       const scalar_t* dwp = dw.data_ptr<scalar_t>();
       scalar_t *dsn = ds_next.data_ptr<scalar_t>(), *dun = du_next.data_ptr<scalar_t>();
-      scalar_t *dwn = dw_next.data_ptr<scalar_t>(), *dx = dX[t].data_ptr<scalar_t>();
+      scalar_t *dwn = dw_next.data_ptr<scalar_t>(), *dx = step_of<scalar_t>(dX, t);
       at::Tensor dP_t = recurrent ? dV_chunks->slot(t) : at::Tensor();
       scalar_t* dp = recurrent ? dP_t.data_ptr<scalar_t>() : nullptr;
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
