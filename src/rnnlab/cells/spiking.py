@@ -43,7 +43,9 @@ output is the spike train. ``Recurrent.statistics()`` reports ``spike_rate``, th
 V (``radlif``); the step normalisations (``norm``, rnnlab.cells.norms, on the step loop: W x, in
 place of the authors' batch norm, and V s each normalised); quantised training (``quant_bits``: W
 and V on their grids; the spikes, 0 or 1, are on the outputs' grid already); layer norm and
-zoneout are refused.
+zoneout are refused. On the CPU a fused kernel (``rnnlab.kernels.ops_spiking``,
+csrc/spiking.cpp) runs the layer, surrogate gradient included; the step loop
+(``backend="step"``) is its reference.
 
 >>> import torch
 >>> from rnnlab import Recurrent
@@ -95,7 +97,6 @@ class AdLIFCell(Cell):
     zoneout_parts = 0
     recurrent_weights = False
     options_taken = frozenset({"norm", "quant_bits"})  # spikes lie on every grid
-    fused_kernel = False
     exact_gradient = False
     tally_names = ("spike_rate",)
     norm_replaces = "batch_norm"
@@ -134,6 +135,20 @@ class AdLIFCell(Cell):
             return current
         return self.norm(current.reshape(-1, self.hidden_size)).reshape(current.shape)
 
+    def coefficients(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """alpha, beta, a, b (H each), clamped to their ranges (and a >= beta - 1 if stable)."""
+        alpha = self.alpha.clamp(*ALPHA)
+        beta = self.beta.clamp(*BETA)
+        a = self.a.clamp(*A_RANGE)
+        if self.arg("stable"):  # a >= beta - 1: the (u, w) map's spectral radius <= 1
+            a = torch.maximum(a, beta - 1.0)
+        return alpha, beta, a, self.b.clamp(*B_RANGE)
+
+    def recurrent_matrix(self, like: Tensor) -> Tensor:
+        """V (H, H): weight_hh with its diagonal zeroed (a neuron does not feed itself)."""
+        eye = torch.eye(self.hidden_size, dtype=like.dtype, device=like.device)
+        return self.weight_hh * (1.0 - eye)
+
     def step(
         self, x_proj: Tensor, state: State, recurrent_mask: Tensor | None,
         valid: Tensor | None = None,
@@ -142,19 +157,12 @@ class AdLIFCell(Cell):
         n = None if self.step_norms is None else self._norm_step(state, valid)
         if n is not None:  # rnnlab.cells.norms: N(W x), and N(V s) below
             x_proj = n("ih", x_proj)
-        alpha = self.alpha.clamp(*ALPHA)
-        beta = self.beta.clamp(*BETA)
-        a = self.a.clamp(*A_RANGE)
-        if self.arg("stable"):  # a >= beta - 1: the (u, w) map's spectral radius <= 1
-            a = torch.maximum(a, beta - 1.0)
-        b = self.b.clamp(*B_RANGE)
+        alpha, beta, a, b = self.coefficients()
         w = beta * w_prev + a * u_prev + b * s_prev
         drive = x_proj - w
         if self.recurrent:
             s_in = s_prev if recurrent_mask is None else s_prev * recurrent_mask
-            V = self.weight_hh * (1.0 - torch.eye(self.hidden_size, dtype=s_in.dtype,
-                                                  device=s_in.device))  # fmt: skip
-            recurrent = F.linear(s_in, V)
+            recurrent = F.linear(s_in, self.recurrent_matrix(s_in))
             drive = drive + (recurrent if n is None else n("hh", recurrent))
         u = alpha * (u_prev - s_prev) + (1.0 - alpha) * drive
         new = (BoxcarSpike.apply(u - 1.0), u, w)
@@ -162,6 +170,20 @@ class AdLIFCell(Cell):
 
     def tally(self, state: State) -> tuple[Tensor, ...]:
         return (state[0],)
+
+    def fused_sequence(
+        self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
+    ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:
+        """The fused CPU kernel (csrc/spiking.cpp); the clamps and V's zeroed diagonal stay here,
+        under autograd. The spike-rate tally is the output spikes, as the step's."""
+        if not self._fused_available(x_proj):
+            return None
+        from rnnlab.kernels.ops_spiking import spiking_sequence
+
+        V = self.recurrent_matrix(x_proj) if self.recurrent else None
+        out, final = spiking_sequence(x_proj, self.coefficients(), V, state, valid,
+                                      recurrent_mask)  # fmt: skip
+        return out, final, (out,)
 
 
 class RadLIFCell(AdLIFCell):
