@@ -340,7 +340,7 @@ def test_falls_back_to_the_step_loop_without_the_extension():
 @needs_extension
 @pytest.mark.parametrize("shape", [(32, 256, 1024), (13, 37, 148), (1, 128, 512), (9, 5, 7)])
 def test_the_packed_recurrent_product_equals_torch_mm(shape):
-    """The time loops' own product (32-column panels of R, AVX-512 where the CPU has it; torch.mm
+    """The time loops' own product (panels of R: 32 columns with AVX-512, 16 with AVX2; torch.mm
     elsewhere and in float64): rows and columns that do not fill a tile included."""
     M, K, N = shape
     gen = torch.Generator().manual_seed(M * K + N)

@@ -221,6 +221,8 @@ def _(dY, dyT, dcT, daT, acts, C, Y, y0, c0, a0, weight_hh, peephole, weight_gg,
 
 
 def _lstm_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    # Absent output gradients stay None: no zero-filled (T, B, .) tensor for the saved outputs.
+    ctx.set_materialize_grads(False)
     (x_proj, weight_hh, peephole, weight_gg, y0, c0, a0, valid, rmask, zone, ln_hh, ln_c_weight,
      ln_c_bias, layout, flags, save) = inputs  # fmt: skip
     Y, _, _, _, acts, C, Chat, Rhat, RstdR = output
@@ -329,6 +331,8 @@ def _(dY, dhT, acts, Y, h0, weight_hh, valid, rmask, zone, ln_hh, Rhat, RstdR, R
 
 
 def _gru_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    # Absent output gradients stay None: no zero-filled (T, B, .) tensor for the saved outputs.
+    ctx.set_materialize_grads(False)
     x_proj, weight_hh, bias_hh, h0, valid, rmask, zone, ln_hh, v1, save = inputs
     Y, _, acts, Rhat, RstdR, RhatN, RstdN = output
     ctx.save_for_backward(acts, Y, h0, weight_hh, valid, rmask, zone, ln_hh, Rhat, RstdR, RhatN,
@@ -402,6 +406,8 @@ def _(dY, dhT, Y, h0, weight_hh, valid, rmask, zone, Yhat, ln_hh, Rhat, RstdR): 
 
 
 def _tanh_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    # Absent output gradients stay None: no zero-filled (T, B, .) tensor for the saved outputs.
+    ctx.set_materialize_grads(False)
     x_proj, weight_hh, h0, valid, rmask, zone, ln_hh, save = inputs
     Y, _, Yhat, Rhat, RstdR = output
     ctx.save_for_backward(Y, h0, weight_hh, valid, rmask, zone, Yhat, ln_hh, Rhat, RstdR)
@@ -521,6 +527,8 @@ def _(dY, dyT, dcT, acts, Y, y0, weight_hh, theta, valid, rmask, dampening, supp
 
 
 def _egru_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    # Absent output gradients stay None: no zero-filled (T, B, .) tensor for the saved outputs.
+    ctx.set_materialize_grads(False)
     x_proj, weight_hh, bias_hh, theta, y0, c0, valid, rmask, dampening, support, save = inputs
     Y, _, _, acts = output
     ctx.save_for_backward(acts, Y, y0, c0, weight_hh, theta, valid, rmask)
@@ -585,6 +593,8 @@ def _(dHs, dLs, acts, Hs, Ls, h0, weight_hh, valid):  # type: ignore[no-untyped-
 
 
 def _gatel0rd_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    # Absent output gradients stay None: no zero-filled (T, B, .) tensor for the saved outputs.
+    ctx.set_materialize_grads(False)
     x_gr, weight_hh, h0, L0, noise, valid, save = inputs
     Hs, Ls, acts = output
     ctx.save_for_backward(acts, Hs, Ls, h0, weight_hh, valid)
@@ -650,6 +660,8 @@ def _(dY, dhT, acts, Y, h0, weight, modrelu_bias, valid, rmask):  # type: ignore
 
 
 def _ncgru_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    # Absent output gradients stay None: no zero-filled (T, B, .) tensor for the saved outputs.
+    ctx.set_materialize_grads(False)
     x_proj, weight, modrelu_bias, h0, valid, rmask, save = inputs
     Y, _, acts = output
     ctx.save_for_backward(acts, Y, h0, weight, modrelu_bias, valid, rmask)

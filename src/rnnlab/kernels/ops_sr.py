@@ -67,6 +67,8 @@ def _(dY, dhT, acts, alphas, RH, Y, h0, weight_hh, centroids, valid, rmask, tau)
 
 
 def _srgru_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    # Absent output gradients stay None: no zero-filled (T, B, .) tensor for the saved outputs.
+    ctx.set_materialize_grads(False)
     x_proj, weight_hh, centroids, h0, valid, rmask, tau, save = inputs
     Y, _, acts, alphas, RH = output
     ctx.save_for_backward(acts, alphas, RH, Y, h0, weight_hh, centroids, valid, rmask)
@@ -149,6 +151,8 @@ def _(dY, dhT, dcT, acts, C, alphas, Y, h0, c0, weight_hh, peephole, centroids, 
 
 
 def _srlstm_setup(ctx: Any, inputs: Tensors, output: Tensors) -> None:
+    # Absent output gradients stay None: no zero-filled (T, B, .) tensor for the saved outputs.
+    ctx.set_materialize_grads(False)
     x_proj, weight_hh, peephole, centroids, h0, c0, valid, rmask, tau, save = inputs
     Y, _, _, acts, C, alphas = output
     ctx.save_for_backward(acts, C, alphas, Y, h0, c0, weight_hh, peephole, centroids, valid,
