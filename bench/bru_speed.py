@@ -10,25 +10,12 @@ uBRU's matrix-product floor (rnnlab.benchmarks.speed.matmul_floor) timed in the 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from rnnlab.benchmarks.speed import build, matmul_floor
+from rnnlab.benchmarks.speed import build, interleaved_medians, matmul_floor
 
 VARIANTS = {"smoothing": True, "filter only": False}  # name -> the cell's ``smoothing``
-
-
-def once(module: torch.nn.Module, x: torch.Tensor, train: bool) -> float:
-    start = time.perf_counter()
-    if train:
-        out, _ = module(x)
-        out.sum().backward()
-    else:
-        with torch.no_grad():
-            module(x)
-    return (time.perf_counter() - start) * 1000
 
 
 def main() -> None:
@@ -46,24 +33,17 @@ def main() -> None:
         for v, smoothing in VARIANTS.items()
         for b in ("step", "fused")
     }
-    for m in modules.values():  # warm-up (and the extension build)
-        once(m, x, True)
-    times: dict[tuple[str, str, str], list[float]] = {}
-    for _ in range(args.rounds):
-        for (v, b), m in modules.items():
-            for mode in ("train", "infer"):
-                times.setdefault((v, b, mode), []).append(once(m, x, mode == "train"))
-        times.setdefault(("floor", "", ""), []).append(matmul_floor("bru", (B, T, I, H), 1))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    fl = med[("floor", "", "")]
+    floors = {"bru": lambda: matmul_floor("bru", (B, T, I, H), 1)}
+    med = interleaved_medians(modules, x, args.rounds, floors)
+    fl = med[("bru", "floor")]
     print(f"bru, shape (B,T,I,H) = {B},{T},{I},{H}, {args.threads} threads, median of "
           f"{args.rounds} interleaved rounds, float32; matrix products {fl:.1f} ms")  # fmt: skip
     print("| variant | step fwd+bwd ms | fused fwd+bwd ms | step / fused | step / floor | "
           "fused / floor | step infer ms | fused infer ms | step / fused |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for v in VARIANTS:
-        s, f = med[(v, "step", "train")], med[(v, "fused", "train")]
-        si, fi = med[(v, "step", "infer")], med[(v, "fused", "infer")]
+        s, f = med[((v, "step"), "train")], med[((v, "fused"), "train")]
+        si, fi = med[((v, "step"), "infer")], med[((v, "fused"), "infer")]
         print(
             f"| {v} | {s:.1f} | {f:.1f} | {s / f:.2f} | {s / fl:.2f} | {f / fl:.2f} | "
             f"{si:.1f} | {fi:.1f} | {si / fi:.2f} |"

@@ -10,25 +10,12 @@ that both backends of a cell see the same machine load (the machine is shared). 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from rnnlab.benchmarks.speed import build, matmul_floor
+from rnnlab.benchmarks.speed import build, interleaved_medians, matmul_floor
 
 CELLS = ("gru", "egru", "gatel0rd", "nc-gru")
-
-
-def once(module: torch.nn.Module, x: torch.Tensor, train: bool) -> float:
-    start = time.perf_counter()
-    if train:
-        out, _ = module(x)
-        out.sum().backward()
-    else:
-        with torch.no_grad():
-            module(x)
-    return (time.perf_counter() - start) * 1000
 
 
 def main() -> None:
@@ -42,24 +29,16 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.randn(T, B, I)
     modules = {(c, b): build(c, I, H, b) for c in CELLS for b in ("step", "fused")}
-    for m in modules.values():  # warm-up (and the extension build)
-        once(m, x, True)
-    times: dict[tuple[str, str, str], list[float]] = {}
-    for _ in range(args.rounds):
-        for (c, b), m in modules.items():
-            for mode in ("train", "infer"):
-                times.setdefault((c, b, mode), []).append(once(m, x, mode == "train"))
-        for c in CELLS:
-            times.setdefault((c, "floor", "train"), []).append(matmul_floor(c, (B, T, I, H), 1))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    floors = {c: (lambda c=c: matmul_floor(c, (B, T, I, H), 1)) for c in CELLS}
+    med = interleaved_medians(modules, x, args.rounds, floors)
     print(f"shape (B,T,I,H) = {B},{T},{I},{H}, {args.threads} threads, median of {args.rounds} "
           "interleaved rounds, float32")  # fmt: skip
     print("| cell | step fwd+bwd ms | fused fwd+bwd ms | step / fused | step / floor | "
           "fused / floor | step infer ms | fused infer ms | step / fused |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for c in CELLS:
-        s, f, fl = med[(c, "step", "train")], med[(c, "fused", "train")], med[(c, "floor", "train")]
-        si, fi = med[(c, "step", "infer")], med[(c, "fused", "infer")]
+        s, f, fl = med[((c, "step"), "train")], med[((c, "fused"), "train")], med[(c, "floor")]
+        si, fi = med[((c, "step"), "infer")], med[((c, "fused"), "infer")]
         print(
             f"| {c} | {s:.1f} | {f:.1f} | {s / f:.2f} | {s / fl:.2f} | {f / fl:.2f} | "
             f"{si:.1f} | {fi:.1f} | {si / fi:.2f} |"

@@ -13,22 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import torch
 
 from rnnlab import Recurrent
-
-
-def timed(module: torch.nn.Module, x: torch.Tensor, train: bool) -> float:
-    start = time.perf_counter()
-    if train:
-        out, _ = module(x)
-        out.sum().backward()
-    else:
-        with torch.no_grad():
-            module(x)
-    return (time.perf_counter() - start) * 1000
+from rnnlab.benchmarks.speed import once_ms as timed
 
 
 def main() -> None:

@@ -11,26 +11,13 @@ centroid products a step) timed in the same rounds.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from rnnlab.benchmarks.speed import build, matmul_floor
+from rnnlab.benchmarks.speed import build, interleaved_medians, matmul_floor
 
 CELLS = ("sr-gru", "sr-lstm")
 REFERENCES = ("torch:lstm", "torch:gru")
-
-
-def once(module: torch.nn.Module, x: torch.Tensor, train: bool) -> float:
-    start = time.perf_counter()
-    if train:
-        out, _ = module(x)
-        out.sum().backward()
-    else:
-        with torch.no_grad():
-            module(x)
-    return (time.perf_counter() - start) * 1000
 
 
 def main() -> None:
@@ -48,32 +35,24 @@ def main() -> None:
     modules = {(c, b): build(c, I, H, b, cell_args=cell_args)
                for c in CELLS for b in ("step", "fused")}  # fmt: skip
     modules.update({(r, "torch"): build(r, I, H, "torch") for r in REFERENCES})
-    for m in modules.values():  # warm-up (and the extension build)
-        once(m, x, True)
-    times: dict[tuple[str, str, str], list[float]] = {}
-    for _ in range(args.rounds):
-        for (c, b), m in modules.items():
-            for mode in ("train", "infer"):
-                times.setdefault((c, b, mode), []).append(once(m, x, mode == "train"))
-        for c in CELLS:
-            times.setdefault((c, "floor", "train"), []).append(matmul_floor(c, (B, T, I, H), 1))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    floors = {c: (lambda c=c: matmul_floor(c, (B, T, I, H), 1)) for c in CELLS}
+    med = interleaved_medians(modules, x, args.rounds, floors)
     print(f"shape (B,T,I,H) = {B},{T},{I},{H}, k = {args.centroids}, {args.threads} threads, "
           f"median of {args.rounds} interleaved rounds, float32")  # fmt: skip
     print("| cell | step fwd+bwd ms | fused fwd+bwd ms | step / fused | step / floor | "
           "fused / floor | fused / nn.LSTM | step infer ms | fused infer ms | "
           "step / fused |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    lstm = med[("torch:lstm", "torch", "train")]
+    lstm = med[(("torch:lstm", "torch"), "train")]
     for c in CELLS:
-        s, f, fl = med[(c, "step", "train")], med[(c, "fused", "train")], med[(c, "floor", "train")]
-        si, fi = med[(c, "step", "infer")], med[(c, "fused", "infer")]
+        s, f, fl = med[((c, "step"), "train")], med[((c, "fused"), "train")], med[(c, "floor")]
+        si, fi = med[((c, "step"), "infer")], med[((c, "fused"), "infer")]
         print(
             f"| {c} | {s:.1f} | {f:.1f} | {s / f:.2f} | {s / fl:.2f} | {f / fl:.2f} | "
             f"{f / lstm:.2f} | {si:.1f} | {fi:.1f} | {si / fi:.2f} |"
         )
     for r in REFERENCES:
-        t, i = med[(r, "torch", "train")], med[(r, "torch", "infer")]
+        t, i = med[((r, "torch"), "train")], med[((r, "torch"), "infer")]
         print(f"| {r} | fwd+bwd {t:.1f} ms | infer {i:.1f} ms |")
 
 

@@ -91,6 +91,41 @@ def measure_time(
     return {"forward_ms": timed(forward, repeats), "fwd_bwd_ms": timed(forward_backward, repeats)}
 
 
+def once_ms(module: nn.Module, x: torch.Tensor, train: bool) -> float:
+    """One call of ``module`` on x in ms: forward+backward of the outputs' sum (``train``) or a
+    forward under ``no_grad``."""
+    start = time.perf_counter()
+    if train:
+        out, _ = module(x)
+        out.sum().backward()
+    else:
+        with torch.no_grad():
+            module(x)
+    return (time.perf_counter() - start) * 1000
+
+
+def interleaved_medians(
+    modules: dict[Any, nn.Module],
+    x: torch.Tensor,
+    rounds: int,
+    floors: dict[str, Any] | None = None,
+) -> dict[tuple[Any, str], float]:
+    """Medians over ``rounds`` in which every module runs once in training ("train") and once
+    in inference ("infer") and every floor (name -> a function returning ms) once ("floor"),
+    so that all of them see the same machine load (the bench scripts' same-run ratios). Each
+    module runs once first (warm-up, and the extension's build)."""
+    for m in modules.values():
+        once_ms(m, x, True)
+    times: dict[tuple[Any, str], list[float]] = {}
+    for _ in range(rounds):
+        for key, m in modules.items():
+            for mode in ("train", "infer"):
+                times.setdefault((key, mode), []).append(once_ms(m, x, mode == "train"))
+        for name, floor in (floors or {}).items():
+            times.setdefault((name, "floor"), []).append(floor())
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def matmul_floor(cell: str, shape: tuple[int, ...], repeats: int) -> float:
     """The matrix products of a forward+backward: the input projection, T recurrent products
     forward and T backward, and the weight and input gradients as single products."""
