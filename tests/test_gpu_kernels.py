@@ -1,7 +1,9 @@
-"""The GPU kernels of the LSTM family (Triton), run on the CPU in Triton's interpreter
-(TRITON_INTERPRET=1) against the step loop: outputs, final states and every gradient, in float64,
-for every LSTM variant the kernels cover, with lengths, initial states and recurrent dropout, and
-with layer norm (its gains and biases' gradients included; a bidirectional two-layer stack too).
+"""The GPU kernels (Triton), run on the CPU in Triton's interpreter (TRITON_INTERPRET=1) against
+the step loop: outputs, final states and every gradient, in float64. Over the cell registry: every
+cell has kernels or a reason (``Cell.gpu_refusal``), and each cell's kernels match the step loop
+with each layer option they claim (``Cell.gpu_options``) and leave it the others. In depth for the
+LSTM family: lengths, initial states, recurrent dropout, zoneout and layer norm (its gains and
+biases' gradients included; a bidirectional two-layer stack too).
 (No GPU has been lent to this project; on one, the same kernels run compiled.)"""
 
 import os
@@ -16,9 +18,11 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
     triton.knobs.runtime.interpret = True
 
+from cell_traits import probe  # noqa: E402
+
+import rnnlab.recurrent as recurrent  # noqa: E402
 from rnnlab import Recurrent  # noqa: E402
-from rnnlab.cells import cell_names  # noqa: E402
-from rnnlab.cells.lstm import LSTMCell  # noqa: E402
+from rnnlab.cells import Cell, cell_names  # noqa: E402
 from rnnlab.kernels import gpu  # noqa: E402
 
 LSTM_CELLS = [c for c in cell_names() if c.startswith("lstm")]
@@ -98,14 +102,7 @@ def _check_against_steps(cell: str, zoneout: bool, layer_norm: bool, T: int) -> 
 def test_layer_norm_kernels_in_a_bidirectional_stack(monkeypatch):
     """lstm-v with layer norm, two layers both ways, unequal lengths, recurrent dropout and
     zoneout in training: Recurrent on the kernels against Recurrent on the step loop."""
-    if not torch.cuda.is_available():  # on the CPU, send the fused backend to the kernels
-
-        def on_kernels(self, x_proj, state, valid, mask, zone=None):
-            ran = gpu.lstm_sequence(self, x_proj, state, valid, mask, zone)
-            assert ran is not None  # the kernels, not the step loop
-            return ran
-
-        monkeypatch.setattr(LSTMCell, "fused_sequence", on_kernels)
+    _on_the_kernels(monkeypatch, "lstm-v")
     torch.manual_seed(0)
     kw = {"num_layers": 2, "bidirectional": True, "layer_norm": True, "recurrent_dropout": 0.3,
           "zoneout": 0.2}  # fmt: skip
@@ -125,4 +122,78 @@ def test_layer_norm_kernels_in_a_bidirectional_stack(monkeypatch):
         return [out, *final, xi.grad, *(p.grad for p in layer.parameters())]
 
     for a, b in zip(run(fused), run(step), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+# --- every registered cell: GPU kernels that match the step loop, or a reason ---------------
+
+GPU_CELLS = [c for c in cell_names() if probe(c).gpu_refusal is None]
+LAYER_OPTIONS = {"recurrent_dropout": 0.3, "zoneout": 0.2, "layer_norm": True}
+
+
+def _on_the_kernels(monkeypatch, cell: str) -> list[bool]:
+    """Send a layer's forward to the cell's GPU kernels (on the CPU: in Triton's interpreter)
+    and record, per call, whether they ran (rather than the fallback)."""
+    ran: list[bool] = []
+    cls = type(probe(cell))
+    kernels = cls.gpu_sequence
+
+    def recorded(self, *args, **kwargs):
+        out = kernels(self, *args, **kwargs)
+        ran.append(out is not None)
+        return out
+
+    monkeypatch.setattr(recurrent, "_on_gpu", lambda x: True)
+    monkeypatch.setattr(cls, "gpu_sequence", recorded)
+    return ran
+
+
+@pytest.mark.parametrize("cell", cell_names())
+def test_every_cell_has_gpu_kernels_or_says_why(cell):
+    unit = probe(cell)
+    if unit.gpu_refusal is not None:
+        assert len(unit.gpu_refusal) > 20 and not unit.gpu_options
+        assert type(unit).gpu_sequence is Cell.gpu_sequence
+    else:
+        assert type(unit).gpu_sequence is not Cell.gpu_sequence
+        assert unit.gpu_options <= set(LAYER_OPTIONS), unit.gpu_options
+
+
+@pytest.mark.parametrize(
+    "cell,option",
+    [(c, o) for c in GPU_CELLS for o in ("none", *LAYER_OPTIONS) if o == "none" or
+     probe(c).refusal(o) is None],
+)  # fmt: skip
+def test_gpu_kernels_match_the_step_loop_or_leave_it_the_options_they_lack(
+    cell, option, monkeypatch
+):
+    """A bidirectional layer in training, unequal lengths (one empty), float64: outputs, final
+    states and every gradient on the kernels equal the step loop's; an option outside the
+    cell's ``gpu_options`` leaves the step loop running (the kernels decline it)."""
+    options = {} if option == "none" else {option: LAYER_OPTIONS[option]}
+    torch.manual_seed(0)
+    ref = Recurrent(cell, 3, 5, bidirectional=True, backend="step", **options).double()
+    for p in ref.parameters():
+        torch.nn.init.uniform_(p, -0.6, 0.6)
+    covered = option == "none" or option in probe(cell).gpu_options
+    # "fused" sends a covered layer to the kernels (not to torch's layer, which "auto" may
+    # choose); an uncovered one falls back under "auto" (to the CPU kernels here)
+    backend = "fused" if covered else "auto"
+    fast = Recurrent(cell, 3, 5, bidirectional=True, backend=backend, **options).double()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 3, 3, dtype=torch.float64)
+    lengths = torch.tensor([4, 0, 3])
+
+    def run(layer):
+        torch.manual_seed(1)  # the same dropout and zoneout masks on both
+        xi = x.clone().requires_grad_(True)
+        out, final = layer(xi, lengths=lengths)
+        (out.square().sum() + sum((k + 1) * f.sum() for k, f in enumerate(final))).backward()
+        return [out, *final, xi.grad, *(p.grad for p in layer.parameters())]
+
+    want = run(ref)
+    ran = _on_the_kernels(monkeypatch, cell)
+    got = run(fast)
+    assert ran == ([True] * 2 if covered else [False] * len(ran)), f"kernels ran: {ran}"
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

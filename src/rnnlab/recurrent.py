@@ -504,13 +504,17 @@ class Recurrent(nn.Module):
             keep = 1.0 - cfg.recurrent_dropout
             mask = torch.bernoulli(state[0].new_full(state[0].shape, keep)) / keep
         zone = self._zoneout_masks(x_proj.shape[0], state, cell.zoneout_parts)
-        if cfg.backend != "step" and not stepwise and (zone is None or cell.fused_zoneout):
+        if cfg.backend != "step" and not stepwise:
             steps_valid = None if valid is None else valid[..., 0]
-            fused = (
-                cell.fused_sequence(x_proj, state, steps_valid, mask)
-                if zone is None
-                else cell.fused_sequence(x_proj, state, steps_valid, mask, zone=zone)  # type: ignore[call-arg]
-            )
+            fused = None
+            if _on_gpu(x_proj):  # the Triton kernels (kernels.gpu*), where the cell has them
+                fused = cell.gpu_sequence(x_proj, state, steps_valid, mask, zone)
+            if fused is None and (zone is None or cell.fused_zoneout):
+                fused = (
+                    cell.fused_sequence(x_proj, state, steps_valid, mask)
+                    if zone is None
+                    else cell.fused_sequence(x_proj, state, steps_valid, mask, zone=zone)  # type: ignore[call-arg]
+                )
             if fused is not None:
                 # A cell with step statistics returns them too, each stacked (T, B, H).
                 out, final, *tallied = fused
@@ -801,6 +805,12 @@ class Recurrent(nn.Module):
                 )
                 getattr(module, "bias_hh" + sfx).copy_(b_hh)
         return module
+
+
+def _on_gpu(x: Tensor) -> bool:
+    """Whether a layer's input lies on a CUDA device, so its cell's GPU kernels apply (tests
+    replace this to run those kernels on the CPU in Triton's interpreter)."""
+    return x.device.type == "cuda"
 
 
 def _reversed_gaps(gaps: Tensor, lengths: Tensor | None) -> Tensor:

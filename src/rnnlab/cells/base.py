@@ -180,6 +180,28 @@ class Cell(nn.Module, ABC):
         ``Recurrent`` records as it does the step loop's."""
         return None
 
+    # Why the cell has no GPU kernel (``gpu_sequence``), or None where it has one. Without one
+    # a layer on a GPU runs ``fused_sequence`` where that computes on any device (the parallel
+    # scans), else the step loop.
+    gpu_refusal: str | None = "no GPU kernel has been written for this cell yet"
+    # The layer options the GPU kernel computes; with any other the step loop runs on the GPU
+    # (``lengths`` and initial states are always covered).
+    gpu_options: frozenset[str] = frozenset()
+
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State] | tuple[Tensor, State, tuple[Tensor, ...]] | None:
+        """All steps at once on a GPU, by the cell's Triton kernels (``rnnlab.kernels.gpu*``):
+        arguments and result as ``fused_sequence``'s, ``zone`` (T, B, parts*H) zoneout's keep
+        masks. None where the kernels do not cover the cell or these options (``gpu_options``),
+        or Triton is missing; ``Recurrent`` then falls back."""
+        return None
+
     torch_kind: str | None = None  # torch's layer of the same function (kernels.torchrnn), if any
 
     def torch_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:

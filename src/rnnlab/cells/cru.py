@@ -121,6 +121,11 @@ def band_indices(m: int, bandwidth: int) -> Tensor:
 class CRUCell(Cell):
     """The CRU and f-CRU (see the module docstring)."""
 
+    gpu_refusal = (
+        "the step loop by design: its time is the per-step matrix exponential and "
+        "batched products, which run on the GPU as they are (docs/architecture.md)"
+    )
+
     gate_rows = 2  # x_proj: the observation's mean w and variance pre-activation, then dt
     state_widths = (1, 2, 1, 1, 1)  # y, mu (u and l), log c_u, log c_l, c_s
     zoneout_parts = 0

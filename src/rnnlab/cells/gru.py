@@ -160,6 +160,23 @@ class GRUv1Cell(Cell):
         return (h_t,) if n is None else (h_t, *n.end())
 
     fused_zoneout = True
+    gpu_refusal = None
+    gpu_options = frozenset({"recurrent_dropout"})
+
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State] | None:
+        """The Triton kernels (rnnlab.kernels.gpu; no zoneout or layer norm)."""
+        from rnnlab.kernels import gpu
+
+        if zone is not None:
+            return None
+        return gpu.gru_v1_sequence(self, x_proj, state[0], valid, recurrent_mask)
 
     def onnx_operator(
         self, x: Tensor, state: State, valid: Tensor | None
@@ -183,12 +200,6 @@ class GRUv1Cell(Cell):
         recurrent_mask: Tensor | None,
         zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
-        if x_proj.device.type == "cuda":  # the Triton kernels (no zoneout or layer norm)
-            from rnnlab.kernels import gpu
-
-            return None if zone is not None else gpu.gru_v1_sequence(
-                self, x_proj, state[0], valid, recurrent_mask
-            )  # fmt: skip
         if not self._fused_available(x_proj, layer_norm_fused=True):
             return None
         from rnnlab.kernels import cpu

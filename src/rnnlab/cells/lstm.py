@@ -210,6 +210,22 @@ class LSTMCell(Cell):
             peephole = torch.cat([self.peephole[v.peephole_rows.index(k)] for k in "iof"])
         return onnx_rnn("LSTM", x, weights, state, valid, {}, peephole)
 
+    gpu_refusal = None
+    gpu_options = frozenset({"layer_norm", "zoneout", "recurrent_dropout"})
+
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State] | None:
+        """The Triton kernels (rnnlab.kernels.gpu), zoneout and layer norm included."""
+        from rnnlab.kernels import gpu
+
+        return gpu.lstm_sequence(self, x_proj, state, valid, recurrent_mask, zone)
+
     def fused_sequence(
         self,
         x_proj: Tensor,
@@ -219,11 +235,7 @@ class LSTMCell(Cell):
         zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
         """The fused CPU kernel (rnnlab.kernels.cpu), zoneout (``zone`` (T, B, 2H): the keep masks
-        of y and c) and layer norm included; on a GPU the Triton kernels (rnnlab.kernels.gpu)."""
-        if x_proj.device.type == "cuda":  # the Triton kernels
-            from rnnlab.kernels import gpu
-
-            return gpu.lstm_sequence(self, x_proj, state, valid, recurrent_mask, zone)
+        of y and c) and layer norm included."""
         if not self._fused_available(x_proj, layer_norm_fused=True):
             return None
         from rnnlab.kernels import cpu

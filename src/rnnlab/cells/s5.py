@@ -76,6 +76,11 @@ def linear_scan(a: Tensor, b: Tensor) -> Tensor:
 class S5Cell(Cell):
     """S5's state-space model (see the module docstring)."""
 
+    gpu_refusal = (
+        "its parallel scan (fused_sequence) is PyTorch operations, which run on any "
+        "device: O(log T) steps, no per-step product"
+    )
+
     gate_rows = 3  # x_proj: Re(B_bar u), Im(B_bar u), D u
     state_widths = (1, 1, 1)
     zoneout_parts = 0

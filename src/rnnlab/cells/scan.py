@@ -54,6 +54,11 @@ def log_g(x: Tensor) -> Tensor:
 class ScanCell(Cell):
     """A cell with input-only gates: h_t = a_t h_{t-1} + b_t (see the module docstring)."""
 
+    gpu_refusal = (
+        "its parallel scan (fused_sequence) is PyTorch operations, which run on any "
+        "device: O(log T) steps, no per-step product"
+    )
+
     state_widths = (1,)
     zoneout_parts = 1
     recurrent_weights = False
