@@ -45,6 +45,21 @@ class TanhCell(Cell):
         return (torch.tanh(x_proj + self._recurrent(r_in, self.weight_hh, ln)),)
 
     fused_zoneout = True
+    gpu_refusal = None
+    gpu_options = frozenset({"recurrent_dropout", "zoneout", "layer_norm"})
+
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State] | None:
+        """The Triton kernels (rnnlab.kernels.gpu_gru_like), zoneout and layer norm included."""
+        from rnnlab.kernels import gpu_gru_like
+
+        return gpu_gru_like.tanh_sequence(self, x_proj, state[0], valid, recurrent_mask, zone)
 
     torch_kind = "tanh"
 

@@ -1,0 +1,238 @@
+"""The tanh RNN and the GRU-like cells of issue 18 (EGRU, NC-GRU, GateL0RD's latent) on a GPU:
+the GPU twins of the CPU kernels (csrc/tanh in rnn.cpp, csrc/gru_like.cpp), in the scheme of
+``rnnlab.kernels.gpu``: per step one recurrent product (cuBLAS ``mm``/``addmm``) and one Triton
+kernel for the gate arithmetic, the padding rule and the saved activations; per step backward
+one Triton kernel back through the gates and one product ``d pre_t R``; the weight gradients,
+bias and threshold gradients and d x_proj as single products or sums after the loop.
+
+- tanh: y_t = tanh(x_t + (y_{t-1} m) R^T), or with layer norm tanh(x_t + g LN((y_{t-1} m)
+  R^T)) (LN(W x) + b is the input projection's; one program per row, BLOCK >= H); with zoneout
+  y_t = d y_{t-1} + (1 - d) y^_t, the cell's own y^_t saved for the backward.
+- EGRU: rows u, r, z; rh = (y_{t-1} m) R^T + b' (one ``addmm``); the kernel forms u, r, z, c^,
+  the event e = H(c^ - theta), y = e c^ and c = c^ - e theta. Its backward uses the cell's
+  pseudo-derivative d e / d c^ := dampening max(0, 1 - support |c^ - theta|) (the two numbers
+  come in as a tensor of the layer's dtype: a Python float would reach the kernel as float32).
+- NC-GRU: rows r, u, c of one matrix [R_r; R_u; W_c] (3H, H), W_c formed by the cell once per
+  sequence (``project_input``; autograd takes its gradient back through the Cayley map);
+  c_t = modReLU(x_c + r_t (W_c h_in)).
+- GateL0RD: the latent only, h_t = L_t tanh(x_r + R_r h_{t-1}) + (1 - L_t) h_{t-1} with
+  L_t = max(0, tanh(x_g + R_g h_{t-1} - noise_t)); both h_t and L_t come out for every step
+  (L_t with its gradient: the L0 penalty reads it), and the cell forms its outputs after the
+  loop, as on the CPU.
+
+Padded steps (``valid`` (T, B)) keep the state and output 0. No GPU has been lent to this
+project: the kernels are tested on the CPU in Triton's interpreter (tests/test_gpu_gru_like.py,
+tests/test_gpu_kernels.py) against the step loop in float64; their speed is unmeasured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+try:  # Triton comes with torch's CUDA wheels; without it the cells fall back
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover (Triton is a dev dependency)
+    triton = None
+
+
+def available() -> bool:
+    return triton is not None
+
+
+LN_MAX_HIDDEN = 8192  # tanh's layer norm: one program holds a whole row of H units
+
+
+if triton is not None:
+    # Only Triton's builtins in the kernels (see rnnlab.kernels.gpu): sigmoid(x) = 1 / (1 +
+    # exp(-x)), tanh(x) = 2 sigmoid(2x) - 1, row sums as tl.reduce with this combiner.
+    @triton.jit
+    def _add(a, b):  # type: ignore[no-untyped-def]
+        return a + b
+
+    # --- tanh ---------------------------------------------------------------------------------
+    @triton.jit
+    def _tanh_forward_step(  # type: ignore[no-untyped-def]
+        pre, rp, gain, y_prev, valid, zone, yhat_out, rhat_out, rstd_out, y_out, Y_out, H,
+        HAS_VALID: tl.constexpr, HAS_ZONE: tl.constexpr, LN: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """y^_t = tanh(pre) (pre = x_t + y R^T), or tanh(x_t + g LN(rp)) with layer norm (rp =
+        y R^T; LN(rp) without its gain to ``rhat_out``, its 1/sigma to ``rstd_out``); zoneout
+        and the padding rule after it. Program (b, block of units)."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        row = b * H + cols
+        a = tl.load(pre + row, mask=keep, other=0.0)
+        if LN:
+            r = tl.load(rp + row, mask=keep, other=0.0)
+            mean = tl.reduce(r, 0, _add) / H
+            dev = tl.where(keep, r - mean, 0.0)
+            rstd = 1.0 / tl.sqrt(tl.reduce(dev * dev, 0, _add) / H + 1e-5)
+            tl.store(rhat_out + row, dev * rstd, mask=keep)
+            tl.store(rstd_out + b, rstd)
+            a += tl.load(gain + cols, mask=keep, other=0.0) * (dev * rstd)
+        yhat = 2.0 / (1.0 + tl.exp(-2.0 * a)) - 1.0
+        tl.store(yhat_out + row, yhat, mask=keep)
+        yp = tl.load(y_prev + row, mask=keep, other=0.0)
+        y = yhat
+        if HAS_ZONE:
+            d = tl.load(zone + row, mask=keep, other=0.0)
+            y = d * yp + (1.0 - d) * yhat
+        out = y
+        if HAS_VALID:
+            v = tl.load(valid + b)
+            if v == 0:
+                y = yp
+                out = tl.full([BLOCK], 0.0, yhat.dtype)
+        tl.store(y_out + row, y, mask=keep)
+        tl.store(Y_out + row, out, mask=keep)
+
+    @triton.jit
+    def _tanh_backward_step(  # type: ignore[no-untyped-def]
+        dY, dy, yhat, zone, valid, gain, rhat, rstd, dpre, drp, direct, H,
+        HAS_VALID: tl.constexpr, HAS_ZONE: tl.constexpr, LN: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """d pre_t = d y^_t (1 - y^_t^2) and the part of d y_{t-1} that does not pass R (zoneout's
+        d dy, or all of it on a padded step); with layer norm d rp = (g d pre - mean(g d pre) -
+        rhat mean(g d pre rhat)) / sigma, over the row."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        row = b * H + cols
+        carried = tl.load(dy + row, mask=keep, other=0.0)
+        g = carried + tl.load(dY + row, mask=keep, other=0.0)
+        through = tl.full([BLOCK], 0.0, g.dtype)
+        if HAS_ZONE:
+            d = tl.load(zone + row, mask=keep, other=0.0)
+            through = d * g
+            g = (1.0 - d) * g
+        yh = tl.load(yhat + row, mask=keep, other=0.0)
+        da = g * (1.0 - yh * yh)
+        if HAS_VALID:
+            v = tl.load(valid + b)
+            if v == 0:  # the state passed through, the output a constant 0
+                da = tl.full([BLOCK], 0.0, g.dtype)
+                through = carried
+        tl.store(dpre + row, da, mask=keep)
+        tl.store(direct + row, through, mask=keep)
+        if LN:
+            gda = tl.load(gain + cols, mask=keep, other=0.0) * da
+            xh = tl.load(rhat + row, mask=keep, other=0.0)
+            m1 = tl.reduce(gda, 0, _add) / H
+            m2 = tl.reduce(gda * xh, 0, _add) / H
+            tl.store(drp + row, tl.load(rstd + b) * (gda - m1 - xh * m2), mask=keep)
+
+
+def _block(H: int) -> int:
+    return min(256, triton.next_power_of_2(H))
+
+
+def _grid(B: int, H: int, whole_row: bool = False) -> tuple[tuple[int, int], int]:
+    """The grid and BLOCK: (row b, block of units), or one program per row (row statistics)."""
+    if whole_row:
+        return (B, 1), triton.next_power_of_2(H)
+    return (B, triton.cdiv(H, _block(H))), _block(H)
+
+
+def _flags(valid: Tensor, rmask: Tensor) -> tuple[bool, bool, Tensor]:
+    """Whether lengths and a recurrent mask are given, and valid as int8 (the kernels' type)."""
+    has_valid, has_mask = valid.numel() > 0, rmask.numel() > 0
+    return has_valid, has_mask, (valid.to(torch.int8).contiguous() if has_valid else valid)
+
+
+def _previous(first: Tensor, states: Tensor, rmask: Tensor) -> Tensor:
+    """The recurrent inputs of all steps, (T*B, H): (s_{t-1} m) with s_{-1} = first."""
+    prev = torch.cat([first[None], states[:-1]])
+    if rmask.numel() > 0:
+        prev = prev * rmask
+    return prev.reshape(-1, prev.shape[-1])
+
+
+# --- tanh ---------------------------------------------------------------------------------------
+class _TanhFunction(torch.autograd.Function):
+    """The tanh RNN; ``gain`` (H) given: layer norm of the recurrent product."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x_proj: Tensor, weight_hh: Tensor, y0: Tensor, valid: Tensor, rmask: Tensor,
+        zone: Tensor, gain: Tensor,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        T, B, H = x_proj.shape
+        has_valid, has_mask, v8 = _flags(valid, rmask)
+        has_zone, ln = zone.numel() > 0, gain.numel() > 0
+        e = x_proj.new_empty(0)
+        Y, states, Yhat = (x_proj.new_empty(T, B, H) for _ in range(3))
+        rhat = x_proj.new_empty(T, B, H) if ln else e
+        rstd = x_proj.new_empty(T, B) if ln else e
+        pre = x_proj.new_empty(B, H)
+        grid, block = _grid(B, H, ln)
+        R_t, y = weight_hh.t(), y0.contiguous()
+        for t in range(T):
+            r_in = y * rmask if has_mask else y
+            if ln:  # y R^T alone, normalised in the kernel; x_proj_t read there
+                torch.mm(r_in, R_t, out=pre)
+            else:
+                torch.addmm(x_proj[t], r_in, R_t, out=pre)
+            _tanh_forward_step[grid](
+                x_proj[t] if ln else pre, pre, gain, y, v8[t] if has_valid else v8,
+                zone[t] if has_zone else zone, Yhat[t], rhat[t] if ln else e,
+                rstd[t] if ln else e, states[t], Y[t], H, HAS_VALID=has_valid,
+                HAS_ZONE=has_zone, LN=ln, BLOCK=block,
+            )  # fmt: skip
+            y = states[t]
+        ctx.save_for_backward(weight_hh, y0, v8, rmask, zone, gain, states, Yhat, rhat, rstd)
+        return Y, y.clone()
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dY: Tensor | None, dyT: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        weight_hh, y0, v8, rmask, zone, gain, states, Yhat, rhat, rstd = ctx.saved_tensors
+        T, B, H = states.shape
+        has_valid, has_mask, has_zone, ln = (v8.numel() > 0, rmask.numel() > 0,
+                                             zone.numel() > 0, gain.numel() > 0)  # fmt: skip
+        e = states.new_empty(0)
+        dY = torch.zeros_like(states) if dY is None else dY.contiguous()
+        dy = torch.zeros_like(y0) if dyT is None else dyT.contiguous().clone()
+        dpre = states.new_empty(T, B, H)  # = d x_proj
+        drp = states.new_empty(T, B, H) if ln else e  # d (y_{t-1} R^T)
+        direct = torch.empty_like(dy)
+        grid, block = _grid(B, H, ln)
+        d_rec = drp if ln else dpre
+        for t in range(T - 1, -1, -1):
+            _tanh_backward_step[grid](
+                dY[t], dy, Yhat[t], zone[t] if has_zone else zone, v8[t] if has_valid else v8,
+                gain, rhat[t] if ln else e, rstd[t] if ln else e, dpre[t],
+                drp[t] if ln else e, direct, H, HAS_VALID=has_valid, HAS_ZONE=has_zone, LN=ln,
+                BLOCK=block,
+            )  # fmt: skip
+            through = d_rec[t] @ weight_hh
+            dy = direct + (through * rmask if has_mask else through)
+        d_weight = d_rec.reshape(T * B, H).t() @ _previous(y0, states, rmask)
+        d_gain = (dpre * rhat).sum((0, 1)) if ln else None
+        return dpre, d_weight, dy, None, None, None, d_gain
+
+
+def tanh_sequence(
+    cell: Any, x_proj: Tensor, y0: Tensor, valid: Tensor | None, rmask: Tensor | None,
+    zone: Tensor | None,
+) -> tuple[Tensor, tuple[Tensor, ...]] | None:  # fmt: skip
+    """One layer and direction of the tanh RNN: x_proj (T, B, H) -> outputs (T, B, H), (y_T,);
+    zone (T, B, H) zoneout's keep masks. None without Triton, with a step normalisation, or
+    with layer norm above ``LN_MAX_HIDDEN`` units."""
+    ln = cell.options.layer_norm
+    if triton is None or cell.step_norms is not None:
+        return None
+    if ln and cell.hidden_size > LN_MAX_HIDDEN:
+        return None
+    e = x_proj.new_empty(0)
+    Y, yT = _TanhFunction.apply(
+        x_proj.contiguous(), cell.weight_hh, y0, e if valid is None else valid,
+        e if rmask is None else rmask, e if zone is None else zone.contiguous(),
+        cell.ln_hh_weight if ln else e,
+    )  # fmt: skip
+    return Y, (yT,)
