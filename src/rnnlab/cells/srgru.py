@@ -114,6 +114,10 @@ class StateRegularised(Cell):
     ) -> State:  # fmt: skip
         return self.advance(x_proj, state, recurrent_mask, valid)[1]
 
+    # The Triton kernels (rnnlab.kernels.gpu_sr); the cells take neither zoneout nor layer norm.
+    gpu_refusal = None
+    gpu_options = frozenset({"recurrent_dropout"})
+
     def fused_sequence(
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
     ) -> tuple[Tensor, State] | None:
@@ -181,6 +185,21 @@ class SRGRUCell(StateRegularised):
         c_h = F.linear(r * h_in, W_c)
         c = torch.tanh(c_x + (c_h if n is None else n("hh_c", c_h)))
         return (1.0 - z) * c + z * h_prev, ()
+
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State] | None:
+        """The Triton kernels (rnnlab.kernels.gpu_sr): two products and two kernels a step."""
+        from rnnlab.kernels import gpu_sr
+
+        if zone is not None:
+            return None
+        return gpu_sr.srgru_sequence(self, x_proj, state[0], valid, recurrent_mask)
 
     def _fused_layer(
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None

@@ -104,6 +104,21 @@ class SRLSTMCell(StateRegularised):
         c_out = c if n is None else n("c", c)
         return torch.sigmoid(o_pre) * torch.tanh(c_out), (c,)
 
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State] | None:
+        """The Triton kernels (rnnlab.kernels.gpu_sr): one product and one kernel a step."""
+        from rnnlab.kernels import gpu_sr
+
+        if zone is not None:
+            return None
+        return gpu_sr.srlstm_sequence(self, x_proj, (state[0], state[1]), valid, recurrent_mask)
+
     def _fused_layer(
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
     ) -> tuple[Tensor, State]:
