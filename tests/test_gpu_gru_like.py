@@ -21,10 +21,11 @@ from cell_traits import probe  # noqa: E402
 import rnnlab.recurrent as recurrent  # noqa: E402
 from rnnlab import Recurrent  # noqa: E402
 
-CELLS = ["tanh"]
+CELLS = ["tanh", "egru"]
 # The layer options each cell takes (all of them on its kernels), as a training run sets them.
 OPTIONS = {
     "tanh": {"recurrent_dropout": 0.3, "zoneout": 0.2, "layer_norm": True},
+    "egru": {"recurrent_dropout": 0.3},
 }
 T, B, H, I = 5, 3, 5, 3
 
@@ -136,3 +137,25 @@ def test_float32_is_close_to_float64(cell, monkeypatch):
     assert ran == [True]
     assert got.dtype == torch.float32 and final[0].dtype == torch.float32
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+
+
+# Cell arguments that change what a step computes (thr_mean only initialises EGRU's theta).
+ARGS = {
+    "egru": {"dampening": 0.5, "support": 3.6},  # a narrow triangle: some units pass nothing
+    "nc-gru": {"negatives": 1, "neumann_order": 3, "refresh": 1},
+    "gatel0rd": {"l0_lambda": 0.5, "gate_noise": 0.4},
+}
+STATISTICS = {"egru": "activity", "gatel0rd": "gate_openings"}
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if c in ARGS])
+def test_cell_arguments(cell, monkeypatch):
+    _check(cell, monkeypatch, cell_args=ARGS[cell], **OPTIONS[cell])
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if c in STATISTICS])
+def test_statistics_and_penalty_equal_the_step_loops(cell, monkeypatch):
+    """``Recurrent.statistics()`` (checked in ``_check``) and ``penalty()``, the penalty in the
+    loss (its gradient through the kernels' tallies), over a two-layer stack."""
+    stats = _check(cell, monkeypatch, penalised=True, num_layers=2, **OPTIONS[cell])
+    assert 0.0 < stats[STATISTICS[cell]] < 1.0

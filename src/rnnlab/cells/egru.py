@@ -152,6 +152,25 @@ class EGRUCell(Cell):
     def tally(self, state: State) -> tuple[Tensor, ...]:
         return ((state[0] != 0).to(state[0].dtype),)  # y = e c^ with c^ > theta >= 0 at events
 
+    gpu_refusal = None
+    gpu_options = frozenset({"recurrent_dropout"})  # the only layer option EGRU takes
+
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:
+        """The Triton kernels (rnnlab.kernels.gpu_gru_like), pseudo-derivative and activity
+        tally included."""
+        from rnnlab.kernels import gpu_gru_like
+
+        if zone is not None:
+            return None
+        return gpu_gru_like.egru_sequence(self, x_proj, state, valid, recurrent_mask)
+
     def fused_sequence(
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
     ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:

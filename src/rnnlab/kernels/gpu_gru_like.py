@@ -236,3 +236,182 @@ def tanh_sequence(
         cell.ln_hh_weight if ln else e,
     )  # fmt: skip
     return Y, (yT,)
+
+
+# --- EGRU ---------------------------------------------------------------------------------------
+if triton is not None:
+
+    @triton.jit
+    def _egru_forward_step(  # type: ignore[no-untyped-def]
+        x, rh, theta, c_prev, y_prev, valid, acts, y_out, c_out, Y_out, H,
+        HAS_VALID: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """u, r, z, c^ = u c_{t-1} + (1 - u) z, e = H(c^ - theta), y = e c^, c = c^ - e theta;
+        x and rh (= y R^T + b') hold rows u, r, z. ``acts`` (B, 5H) gets u, r, z, rh_z, c^."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        row3 = b * 3 * H + cols
+        u = 1.0 / (1.0 + tl.exp(-(tl.load(x + row3, mask=keep, other=0.0)
+                                  + tl.load(rh + row3, mask=keep, other=0.0))))  # fmt: skip
+        r = 1.0 / (1.0 + tl.exp(-(tl.load(x + row3 + H, mask=keep, other=0.0)
+                                  + tl.load(rh + row3 + H, mask=keep, other=0.0))))  # fmt: skip
+        zh = tl.load(rh + row3 + 2 * H, mask=keep, other=0.0)
+        z = tl.load(x + row3 + 2 * H, mask=keep, other=0.0) + r * zh
+        z = 2.0 / (1.0 + tl.exp(-2.0 * z)) - 1.0
+        row = b * H + cols
+        cp = tl.load(c_prev + row, mask=keep, other=0.0)
+        ch = u * cp + (1.0 - u) * z
+        th = tl.load(theta + cols, mask=keep, other=0.0)
+        e = tl.where(ch - th > 0.0, 1.0, 0.0)  # H(0) = 0
+        y = e * ch  # NaN where c^ is, as the step's
+        c = ch - e * th
+        out = y
+        if HAS_VALID:
+            v = tl.load(valid + b)
+            if v == 0:
+                y = tl.load(y_prev + row, mask=keep, other=0.0)
+                c = cp
+                out = tl.full([BLOCK], 0.0, ch.dtype)
+        base = b * 5 * H + cols
+        tl.store(acts + base, u, mask=keep)
+        tl.store(acts + base + H, r, mask=keep)
+        tl.store(acts + base + 2 * H, z, mask=keep)
+        tl.store(acts + base + 3 * H, zh, mask=keep)
+        tl.store(acts + base + 4 * H, ch, mask=keep)
+        tl.store(y_out + row, y, mask=keep)
+        tl.store(c_out + row, c, mask=keep)
+        tl.store(Y_out + row, out, mask=keep)
+
+    @triton.jit
+    def _egru_backward_step(  # type: ignore[no-untyped-def]
+        dY, dy, dc, acts, c_prev, theta, shape, valid, dx, dp, dc_prev, direct, dtheta, H,
+        HAS_VALID: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """From d y_t, d c_t: d x_t (rows u, r, z) into ``dx``, d rh_t into ``dp`` (the z row
+        times r), d c_{t-1}, theta's share of the step into ``dtheta``, and the part of
+        d y_{t-1} that does not pass R (all of it on a padded step, none otherwise). ``shape``
+        holds the pseudo-derivative's dampening and support: d e / d v := dampening
+        max(0, 1 - support |v|), v = c^ - theta."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        row = b * H + cols
+        carried = tl.load(dy + row, mask=keep, other=0.0)
+        gy = carried + tl.load(dY + row, mask=keep, other=0.0)
+        gc = tl.load(dc + row, mask=keep, other=0.0)
+        base = b * 5 * H + cols
+        u = tl.load(acts + base, mask=keep, other=0.0)
+        r = tl.load(acts + base + H, mask=keep, other=0.0)
+        z = tl.load(acts + base + 2 * H, mask=keep, other=0.0)
+        zh = tl.load(acts + base + 3 * H, mask=keep, other=0.0)
+        ch = tl.load(acts + base + 4 * H, mask=keep, other=0.0)
+        th = tl.load(theta + cols, mask=keep, other=0.0)
+        v = ch - th
+        e = tl.where(v > 0.0, 1.0, 0.0)
+        slope = 1.0 - tl.load(shape + 1) * tl.where(v < 0.0, -v, v)
+        dv = (gy * ch - gc * th) * (tl.load(shape) * tl.where(slope > 0.0, slope, 0.0))
+        dch = gy * e + gc + dv  # y = e c^, c = c^ - e theta
+        d_theta = -(gc * e + dv)
+        cp = tl.load(c_prev + row, mask=keep, other=0.0)
+        dpu = dch * (cp - z) * u * (1.0 - u)  # c^ = u c_{t-1} + (1 - u) z
+        dzp = dch * (1.0 - u) * (1.0 - z * z)
+        dpr = dzp * zh * r * (1.0 - r)
+        gcp = dch * u
+        dzr = dzp * r
+        through = tl.full([BLOCK], 0.0, gy.dtype)
+        if HAS_VALID:
+            valid_b = tl.load(valid + b)
+            if valid_b == 0:  # padding: the state passed through, the output a constant 0
+                dpu = through
+                dpr = through
+                dzp = through
+                dzr = through
+                d_theta = through
+                gcp = gc
+                through = carried
+        row3 = b * 3 * H + cols
+        tl.store(dx + row3, dpu, mask=keep)
+        tl.store(dx + row3 + H, dpr, mask=keep)
+        tl.store(dx + row3 + 2 * H, dzp, mask=keep)
+        tl.store(dp + row3, dpu, mask=keep)
+        tl.store(dp + row3 + H, dpr, mask=keep)
+        tl.store(dp + row3 + 2 * H, dzr, mask=keep)
+        tl.store(dc_prev + row, gcp, mask=keep)
+        tl.store(direct + row, through, mask=keep)
+        tl.store(dtheta + row, d_theta, mask=keep)
+
+
+class _EGRUFunction(torch.autograd.Function):
+    """EGRU: x_proj (T, B, 3H) rows u, r, z; weight_hh (3H, H), bias_hh (3H), theta (H) clamped;
+    ``shape`` (2,) the pseudo-derivative's dampening and support."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x_proj: Tensor, weight_hh: Tensor, bias_hh: Tensor, theta: Tensor, y0: Tensor,
+        c0: Tensor, valid: Tensor, rmask: Tensor, shape: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        T, B, GH = x_proj.shape
+        H = GH // 3
+        has_valid, has_mask, v8 = _flags(valid, rmask)
+        Y, states_y, C = (x_proj.new_empty(T, B, H) for _ in range(3))
+        acts = x_proj.new_empty(T, B, 5 * H)  # u, r, z, rh_z, c^
+        rh = x_proj.new_empty(B, GH)
+        grid, block = _grid(B, H)
+        R_t, y, c = weight_hh.t(), y0.contiguous(), c0.contiguous()
+        for t in range(T):
+            torch.addmm(bias_hh, y * rmask if has_mask else y, R_t, out=rh)
+            _egru_forward_step[grid](
+                x_proj[t], rh, theta, c, y, v8[t] if has_valid else v8, acts[t], states_y[t],
+                C[t], Y[t], H, HAS_VALID=has_valid, BLOCK=block,
+            )  # fmt: skip
+            y, c = states_y[t], C[t]
+        ctx.save_for_backward(weight_hh, theta, y0, c0, v8, rmask, shape, states_y, C, acts)
+        return Y, y.clone(), c.clone()
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dY: Tensor | None, dyT: Tensor | None, dcT: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        weight_hh, theta, y0, c0, v8, rmask, shape, states_y, C, acts = ctx.saved_tensors
+        T, B, H = states_y.shape
+        has_valid, has_mask = v8.numel() > 0, rmask.numel() > 0
+        dY = torch.zeros_like(states_y) if dY is None else dY.contiguous()
+        dy = torch.zeros_like(y0) if dyT is None else dyT.contiguous().clone()
+        dc = torch.zeros_like(c0) if dcT is None else dcT.contiguous().clone()
+        dx = states_y.new_empty(T, B, 3 * H)  # d x_proj
+        dp = states_y.new_empty(T, B, 3 * H)  # d (y_{t-1} R^T + b')
+        dtheta = states_y.new_empty(T, B, H)
+        direct, dc_prev = torch.empty_like(dy), torch.empty_like(dc)
+        grid, block = _grid(B, H)
+        for t in range(T - 1, -1, -1):
+            _egru_backward_step[grid](
+                dY[t], dy, dc, acts[t], C[t - 1] if t > 0 else c0, theta, shape,
+                v8[t] if has_valid else v8, dx[t], dp[t], dc_prev, direct, dtheta[t], H,
+                HAS_VALID=has_valid, BLOCK=block,
+            )  # fmt: skip
+            through = dp[t] @ weight_hh
+            dy = direct + (through * rmask if has_mask else through)
+            dc, dc_prev = dc_prev, dc
+        d_weight = dp.reshape(T * B, 3 * H).t() @ _previous(y0, states_y, rmask)
+        d_bias = dp.sum((0, 1))
+        return dx, d_weight, d_bias, dtheta.sum((0, 1)), dy, dc, None, None, None
+
+
+def egru_sequence(
+    cell: Any, x_proj: Tensor, state: tuple[Tensor, ...], valid: Tensor | None,
+    rmask: Tensor | None,
+) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, ...]] | None:  # fmt: skip
+    """One layer and direction of EGRU: x_proj (T, B, 3H), state (y0, c0) -> outputs (T, B, H),
+    (y_T, c_T) and the activity tally (T, B, H) (1 where a unit emitted an event), as the fused
+    CPU path returns them. None without Triton or with a step normalisation."""
+    if triton is None or cell.step_norms is not None:
+        return None
+    e = x_proj.new_empty(0)
+    shape = torch.tensor([cell.arg("dampening"), cell.arg("support")], dtype=x_proj.dtype,
+                         device=x_proj.device)  # fmt: skip
+    Y, yT, cT = _EGRUFunction.apply(
+        x_proj.contiguous(), cell.weight_hh, cell.bias_hh, cell.threshold.clamp(0.0, 1.0),
+        state[0], state[1], e if valid is None else valid, e if rmask is None else rmask, shape,
+    )  # fmt: skip
+    return Y, (yT, cT), ((Y != 0).to(Y.dtype),)
