@@ -235,6 +235,26 @@ class NCGRUCell(Cell):
         h = u * h_prev + (1.0 - u) * c
         return (h,) if n is None else (h, *n.end())
 
+    gpu_refusal = None
+    gpu_options = frozenset({"recurrent_dropout"})  # the only layer option NC-GRU takes
+
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State] | None:
+        """The Triton kernels (rnnlab.kernels.gpu_gru_like) with [R_r; R_u; W_c] stacked into one
+        product per step, W_c as ``project_input`` formed it."""
+        from rnnlab.kernels import gpu_gru_like
+
+        if zone is not None:
+            return None
+        weight = torch.cat([self.weight_hh, self._candidate])  # (3H, H): rows r, u, c
+        return gpu_gru_like.ncgru_sequence(self, x_proj, weight, state[0], valid, recurrent_mask)
+
     def fused_sequence(
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
     ) -> tuple[Tensor, State] | None:

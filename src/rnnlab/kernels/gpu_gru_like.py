@@ -415,3 +415,162 @@ def egru_sequence(
         state[0], state[1], e if valid is None else valid, e if rmask is None else rmask, shape,
     )  # fmt: skip
     return Y, (yT, cT), ((Y != 0).to(Y.dtype),)
+
+
+# --- NC-GRU -------------------------------------------------------------------------------------
+if triton is not None:
+
+    @triton.jit
+    def _ncgru_forward_step(  # type: ignore[no-untyped-def]
+        x, rh, b_c, h_prev, valid, acts, h_out, Y_out, H,
+        HAS_VALID: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """r, u, a = x_c + r (W_c h), c = sign(a) max(0, |a| + b_c), h = u h_{t-1} + (1 - u) c;
+        x and rh (= h [R_r; R_u; W_c]^T) hold rows r, u, c. ``acts`` (B, 5H) gets r, u, c,
+        W_c h and a."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        row3 = b * 3 * H + cols
+        r = 1.0 / (1.0 + tl.exp(-(tl.load(x + row3, mask=keep, other=0.0)
+                                  + tl.load(rh + row3, mask=keep, other=0.0))))  # fmt: skip
+        u = 1.0 / (1.0 + tl.exp(-(tl.load(x + row3 + H, mask=keep, other=0.0)
+                                  + tl.load(rh + row3 + H, mask=keep, other=0.0))))  # fmt: skip
+        wc = tl.load(rh + row3 + 2 * H, mask=keep, other=0.0)
+        a = tl.load(x + row3 + 2 * H, mask=keep, other=0.0) + r * wc
+        m = tl.where(a < 0.0, -a, a) + tl.load(b_c + cols, mask=keep, other=0.0)
+        sign = tl.where(a > 0.0, 1.0, tl.where(a < 0.0, -1.0, 0.0))
+        c = tl.where(m > 0.0, sign * m, 0.0)
+        row = b * H + cols
+        hp = tl.load(h_prev + row, mask=keep, other=0.0)
+        h = u * hp + (1.0 - u) * c
+        out = h
+        if HAS_VALID:
+            v = tl.load(valid + b)
+            if v == 0:
+                h = hp
+                out = tl.full([BLOCK], 0.0, a.dtype)
+        base = b * 5 * H + cols
+        tl.store(acts + base, r, mask=keep)
+        tl.store(acts + base + H, u, mask=keep)
+        tl.store(acts + base + 2 * H, c, mask=keep)
+        tl.store(acts + base + 3 * H, wc, mask=keep)
+        tl.store(acts + base + 4 * H, a, mask=keep)
+        tl.store(h_out + row, h, mask=keep)
+        tl.store(Y_out + row, out, mask=keep)
+
+    @triton.jit
+    def _ncgru_backward_step(  # type: ignore[no-untyped-def]
+        dY, dh, acts, b_c, h_prev, valid, dx, dp, direct, H,
+        HAS_VALID: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """From d h_t: d x_t (rows r, u, c) into ``dx``, d (h [R_r; R_u; W_c]^T) into ``dp`` (the
+        c row times r) and the part of d h_{t-1} that does not pass the product, u d h_t (all
+        of d h_t on a padded step)."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        row = b * H + cols
+        carried = tl.load(dh + row, mask=keep, other=0.0)
+        g = carried + tl.load(dY + row, mask=keep, other=0.0)
+        base = b * 5 * H + cols
+        r = tl.load(acts + base, mask=keep, other=0.0)
+        u = tl.load(acts + base + H, mask=keep, other=0.0)
+        c = tl.load(acts + base + 2 * H, mask=keep, other=0.0)
+        wc = tl.load(acts + base + 3 * H, mask=keep, other=0.0)
+        a = tl.load(acts + base + 4 * H, mask=keep, other=0.0)
+        hp = tl.load(h_prev + row, mask=keep, other=0.0)
+        # d modReLU / d a = sign(a)^2 where |a| + b_c > 0, else 0 (and 0 at a = 0)
+        m = tl.where(a < 0.0, -a, a) + tl.load(b_c + cols, mask=keep, other=0.0)
+        da = tl.where((m > 0.0) & (a != 0.0), g * (1.0 - u), 0.0)
+        dpr = da * wc * r * (1.0 - r)
+        dpu = g * (hp - c) * u * (1.0 - u)
+        dar = da * r
+        through = g * u
+        if HAS_VALID:
+            v = tl.load(valid + b)
+            if v == 0:  # padding: the state passed through, the output a constant 0
+                da = tl.full([BLOCK], 0.0, g.dtype)
+                dpr = da
+                dpu = da
+                dar = da
+                through = carried
+        row3 = b * 3 * H + cols
+        tl.store(dx + row3, dpr, mask=keep)
+        tl.store(dx + row3 + H, dpu, mask=keep)
+        tl.store(dx + row3 + 2 * H, da, mask=keep)
+        tl.store(dp + row3, dpr, mask=keep)
+        tl.store(dp + row3 + H, dpu, mask=keep)
+        tl.store(dp + row3 + 2 * H, dar, mask=keep)
+        tl.store(direct + row, through, mask=keep)
+
+
+class _NCGRUFunction(torch.autograd.Function):
+    """NC-GRU: x_proj (T, B, 3H) rows r, u, c; weight (3H, H) the stacked [R_r; R_u; W_c]
+    (its gradient goes back to R and, by autograd, through the Cayley map); modReLU's b_c (H)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x_proj: Tensor, weight: Tensor, b_c: Tensor, h0: Tensor, valid: Tensor,
+        rmask: Tensor,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        T, B, GH = x_proj.shape
+        H = GH // 3
+        has_valid, has_mask, v8 = _flags(valid, rmask)
+        Y, states = x_proj.new_empty(T, B, H), x_proj.new_empty(T, B, H)
+        acts = x_proj.new_empty(T, B, 5 * H)  # r, u, c, W_c h, a
+        rh = x_proj.new_empty(B, GH)
+        grid, block = _grid(B, H)
+        W_t, h = weight.t(), h0.contiguous()
+        for t in range(T):
+            torch.mm(h * rmask if has_mask else h, W_t, out=rh)
+            _ncgru_forward_step[grid](
+                x_proj[t], rh, b_c, h, v8[t] if has_valid else v8, acts[t], states[t], Y[t], H,
+                HAS_VALID=has_valid, BLOCK=block,
+            )  # fmt: skip
+            h = states[t]
+        ctx.save_for_backward(weight, b_c, h0, v8, rmask, states, acts)
+        return Y, h.clone()
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dY: Tensor | None, dhT: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        weight, b_c, h0, v8, rmask, states, acts = ctx.saved_tensors
+        T, B, H = states.shape
+        has_valid, has_mask = v8.numel() > 0, rmask.numel() > 0
+        dY = torch.zeros_like(states) if dY is None else dY.contiguous()
+        dh = torch.zeros_like(h0) if dhT is None else dhT.contiguous().clone()
+        dx = states.new_empty(T, B, 3 * H)  # d x_proj
+        dp = states.new_empty(T, B, 3 * H)  # d (h_{t-1} [R_r; R_u; W_c]^T)
+        direct = torch.empty_like(dh)
+        grid, block = _grid(B, H)
+        for t in range(T - 1, -1, -1):
+            _ncgru_backward_step[grid](
+                dY[t], dh, acts[t], b_c, states[t - 1] if t > 0 else h0,
+                v8[t] if has_valid else v8, dx[t], dp[t], direct, H, HAS_VALID=has_valid,
+                BLOCK=block,
+            )  # fmt: skip
+            through = dp[t] @ weight
+            dh = direct + (through * rmask if has_mask else through)
+        d_weight = dp.reshape(T * B, 3 * H).t() @ _previous(h0, states, rmask)
+        # d b_c = d c where modReLU passes, = d a sign(a) (d a = 0 where it does not)
+        d_bc = (dx[..., 2 * H :] * torch.sign(acts[..., 4 * H :])).sum((0, 1))
+        return dx, d_weight, d_bc, dh, None, None
+
+
+def ncgru_sequence(
+    cell: Any, x_proj: Tensor, weight: Tensor, h0: Tensor, valid: Tensor | None,
+    rmask: Tensor | None,
+) -> tuple[Tensor, tuple[Tensor, ...]] | None:  # fmt: skip
+    """One layer and direction of NC-GRU: x_proj (T, B, 3H) rows r, u, c, weight (3H, H) the
+    stacked [R_r; R_u; W_c] -> outputs (T, B, H), (h_T,). None without Triton or with a step
+    normalisation."""
+    if triton is None or cell.step_norms is not None:
+        return None
+    e = x_proj.new_empty(0)
+    Y, hT = _NCGRUFunction.apply(
+        x_proj.contiguous(), weight, cell.modrelu_bias, h0, e if valid is None else valid,
+        e if rmask is None else rmask,
+    )  # fmt: skip
+    return Y, (hT,)
