@@ -101,6 +101,9 @@ class AdLIFCell(Cell):
     tally_names = ("spike_rate",)
     norm_replaces = "batch_norm"
     recurrent = False
+    gpu_refusal = None
+    # Layer norm and zoneout the cells refuse; recurrent dropout (RadLIF) the kernels take.
+    gpu_options: frozenset[str] = frozenset()
     arguments = {
         "batch_norm": (
             True,
@@ -185,6 +188,22 @@ class AdLIFCell(Cell):
                                       recurrent_mask)  # fmt: skip
         return out, final, (out,)
 
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:
+        """The Triton kernels (rnnlab.kernels.gpu_spiking): adLIF's time loop in one persistent
+        kernel, RadLIF's a product and a kernel per step; the spike-rate tally as the CPU's."""
+        if zone is not None:
+            return None
+        from rnnlab.kernels import gpu_spiking
+
+        return gpu_spiking.spiking_sequence(self, x_proj, state, valid, recurrent_mask)
+
 
 class RadLIFCell(AdLIFCell):
     """RadLIF: adLIF with recurrent spikes V s_{t-1} (V's diagonal zeroed)."""
@@ -192,3 +211,4 @@ class RadLIFCell(AdLIFCell):
     recurrent = True
     recurrent_weights = True
     options_taken = frozenset({"recurrent_dropout", "norm", "quant_bits"})
+    gpu_options = frozenset({"recurrent_dropout"})
