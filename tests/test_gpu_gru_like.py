@@ -21,12 +21,13 @@ from cell_traits import probe  # noqa: E402
 import rnnlab.recurrent as recurrent  # noqa: E402
 from rnnlab import Recurrent  # noqa: E402
 
-CELLS = ["tanh", "egru", "nc-gru"]
+CELLS = ["tanh", "egru", "nc-gru", "gatel0rd"]
 # The layer options each cell takes (all of them on its kernels), as a training run sets them.
 OPTIONS = {
     "tanh": {"recurrent_dropout": 0.3, "zoneout": 0.2, "layer_norm": True},
     "egru": {"recurrent_dropout": 0.3},
     "nc-gru": {"recurrent_dropout": 0.3},
+    "gatel0rd": {},
 }
 T, B, H, I = 5, 3, 5, 3
 

@@ -122,6 +122,44 @@ class GateL0RDCell(Cell):
     def penalty(self, means: dict[str, Tensor]) -> Tensor | None:
         return self.arg("l0_lambda") * means["gate_openings"]
 
+    gpu_refusal = None
+    # GateL0RD takes none of the layer options recurrent_dropout, zoneout and layer_norm.
+    gpu_options: frozenset[str] = frozenset()
+
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:
+        """The latent on the Triton kernels (rnnlab.kernels.gpu_gru_like), the outputs of all
+        steps after it, as ``fused_sequence`` forms them; the noise drawn as it draws it."""
+        from rnnlab.kernels import gpu_gru_like
+
+        refused = zone is not None or recurrent_mask is not None or self.step_norms is not None
+        if refused or not gpu_gru_like.available():  # checked before the noise is drawn
+            return None
+        y0, h0, L0 = state
+        H = self.hidden_size
+        sigma = self.arg("gate_noise")
+        noise = None
+        if self.training and sigma > 0:  # one draw per step, in the step loop's order
+            noise = torch.stack([sigma * torch.randn_like(h0) for _ in range(x_proj.shape[0])])
+        h, gate = gpu_gru_like.gatel0rd_latent(
+            x_proj[..., : 2 * H], self.weight_hh, h0, L0, noise, valid
+        )
+        p_x, o_x = x_proj[..., 2 * H :].chunk(2, dim=-1)
+        p_h, o_h = F.linear(h, self.weight_hn).chunk(2, dim=-1)
+        y = torch.tanh(p_x + p_h) * torch.sigmoid(o_x + o_h)  # (T, B, H)
+        if valid is None:
+            return y, (y[-1], h[-1], gate[-1]), (_openings(gate),)
+        lengths = valid.sum(0)  # (B,): the final y is that of each row's last valid step
+        last = (lengths - 1).clamp_min(0).view(1, -1, 1).expand(1, -1, H)
+        y_T = torch.where((lengths > 0).unsqueeze(-1), y.gather(0, last)[0], y0)
+        return torch.where(valid.unsqueeze(-1), y, 0.0), (y_T, h[-1], gate[-1]), (_openings(gate),)
+
     def fused_sequence(
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
     ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:

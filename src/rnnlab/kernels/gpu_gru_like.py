@@ -574,3 +574,138 @@ def ncgru_sequence(
         e if rmask is None else rmask,
     )  # fmt: skip
     return Y, (hT,)
+
+
+# --- GateL0RD's latent --------------------------------------------------------------------------
+if triton is not None:
+
+    @triton.jit
+    def _gatel0rd_forward_step(  # type: ignore[no-untyped-def]
+        x, gh, noise, h_prev, L_prev, valid, rec_out, L_out, h_out, H,
+        HAS_NOISE: tl.constexpr, HAS_VALID: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """L = max(0, tanh(x_g + g_g - noise)), rec = tanh(x_r + g_r), h = L rec + (1 - L) h_{t-1};
+        x and gh (= h_{t-1} [R_g; R_r]^T) hold rows g, r. A padded step keeps h and L."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        row2 = b * 2 * H + cols
+        row = b * H + cols
+        s = tl.load(x + row2, mask=keep, other=0.0) + tl.load(gh + row2, mask=keep, other=0.0)
+        if HAS_NOISE:
+            s -= tl.load(noise + row, mask=keep, other=0.0)
+        L = 2.0 / (1.0 + tl.exp(-2.0 * s)) - 1.0
+        L = tl.where(L > 0.0, L, 0.0)  # ReTanh
+        rec = tl.load(x + row2 + H, mask=keep, other=0.0)
+        rec += tl.load(gh + row2 + H, mask=keep, other=0.0)
+        rec = 2.0 / (1.0 + tl.exp(-2.0 * rec)) - 1.0
+        hp = tl.load(h_prev + row, mask=keep, other=0.0)
+        h = L * rec + (1.0 - L) * hp
+        if HAS_VALID:
+            v = tl.load(valid + b)
+            if v == 0:
+                h = hp
+                L = tl.load(L_prev + row, mask=keep, other=0.0)
+        tl.store(rec_out + row, rec, mask=keep)
+        tl.store(L_out + row, L, mask=keep)
+        tl.store(h_out + row, h, mask=keep)
+
+    @triton.jit
+    def _gatel0rd_backward_step(  # type: ignore[no-untyped-def]
+        dHs, dLs, dh, dL, L_t, rec, h_prev, valid, dx, direct, H,
+        HAS_VALID: tl.constexpr, BLOCK: tl.constexpr,
+    ):  # fmt: skip
+        """From d h_t (carried ``dh`` and the outputs' ``dHs``) and d L_t (``dLs``, and ``dL``
+        carried over padding): d x_t (rows g, r; also d (h_{t-1} R^T)), the part of
+        d h_{t-1} that does not pass R, (1 - L) d h_t, and ``dL`` for L_{t-1} (0: the gate of a
+        step is no input of the next; all of it on a padded step, which carries L)."""
+        b = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        keep = cols < H
+        row = b * H + cols
+        gh = tl.load(dh + row, mask=keep, other=0.0) + tl.load(dHs + row, mask=keep, other=0.0)
+        gL_in = tl.load(dL + row, mask=keep, other=0.0) + tl.load(dLs + row, mask=keep, other=0.0)
+        L = tl.load(L_t + row, mask=keep, other=0.0)
+        rk = tl.load(rec + row, mask=keep, other=0.0)
+        hp = tl.load(h_prev + row, mask=keep, other=0.0)
+        gL = gL_in + gh * (rk - hp)  # h = L rec + (1 - L) h_{t-1}
+        ds = tl.where(L > 0.0, gL * (1.0 - L * L), 0.0)  # L = max(0, tanh(s))
+        dr = gh * L * (1.0 - rk * rk)
+        through = gh * (1.0 - L)
+        dL_prev = tl.full([BLOCK], 0.0, gh.dtype)
+        if HAS_VALID:
+            v = tl.load(valid + b)
+            if v == 0:
+                ds = dL_prev
+                dr = dL_prev
+                through = gh
+                dL_prev = gL_in
+        tl.store(dx + b * 2 * H + cols, ds, mask=keep)
+        tl.store(dx + b * 2 * H + H + cols, dr, mask=keep)
+        tl.store(direct + row, through, mask=keep)
+        tl.store(dL + row, dL_prev, mask=keep)
+
+
+class _GateL0RDFunction(torch.autograd.Function):
+    """GateL0RD's latent: x_gr (T, B, 2H) rows g, r, weight_hh (2H, H), noise (T, B, H) sigma
+    eps_t (or empty) -> h and L after every step (T, B, H) each, both carried over padding."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x_gr: Tensor, weight_hh: Tensor, h0: Tensor, L0: Tensor, noise: Tensor,
+        valid: Tensor,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        T, B, GH = x_gr.shape
+        H = GH // 2
+        has_valid, _, v8 = _flags(valid, valid.new_empty(0))
+        has_noise = noise.numel() > 0
+        Hs, Ls, rec = (x_gr.new_empty(T, B, H) for _ in range(3))
+        gh = x_gr.new_empty(B, GH)
+        grid, block = _grid(B, H)
+        R_t, h, L = weight_hh.t(), h0.contiguous(), L0.contiguous()
+        for t in range(T):
+            torch.mm(h, R_t, out=gh)
+            _gatel0rd_forward_step[grid](
+                x_gr[t], gh, noise[t] if has_noise else noise, h, L,
+                v8[t] if has_valid else v8, rec[t], Ls[t], Hs[t], H, HAS_NOISE=has_noise,
+                HAS_VALID=has_valid, BLOCK=block,
+            )  # fmt: skip
+            h, L = Hs[t], Ls[t]
+        ctx.save_for_backward(weight_hh, h0, v8, Hs, Ls, rec)
+        return Hs, Ls
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, dHs: Tensor | None, dLs: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        weight_hh, h0, v8, Hs, Ls, rec = ctx.saved_tensors
+        T, B, H = Hs.shape
+        has_valid = v8.numel() > 0
+        dHs = torch.zeros_like(Hs) if dHs is None else dHs.contiguous()
+        dLs = torch.zeros_like(Ls) if dLs is None else dLs.contiguous()
+        dx = Hs.new_empty(T, B, 2 * H)  # d x_gr, and d (h_{t-1} R^T)
+        dh, dL, direct = torch.zeros_like(h0), torch.zeros_like(h0), torch.empty_like(h0)
+        grid, block = _grid(B, H)
+        for t in range(T - 1, -1, -1):
+            _gatel0rd_backward_step[grid](
+                dHs[t], dLs[t], dh, dL, Ls[t], rec[t], Hs[t - 1] if t > 0 else h0,
+                v8[t] if has_valid else v8, dx[t], direct, H, HAS_VALID=has_valid, BLOCK=block,
+            )  # fmt: skip
+            dh = direct + dx[t] @ weight_hh
+        d_weight = dx.reshape(T * B, 2 * H).t() @ _previous(h0, Hs, h0.new_empty(0))
+        return dx, d_weight, dh, dL, None, None
+
+
+def gatel0rd_latent(
+    x_gr: Tensor, weight_hh: Tensor, h0: Tensor, L0: Tensor, noise: Tensor | None,
+    valid: Tensor | None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """GateL0RD's latent recurrence, as ``kernels.cpu.gatel0rd_latent``: x_gr (T, B, 2H) the
+    gate and recommendation rows, noise (T, B, H) sigma eps_t or None -> (h, L) (T, B, H)
+    after every step, both carried over padded steps (the caller forms the outputs from h)."""
+    e = x_gr.new_empty(0)
+    Hs, Ls = _GateL0RDFunction.apply(
+        x_gr.contiguous(), weight_hh, h0, L0, e if noise is None else noise.contiguous(),
+        e if valid is None else valid,
+    )  # fmt: skip
+    return Hs, Ls
