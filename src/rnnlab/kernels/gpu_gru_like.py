@@ -1,9 +1,10 @@
-"""The tanh RNN and the GRU-like cells of issue 18 (EGRU, NC-GRU, GateL0RD's latent) on a GPU:
-the GPU twins of the CPU kernels (csrc/tanh in rnn.cpp, csrc/gru_like.cpp), in the scheme of
-``rnnlab.kernels.gpu``: per step one recurrent product (cuBLAS ``mm``/``addmm``) and one Triton
-kernel for the gate arithmetic, the padding rule and the saved activations; per step backward
-one Triton kernel back through the gates and one product ``d pre_t R``; the weight gradients,
-bias and threshold gradients and d x_proj as single products or sums after the loop.
+"""The tanh RNN and the GRU-like cells of issue 18 (EGRU, NC-GRU, GateL0RD's latent) on a GPU,
+the twins of the CPU kernels (tanh's in csrc/gru.cpp, the others' in csrc/gru_like.cpp) in the
+scheme of ``rnnlab.kernels.gpu``. Forward, per step: one recurrent product (cuBLAS ``mm`` or
+``addmm``) and one Triton kernel for the gate arithmetic, the padding rule and the saved
+activations. Backward, per step in reverse: one Triton kernel back through the gates, then one
+product ``d pre_t R``. The weight gradients, the bias and threshold gradients and d x_proj are
+single products or sums after the loop.
 
 - tanh: y_t = tanh(x_t + (y_{t-1} m) R^T), or with layer norm tanh(x_t + g LN((y_{t-1} m)
   R^T)) (LN(W x) + b is the input projection's; one program per row, BLOCK >= H); with zoneout
