@@ -62,6 +62,9 @@ class BRUCell(Cell):
     options_taken = frozenset({"norm", "quant_bits"})  # posteriors in (0, 1)
     fused_kernel = True
     arguments = {"smoothing": (True, "the backward (smoothing) recursion: outputs P(s_t | x_1..T)")}
+    gpu_refusal = None
+    # Recurrent dropout, zoneout and layer norm the cell refuses: its kernels need none.
+    gpu_options: frozenset[str] = frozenset()
 
     def __init__(self, input_size: int, hidden_size: int, options: CellOptions) -> None:
         super().__init__(input_size, hidden_size, options)
@@ -124,13 +127,44 @@ class BRUCell(Cell):
         out, a_T = ops_bru.filter_sequence(x_proj, p1, p2, state[0], valid)
         return out, (a_T,)
 
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State] | None:
+        """The filter in one persistent Triton kernel (rnnlab.kernels.gpu_bru); the smoothing
+        pass follows in ``smooth``, on its kernel too (``_gpu_smoothing``)."""
+        if zone is not None:
+            return None
+        from rnnlab.kernels import gpu_bru
+
+        return gpu_bru.bru_sequence(self, x_proj, state, valid)
+
+    def _gpu_smoothing(self, filtered: Tensor) -> bool:
+        """Whether the smoothing takes its Triton kernel: where the layer's filter took one (a
+        GPU tensor by ``rnnlab.recurrent._on_gpu``, which the tests replace to run the kernels in
+        Triton's interpreter; Triton present; no step normalisation)."""
+        from rnnlab import recurrent
+        from rnnlab.kernels import gpu_bru
+
+        return recurrent._on_gpu(filtered) and gpu_bru.available() and self.step_norms is None
+
     def smooth(self, filtered: Tensor, lengths: Tensor | None, fused: bool = False) -> Tensor:
         """The backward recursion over filtered posteriors (T, B, H), from each sequence's last
         step (``lengths``; padded steps come back as zeros). ``fused``: the layer may run on a
         kernel (``Recurrent``: not ``backend="step"``, no ``quant_bits``), so the smoothing takes
-        one where the filter's applied (``_fused_available``: the CPU, no step normalisation);
+        one where the filter's applied (``_gpu_smoothing``: the Triton kernel on a GPU;
+        ``_fused_available``: the CPU's; neither with a step normalisation);
         otherwise the PyTorch recursion below, the reference."""
         p1, p2 = self._transitions()
+        if fused and self._gpu_smoothing(filtered):
+            from rnnlab.kernels import gpu_bru
+
+            p1, p2 = p1.to(filtered.dtype), p2.to(filtered.dtype)
+            return gpu_bru.smooth_sequence(filtered, p1, p2, lengths)
         if fused and self._fused_available(filtered):
             from rnnlab.kernels import ops_bru
 
