@@ -3,8 +3,9 @@
 For each cell and shape (B, T, I, H): forward and forward+backward wall times (median of repeats,
 after warm-up), peak memory of a forward+backward, the ratio of each to the torch module of the
 family (nn.LSTM for the LSTM family, nn.GRU for the GRUs, nn.RNN for tanh), and the time of the
-matrix products alone that a forward+backward of that cell needs (the floor). Prints a markdown
-table and writes JSON. It measures; it asserts nothing.
+matrix products alone that a forward+backward of that cell needs (the floor). The cell and its
+torch module run alternately in the same rounds, so each ratio compares times under one load.
+Prints a markdown table and writes JSON. It measures; it asserts nothing.
 
     rnnlab bench speed                          # every cell, the three standard shapes
     rnnlab bench speed --cells lstm,lstm-v --shapes 32,100,88,256
@@ -91,9 +92,32 @@ def measure_time(
     return {"forward_ms": timed(forward, repeats), "fwd_bwd_ms": timed(forward_backward, repeats)}
 
 
+def measure_pair(
+    name: str, ref: str, shape: tuple[int, ...], backend: str, repeats: int, **options: Any
+) -> dict:
+    """A cell's forward (under ``no_grad``) and forward+backward times with its torch
+    reference's, taken in the same interleaved rounds (``interleaved_medians``), so that each
+    ratio compares times taken under the same machine load."""
+    B, T, I, H = shape
+    torch.manual_seed(0)
+    modules = {
+        "cell": build(name, I, H, backend, **options).to(DEVICE),
+        "ref": build(ref, I, H, backend).to(DEVICE),
+    }
+    x = torch.randn(T, B, I, device=DEVICE)
+    medians = interleaved_medians(modules, x, repeats)
+    return {
+        "forward_ms": medians[("cell", "infer")],
+        "fwd_bwd_ms": medians[("cell", "train")],
+        "ref_forward_ms": medians[("ref", "infer")],
+        "ref_fwd_bwd_ms": medians[("ref", "train")],
+    }
+
+
 def once_ms(module: nn.Module, x: torch.Tensor, train: bool) -> float:
     """One call of ``module`` on x in ms: forward+backward of the outputs' sum (``train``) or a
     forward under ``no_grad``."""
+    _sync()
     start = time.perf_counter()
     if train:
         out, _ = module(x)
@@ -101,6 +125,7 @@ def once_ms(module: nn.Module, x: torch.Tensor, train: bool) -> float:
     else:
         with torch.no_grad():
             module(x)
+    _sync()
     return (time.perf_counter() - start) * 1000
 
 
@@ -385,16 +410,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     peak = matmul_peak(args.repeats)
     print(f"matrix-product peak: {peak:.0f} GFLOP/s (2048^2 float32 torch.mm)", file=sys.stderr)
     for shape in shapes:
-        baselines: dict[str, dict[str, float]] = {}
-        for ref in ("torch:lstm", "torch:gru", "torch:rnn"):
-            baselines[ref] = measure_time(ref, shape, args.backend, args.repeats)
-            if not args.no_memory:
-                baselines[ref]["peak_mib"] = measure_memory(ref, shape, args.backend)
+        ref_mib: dict[str, float] = {}
+        if not args.no_memory:
+            for ref in ("torch:lstm", "torch:gru", "torch:rnn"):
+                ref_mib[ref] = measure_memory(ref, shape, args.backend)
         for cell in cells:
             ref_name = {nn.LSTM: "torch:lstm", nn.GRU: "torch:gru", nn.RNN: "torch:rnn"}[
                 torch_module(cell)
             ]
-            base = baselines[ref_name]
             row: dict[str, Any] = {
                 "cell": cell,
                 "shape": shape,
@@ -402,22 +425,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                 "reference": ref_name,
                 "options": options,
             }
-            row |= measure_time(cell, shape, args.backend, args.repeats, **options)
+            # the cell and its reference in the same rounds: ratios under the same load
+            row |= measure_pair(cell, ref_name, shape, args.backend, args.repeats, **options)
             row["matmul_ms"] = matmul_floor(cell, shape, args.repeats)
-            row["ref_forward_ms"] = base["forward_ms"]
-            row["ref_fwd_bwd_ms"] = base["fwd_bwd_ms"]
-            row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / base["fwd_bwd_ms"]
-            row["forward_ratio"] = row["forward_ms"] / base["forward_ms"]
+            row["fwd_bwd_ratio"] = row["fwd_bwd_ms"] / row["ref_fwd_bwd_ms"]
+            row["forward_ratio"] = row["forward_ms"] / row["ref_forward_ms"]
             row["vs_matmul"] = row["fwd_bwd_ms"] / row["matmul_ms"]
             row["gflops"] = matmul_flops(cell, shape) / (row["fwd_bwd_ms"] / 1000) / 1e9
             row["forward_gflops"] = (
                 matmul_flops(cell, shape, backward=False) / (row["forward_ms"] / 1000) / 1e9
             )
-            row["ref_gflops"] = matmul_flops(ref_name, shape) / (base["fwd_bwd_ms"] / 1000) / 1e9
+            row["ref_gflops"] = matmul_flops(ref_name, shape) / (row["ref_fwd_bwd_ms"] / 1000) / 1e9
             row["peak_gflops"] = peak
             if not args.no_memory:
                 row["peak_mib"] = measure_memory(cell, shape, args.backend, **options)
-                row["ref_peak_mib"] = base["peak_mib"]
+                row["ref_peak_mib"] = ref_mib[ref_name]
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     machine = platform.processor() or platform.machine()
