@@ -23,7 +23,7 @@ from cell_traits import probe  # noqa: E402
 import rnnlab.recurrent as recurrent  # noqa: E402
 from rnnlab import Recurrent  # noqa: E402
 from rnnlab.cells import Cell, cell_names  # noqa: E402
-from rnnlab.kernels import gpu  # noqa: E402
+from rnnlab.kernels import gpu, gpu_gru  # noqa: E402
 
 LSTM_CELLS = [c for c in cell_names() if c.startswith("lstm")]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # compiled on a GPU
@@ -31,7 +31,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # compile
 
 def _sequence(cell, unit, zone):
     if cell == "gru-v1":
-        return lambda x_proj, s, valid, mask: gpu.gru_v1_sequence(unit, x_proj, s[0], valid, mask)
+        return lambda xp, s, valid, mask: gpu_gru.gru_v1_sequence(unit, xp, s[0], valid, mask)
     return lambda x_proj, s, valid, mask: gpu.lstm_sequence(unit, x_proj, s, valid, mask, zone)
 
 

@@ -68,6 +68,22 @@ class GRUCell(Cell):
         return (h_t,) if n is None else (h_t, *n.end())
 
     fused_zoneout = True
+    gpu_refusal = None
+    gpu_options = frozenset({"recurrent_dropout", "zoneout", "layer_norm"})
+
+    def gpu_sequence(
+        self,
+        x_proj: Tensor,
+        state: State,
+        valid: Tensor | None,
+        recurrent_mask: Tensor | None,
+        zone: Tensor | None = None,
+    ) -> tuple[Tensor, State] | None:
+        """The Triton kernels (rnnlab.kernels.gpu_gru), where cuDNN does not run the layer
+        (zoneout, recurrent dropout in training, layer norm; ``backend="fused"``)."""
+        from rnnlab.kernels import gpu_gru
+
+        return gpu_gru.gru_sequence(self, x_proj, state[0], valid, recurrent_mask, zone)
 
     torch_kind = "gru"
 
@@ -161,7 +177,7 @@ class GRUv1Cell(Cell):
 
     fused_zoneout = True
     gpu_refusal = None
-    gpu_options = frozenset({"recurrent_dropout"})
+    gpu_options = frozenset({"recurrent_dropout", "zoneout", "layer_norm"})
 
     def gpu_sequence(
         self,
@@ -171,12 +187,10 @@ class GRUv1Cell(Cell):
         recurrent_mask: Tensor | None,
         zone: Tensor | None = None,
     ) -> tuple[Tensor, State] | None:
-        """The Triton kernels (rnnlab.kernels.gpu; no zoneout or layer norm)."""
-        from rnnlab.kernels import gpu
+        """The Triton kernels (rnnlab.kernels.gpu_gru), zoneout and layer norm included."""
+        from rnnlab.kernels import gpu_gru
 
-        if zone is not None:
-            return None
-        return gpu.gru_v1_sequence(self, x_proj, state[0], valid, recurrent_mask)
+        return gpu_gru.gru_v1_sequence(self, x_proj, state[0], valid, recurrent_mask, zone)
 
     def onnx_operator(
         self, x: Tensor, state: State, valid: Tensor | None

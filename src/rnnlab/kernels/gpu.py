@@ -1,6 +1,6 @@
-"""The LSTM family and Chung et al.'s GRU on a GPU: the gate arithmetic of each step fused into
-Triton kernels beside the recurrent products (cuBLAS), as haste and cuDNN do. (``gru-v1`` takes
-two products per step, W_ru on h and W_n on r h, with a kernel after each.)
+"""The LSTM family on a GPU: the gate arithmetic of each step fused into Triton kernels beside
+the recurrent products (cuBLAS), as haste and cuDNN do. (Both GRUs are ``gpu_gru``'s, on the
+same scheme and helpers.)
 
 Forward, per step t: ``pre = x_proj[t] + (y_{t-1} * mask) R^T`` (one ``addmm``), then one kernel
 computes every gate of the variant, c_t and y_t, keeps the state over padded steps and writes
@@ -12,18 +12,17 @@ d x_proj = d pre (the input projection's own products are autograd's, outside).
 
 Covered: every LSTM variant (FGR's gate-to-gate product a_{t-1} W_gg^T is one more product per
 step, added into the i, f, o blocks) with peepholes and zoneout (the keep masks of y and c; the
-cell's own c^_t saved beside the zoned c_t), and ``gru-v1``, each with ``lengths`` and
-recurrent dropout. The LSTM variants also with layer norm (Ba et al. 2016, as the cell has
-it; zoneout and recurrent dropout as above): LN(W x) + b is the input projection's, once for
-all steps outside the loop; per step the product is ``mm`` alone, y_{t-1} R^T, and the kernel
-(one program per batch row, BLOCK >= H) normalises it over all G*H units, gain g_r, adds
-x_proj_t, and takes h of g_c LN(c_t) + b_c, saving both normalised rows and their 1/sigma; the
-backward kernel goes back through both normalisations with the same row sums, and the gains'
-and c's bias's gradients are sums after the loop. One program per row bounds the width: above
-``LN_MAX_HIDDEN`` (2048) units the step loop runs.
-Not covered (the step loop runs): layer norm on gru-v1; zoneout on gru-v1; a step
-normalisation (``norm``). ``lstm``, ``gru`` and ``tanh`` without layer norm run cuDNN instead
-(``kernels.torchrnn``).
+cell's own c^_t saved beside the zoned c_t), with ``lengths`` and recurrent dropout; also with
+layer norm (Ba et al. 2016, as the cell has it; zoneout and recurrent dropout as above):
+LN(W x) + b is the input projection's, once for all steps outside the loop; per step the
+product is ``mm`` alone, y_{t-1} R^T, and the kernel (one program per batch row, BLOCK >= H)
+normalises it over all G*H units, gain g_r, adds x_proj_t, and takes h of g_c LN(c_t) + b_c,
+saving both normalised rows and their 1/sigma; the backward kernel goes back through both
+normalisations with the same row sums, and the gains' and c's bias's gradients are sums after
+the loop. One program per row bounds the width: above ``LN_MAX_HIDDEN`` (2048) units the step
+loop runs.
+Not covered (the step loop runs): a step normalisation (``norm``). ``lstm`` without layer
+norm runs cuDNN instead (``kernels.torchrnn``).
 
 No GPU has been lent to this project: these kernels are tested on the CPU in Triton's
 interpreter (``TRITON_INTERPRET=1``, ``tests/test_gpu_kernels.py``) against the step loop, in
@@ -319,97 +318,6 @@ if triton is not None:
             if OFF_O >= 0:
                 tl.store(drp + row + OFF_O * H + cols, rstd_r * (go - m1 - xo * m2), mask=keep)
 
-    @triton.jit
-    def _gru_v1_gates(  # type: ignore[no-untyped-def]
-        xp, ru, h_in, r_out, u_out, rh_out, H, BLOCK: tl.constexpr,
-    ):  # fmt: skip
-        """r = s(x_r + (h m) W_r^T), u = s(x_u + (h m) W_u^T), and r (h m) for the product
-        with W_n; x_proj's rows are r, u, n."""
-        b = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        keep = cols < H
-        r = tl.load(xp + b * 3 * H + cols, mask=keep, other=0.0)
-        r += tl.load(ru + b * 2 * H + cols, mask=keep, other=0.0)
-        u = tl.load(xp + b * 3 * H + H + cols, mask=keep, other=0.0)
-        u += tl.load(ru + b * 2 * H + H + cols, mask=keep, other=0.0)
-        r = 1.0 / (1.0 + tl.exp(-r))
-        u = 1.0 / (1.0 + tl.exp(-u))
-        tl.store(r_out + b * H + cols, r, mask=keep)
-        tl.store(u_out + b * H + cols, u, mask=keep)
-        tl.store(rh_out + b * H + cols, r * tl.load(h_in + b * H + cols, mask=keep, other=0.0),
-                 mask=keep)  # fmt: skip
-
-    @triton.jit
-    def _gru_v1_update(  # type: ignore[no-untyped-def]
-        xp, hn, h_prev, u_in, valid, n_out, h_out, Y_out, H, HAS_VALID: tl.constexpr,
-        BLOCK: tl.constexpr,
-    ):  # fmt: skip
-        """n = tanh(x_n + (r h m) W_n^T), h = n + u (h_prev - n); padded rows keep h_prev."""
-        b = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        keep = cols < H
-        n = tl.load(xp + b * 3 * H + 2 * H + cols, mask=keep, other=0.0)
-        n += tl.load(hn + b * H + cols, mask=keep, other=0.0)
-        n = 2.0 / (1.0 + tl.exp(-2.0 * n)) - 1.0
-        hp = tl.load(h_prev + b * H + cols, mask=keep, other=0.0)
-        u = tl.load(u_in + b * H + cols, mask=keep, other=0.0)
-        h = n + u * (hp - n)
-        out = h
-        if HAS_VALID:
-            v = tl.load(valid + b)
-            if v == 0:
-                h = hp
-                out = tl.full([BLOCK], 0.0, hp.dtype)
-        tl.store(n_out + b * H + cols, n, mask=keep)
-        tl.store(h_out + b * H + cols, h, mask=keep)
-        tl.store(Y_out + b * H + cols, out, mask=keep)
-
-    @triton.jit
-    def _gru_v1_back_update(  # type: ignore[no-untyped-def]
-        dY, dh, n_in, u_in, h_prev, valid, dpre, du, direct, H, HAS_VALID: tl.constexpr,
-        BLOCK: tl.constexpr,
-    ):  # fmt: skip
-        """Through h = n + u (h_prev - n): d n~ (before tanh), d u (after its sigmoid), and the
-        part of d h_prev that does not go through a product (u dh; all of it if padded)."""
-        b = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        keep = cols < H
-        carried = tl.load(dh + b * H + cols, mask=keep, other=0.0)
-        g = carried + tl.load(dY + b * H + cols, mask=keep, other=0.0)
-        n = tl.load(n_in + b * H + cols, mask=keep, other=0.0)
-        u = tl.load(u_in + b * H + cols, mask=keep, other=0.0)
-        hp = tl.load(h_prev + b * H + cols, mask=keep, other=0.0)
-        gn = g * (1.0 - u) * (1.0 - n * n)
-        gu = g * (hp - n)
-        gd = g * u
-        if HAS_VALID:
-            v = tl.load(valid + b)
-            if v == 0:
-                gn = tl.full([BLOCK], 0.0, hp.dtype)
-                gu = gn
-                gd = carried
-        tl.store(dpre + b * 3 * H + 2 * H + cols, gn, mask=keep)  # row n of d pre (B, 3H)
-        tl.store(du + b * H + cols, gu, mask=keep)
-        tl.store(direct + b * H + cols, gd, mask=keep)
-
-    @triton.jit
-    def _gru_v1_back_gates(  # type: ignore[no-untyped-def]
-        drh, du, r_in, u_in, h_in, dpre, direct, H, BLOCK: tl.constexpr,
-    ):  # fmt: skip
-        """From d(r h m) and d u: d r~, d u~ into d pre (rows r, u, n: n written before), and
-        r d(r h m) added to the direct part of d (h m)."""
-        b = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        keep = cols < H
-        g = tl.load(drh + b * H + cols, mask=keep, other=0.0)
-        r = tl.load(r_in + b * H + cols, mask=keep, other=0.0)
-        u = tl.load(u_in + b * H + cols, mask=keep, other=0.0)
-        h = tl.load(h_in + b * H + cols, mask=keep, other=0.0)
-        gu = tl.load(du + b * H + cols, mask=keep, other=0.0)
-        tl.store(dpre + b * 3 * H + cols, g * h * r * (1.0 - r), mask=keep)
-        tl.store(dpre + b * 3 * H + H + cols, gu * u * (1.0 - u), mask=keep)
-        tl.store(direct + b * H + cols, g * r, mask=keep)
-
 
 def _block(H: int) -> int:
     return min(256, triton.next_power_of_2(H))
@@ -594,77 +502,3 @@ def lstm_sequence(
         e if zone is None else zone, *ln_params, layout,
     )  # fmt: skip
     return Y, ((yT, cT, aT) if v.full_gate_recurrence else (yT, cT))
-
-
-class _GRUv1Function(torch.autograd.Function):
-    """Chung et al.'s GRU (``gru-v1``): two products per step, W_ru on h m and W_n on r h m."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x_proj: Tensor, weight_hh: Tensor, h0: Tensor, valid: Tensor, rmask: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        T, B, _ = x_proj.shape
-        H = weight_hh.shape[1]
-        has_valid, has_mask = valid.numel() > 0, rmask.numel() > 0
-        v8 = valid.to(torch.int8).contiguous() if has_valid else valid
-        W_ru, W_n = weight_hh[: 2 * H].t(), weight_hh[2 * H :].t()
-        Y, states, R, U, N = (x_proj.new_empty(T, B, H) for _ in range(5))
-        ru, rh, hn = x_proj.new_empty(B, 2 * H), x_proj.new_empty(B, H), x_proj.new_empty(B, H)
-        grid = (B, triton.cdiv(H, _block(H)))
-        h = h0.contiguous()
-        for t in range(T):
-            h_in = h * rmask if has_mask else h
-            torch.mm(h_in, W_ru, out=ru)
-            _gru_v1_gates[grid](x_proj[t], ru, h_in, R[t], U[t], rh, H, BLOCK=_block(H))
-            torch.mm(rh, W_n, out=hn)
-            _gru_v1_update[grid](x_proj[t], hn, h, U[t], v8[t] if has_valid else v8, N[t],
-                                 states[t], Y[t], H, HAS_VALID=has_valid,
-                                 BLOCK=_block(H))  # fmt: skip
-            h = states[t]
-        ctx.save_for_backward(x_proj, weight_hh, h0, v8, rmask, states, R, U, N)
-        return Y, h.clone()
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: Any, dY: Tensor | None, dhT: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
-        x_proj, weight_hh, h0, v8, rmask, states, R, U, N = ctx.saved_tensors
-        T, B, _ = x_proj.shape
-        H = weight_hh.shape[1]
-        has_valid, has_mask = v8.numel() > 0, rmask.numel() > 0
-        dY = torch.zeros_like(states) if dY is None else dY.contiguous()
-        dh = torch.zeros_like(h0) if dhT is None else dhT.contiguous().clone()
-        W_ru, W_n = weight_hh[: 2 * H], weight_hh[2 * H :]
-        dpre = x_proj.new_zeros(T, B, 3 * H)
-        du, direct, direct_in = (torch.empty_like(dh) for _ in range(3))
-        d_rh = x_proj.new_empty(B, H)  # d(r h m)
-        grid = (B, triton.cdiv(H, _block(H)))
-        for t in range(T - 1, -1, -1):
-            h_prev = states[t - 1] if t > 0 else h0
-            h_in = h_prev * rmask if has_mask else h_prev
-            _gru_v1_back_update[grid](dY[t], dh, N[t], U[t], h_prev,
-                                      v8[t] if has_valid else v8, dpre[t], du,
-                                      direct, H, HAS_VALID=has_valid, BLOCK=_block(H))  # fmt: skip
-            torch.mm(dpre[t, :, 2 * H :], W_n, out=d_rh)
-            _gru_v1_back_gates[grid](d_rh, du, R[t], U[t], h_in, dpre[t], direct_in, H,
-                                     BLOCK=_block(H))  # fmt: skip
-            through = direct_in + dpre[t, :, : 2 * H] @ W_ru  # d(h m)
-            dh = direct + (through * rmask if has_mask else through)
-        h_prev_all = torch.cat([h0[None], states[:-1]])
-        h_in_all = h_prev_all * rmask if has_mask else h_prev_all
-        rows = T * B
-        d_ru = dpre[..., : 2 * H].reshape(rows, 2 * H).t() @ h_in_all.reshape(rows, H)
-        d_n = dpre[..., 2 * H :].reshape(rows, H).t() @ (R * h_in_all).reshape(rows, H)
-        return dpre, torch.cat([d_ru, d_n]), dh, None, None
-
-
-def gru_v1_sequence(
-    cell: Any, x_proj: Tensor, h0: Tensor, valid: Tensor | None, rmask: Tensor | None
-) -> tuple[Tensor, tuple[Tensor, ...]] | None:
-    """One layer and direction of ``gru-v1`` (no layer norm): x_proj (T, B, 3H), rows r, u, n."""
-    if triton is None or cell.options.layer_norm or cell.step_norms is not None:
-        return None
-    e = x_proj.new_empty(0)
-    v, m = (e if valid is None else valid), (e if rmask is None else rmask)
-    Y, hT = _GRUv1Function.apply(x_proj.contiguous(), cell.weight_hh, h0, v, m)
-    return Y, (hT,)
