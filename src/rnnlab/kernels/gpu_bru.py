@@ -69,7 +69,7 @@ if triton is not None:
         zero = tl.full([BLOCK], 0.0, a.dtype)
         ceiling = tl.full([BLOCK], 10.0, a.dtype)
         for t in range(0, T):
-            at = t * B * H + at_row
+            at = tl.cast(t, tl.int64) * B * H + at_row  # 64-bit: T B H may pass 2^31
             xt = tl.load(x + at, mask=keep, other=0.0)
             q = p1 * a + p2 * (1.0 - a)
             r = tl.exp(tl.where(xt > 10.0, ceiling, xt))  # min(x, 10), a NaN kept
@@ -106,10 +106,12 @@ if triton is not None:
         dp2 = tl.full([BLOCK], 0.0, tl.float64)
         for i in range(0, T):
             t = T - 1 - i
-            at = t * BH + at_row
+            at = tl.cast(t, tl.int64) * BH + at_row
             # the previous valid step, whose output is a_{t-1}; a_0 where it is -1
             before = tl.load(prev + t * B + row) if HAS_VALID else t - 1
-            a_seen = tl.load(Y + tl.maximum(before, 0) * BH + at_row, mask=keep, other=0.0)
+            a_seen = tl.load(
+                Y + tl.cast(tl.maximum(before, 0), tl.int64) * BH + at_row, mask=keep, other=0.0
+            )
             ap = tl.where(before >= 0, a_seen, a_first)
             xt = tl.load(x + at, mask=keep, other=0.0)
             q = p1 * ap + p2 * (1.0 - ap)
@@ -152,7 +154,7 @@ if triton is not None:
         zero = g
         for i in range(0, T):
             t = T - 1 - i
-            at = t * B * H + at_row
+            at = tl.cast(t, tl.int64) * B * H + at_row  # 64-bit: T B H may pass 2^31
             a = tl.load(A + at, mask=keep, other=0.0)
             q = p1 * a + p2 * (1.0 - a)  # the prior predicted from a_t for t + 1
             gamma = a * (p1 * g / q + (1.0 - p1) * (1.0 - g) / (1.0 - q))
@@ -181,10 +183,12 @@ if triton is not None:
         dp1 = tl.full([BLOCK], 0.0, tl.float64)
         dp2 = tl.full([BLOCK], 0.0, tl.float64)
         for t in range(0, T):
-            at = t * BH + at_row
+            at = tl.cast(t, tl.int64) * BH + at_row
             grad = tl.load(dG + at, mask=keep, other=0.0) + carry
             a = tl.load(A + at, mask=keep, other=0.0)
-            g = tl.load(G + tl.minimum(t + 1, T - 1) * BH + at_row, mask=keep, other=0.0)
+            g = tl.load(
+                G + tl.cast(tl.minimum(t + 1, T - 1), tl.int64) * BH + at_row, mask=keep, other=0.0
+            )
             q = p1 * a + p2 * (1.0 - a)
             u = p1 / q
             v = (1.0 - p1) / (1.0 - q)

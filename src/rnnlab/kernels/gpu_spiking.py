@@ -78,7 +78,7 @@ if triton is not None:
         one = tl.full([BLOCK], 1.0, u.dtype)
         zero = tl.full([BLOCK], 0.0, u.dtype)
         for t in range(t0, t1):
-            at = t * B * H + at_row
+            at = tl.cast(t, tl.int64) * B * H + at_row  # 64-bit: T B H may pass 2^31
             w_t = beta * w + a * u + b * s
             d = tl.load(x + at, mask=keep, other=0.0) - w_t
             if REC:
@@ -148,8 +148,10 @@ if triton is not None:
         zero = tl.full([BLOCK], 0.0, u_first.dtype)
         for i in range(0, t1 - t0):
             t = t1 - 1 - i
-            at = t * BH + at_row
-            before = tl.maximum(t - 1, 0) * BH + at_row  # step t - 1 (read where t > 0)
+            at = tl.cast(t, tl.int64) * BH + at_row
+            before = (
+                tl.cast(tl.maximum(t - 1, 0), tl.int64) * BH + at_row
+            )  # step t - 1 (read where t > 0)
             u_prev = tl.where(t > 0, tl.load(U + before, mask=keep, other=0.0), u_first)
             w_prev = tl.where(t > 0, tl.load(W + before, mask=keep, other=0.0), w_first)
             s_prev = tl.where(t <= leading, s_first, tl.where(u_prev - 1.0 > 0.0, one, zero))
@@ -226,12 +228,11 @@ class _SpikingFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x_proj: Tensor, alpha: Tensor, beta: Tensor, a: Tensor, b: Tensor, V: Tensor,
-        s0: Tensor, u0: Tensor, w0: Tensor, valid: Tensor, rmask: Tensor,
+        s0: Tensor, u0: Tensor, w0: Tensor, valid: Tensor, rmask: Tensor, save: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
         T, B, H = x_proj.shape
         rec_on, has_valid, has_mask = V.numel() > 0, valid.numel() > 0, rmask.numel() > 0
         has_mask = has_mask and rec_on
-        save = any(ctx.needs_input_grad)
         coef = [c.contiguous() for c in (alpha, beta, a, b)]
         v8 = valid.to(torch.int8).contiguous() if has_valid else valid
         e = x_proj.new_empty(0)
@@ -299,7 +300,7 @@ class _SpikingFunction(torch.autograd.Function):
                 s_prev = s_prev * rmask
             dV = dX.reshape(T * B, H).t() @ s_prev.reshape(T * B, H)
         d = d_coef.sum(1).to(x_proj.dtype)  # (4, H)
-        return dX, d[0], d[1], d[2], d[3], dV, ds, du, dw, None, None
+        return dX, d[0], d[1], d[2], d[3], dV, ds, du, dw, None, None, None
 
 
 def spiking_sequence(
@@ -314,8 +315,10 @@ def spiking_sequence(
         return None
     e = x_proj.new_empty(0)
     V = cell.recurrent_matrix(x_proj) if cell.recurrent else e
+    args = (x_proj.contiguous(), *cell.coefficients(), V, *state[:3])
+    # u_t, w_t (and the drive) saved only for a backward: not in inference
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in args)
     Y, sT, uT, wT = _SpikingFunction.apply(
-        x_proj.contiguous(), *cell.coefficients(), V, *state[:3],
-        e if valid is None else valid, e if rmask is None else rmask,
-    )  # fmt: skip
+        *args, e if valid is None else valid, e if rmask is None else rmask, save
+    )
     return Y, (sT, uT, wT), (Y,)
