@@ -138,3 +138,23 @@ def test_layer_norm_above_the_width_bound_leaves_the_kernels(cell, monkeypatch):
         unit = Recurrent(cell, I, H, layer_norm=layer_norm).double().layer_cells[0]
         out = unit.gpu_sequence(x_proj, (h0,), None, None)
         assert (out is None) == layer_norm
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_non_contiguous_initial_state(cell):
+    """h0 (B, H) as a transposed view: the kernels read it as the contiguous copy, both ways."""
+    torch.manual_seed(0)
+    unit = Recurrent(cell, I, H, zoneout=0.2).double().to(DEVICE).layer_cells[0]
+    x_proj = torch.randn(T, B, 3 * H, dtype=torch.float64, device=DEVICE)
+    zone = torch.bernoulli(torch.full((T, B, H), 0.3, dtype=torch.float64, device=DEVICE))
+    h0 = torch.randn(H, B, dtype=torch.float64, device=DEVICE)
+    sequence = gpu_gru.gru_sequence if cell == "gru" else gpu_gru.gru_v1_sequence
+
+    def run(start):
+        s = start.detach().requires_grad_(True)
+        out, (hT,) = sequence(unit, x_proj, s.t() if s.shape[0] == H else s, None, None, zone)
+        (out.square().sum() + hT.sum()).backward()
+        return out, hT, s.grad.t() if s.shape[0] == H else s.grad
+
+    for a, b in zip(run(h0), run(h0.t().contiguous()), strict=True):
+        torch.testing.assert_close(a, b, **EXACT)

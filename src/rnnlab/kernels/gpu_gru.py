@@ -355,7 +355,7 @@ class _GRUFunction(torch.autograd.Function):
         has_valid, has_mask, has_zone, ln = _flags(valid, rmask, zone, ln_g)
         e = x_proj.new_empty(0)
         v8 = valid.to(torch.int8).contiguous() if has_valid else valid
-        zone = zone.contiguous()
+        zone, h0 = zone.contiguous(), h0.contiguous()  # the kernels read rows by arithmetic
         Y, states = x_proj.new_empty(T, B, H), x_proj.new_empty(T, B, H)
         acts = x_proj.new_empty(T, B, 4 * H)  # r, u, n and R_n h m + b'_n (normalised or not)
         rhat = x_proj.new_empty(T, B, GH) if ln else e  # LN(h m R^T) before its gain
@@ -363,7 +363,7 @@ class _GRUFunction(torch.autograd.Function):
         rp = x_proj.new_empty(B, GH)
         grid, blocks_kw = _launch(H, GH, B, ln)
         R_t = weight_hh.t()
-        h = h0.contiguous()
+        h = h0
         for t in range(T):
             h_in = h * rmask if has_mask else h
             if ln:  # b' comes after the normalisation, in the kernel
@@ -429,7 +429,7 @@ class _GRUv1Function(torch.autograd.Function):
         has_valid, has_mask, has_zone, ln = _flags(valid, rmask, zone, ln_g)
         e = x_proj.new_empty(0)
         v8 = valid.to(torch.int8).contiguous() if has_valid else valid
-        zone = zone.contiguous()
+        zone, h0 = zone.contiguous(), h0.contiguous()  # the kernels read rows by arithmetic
         W_ru, W_n = weight_hh[: 2 * H].t(), weight_hh[2 * H :].t()
         Y, states, R, U, N = (x_proj.new_empty(T, B, H) for _ in range(5))
         rhat = x_proj.new_empty(T, B, 3 * H) if ln else e  # both LN rows before their gains
@@ -437,7 +437,7 @@ class _GRUv1Function(torch.autograd.Function):
         ru, rh, hn = x_proj.new_empty(B, 2 * H), x_proj.new_empty(B, H), x_proj.new_empty(B, H)
         grid_ru, kw_ru = _launch(H, 2 * H, B, ln)
         grid_n, kw_n = _launch(H, H, B, ln)
-        h = h0.contiguous()
+        h = h0
         for t in range(T):
             h_in = h * rmask if has_mask else h
             torch.mm(h_in, W_ru, out=ru)
