@@ -3,11 +3,12 @@ recurrent products (cuBLAS), as in ``rnnlab.kernels.gpu`` (the LSTM family); row
 
 ``gru`` (torch/cuDNN form, ``GRUCell``): r = s(x_r + R_r h + b'_r), u = s(x_u + R_u h + b'_u),
 n = tanh(x_n + r (R_n h + b'_n)), h^ = n + u (h_{t-1} - n). Forward, per step: one ``addmm``,
-h_{t-1} m R^T + b' (3H), then one kernel for every gate, h_t, the padding rule and the saved
-activations (r, u, n and the candidate's recurrent term R_n h + b'_n). Backward, per step in
-reverse: one kernel back through the gates to d x_proj_t and to d (h m R^T + b'), then one
-product d (h m R^T) R to h_{t-1}. After the loop: dR = sum_t d(h m R^T)_t^T (h_{t-1} m) and
-db' = sum_t d(h m R^T + b')_t, each a single product or reduction.
+h_{t-1} m R^T + b' (3H; ``mm`` alone with layer norm, b' then added after it in the kernel),
+then one kernel for every gate, h_t, the padding rule and the saved activations (r, u, n and
+the candidate's recurrent term R_n h + b'_n). Backward, per step in reverse: one kernel back
+through the gates to d x_proj_t and to d (h m R^T + b'), then one product d (h m R^T) R to
+h_{t-1}. After the loop: dR = sum_t d(h m R^T)_t^T (h_{t-1} m) and db' = sum_t d(h m R^T +
+b')_t, each a single product or reduction.
 
 ``gru-v1`` (Chung et al. 2014, ``GRUv1Cell``): n = tanh(x_n + R_n (r h)), no b'. Two products
 per step, each followed by a kernel: (h m) R_ru^T, then the kernel for r, u and r (h m); then
