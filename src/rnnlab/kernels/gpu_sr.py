@@ -402,7 +402,7 @@ class _SRGRUFunction(torch.autograd.Function):
         dpre = states.new_empty(T, B, 3 * H)  # every row written below
         G, E = torch.empty_like(states), alphas.new_empty(T, B, K)
         direct, d_rh = torch.empty_like(dh), torch.empty_like(dh)
-        h_prev_all = torch.cat([h0[None], states[:-1]])
+        h_prev_all = torch.cat([h0[None], states[:-1]])[:T]  # (T, B, H), T = 0 too
         h_in_all = h_prev_all * rmask if has_mask else h_prev_all
         grid, rows = (B, triton.cdiv(H, _block(H))), _row_blocks(H, K)
         for t in range(T - 1, -1, -1):
@@ -466,7 +466,7 @@ class _SRLSTMFunction(torch.autograd.Function):
         dpre = states.new_empty(T, B, 4 * H)  # every row written below
         G, E = torch.empty_like(states), alphas.new_empty(T, B, K)
         direct, dc_prev = torch.empty_like(dh), torch.empty_like(dc)
-        c_prev_all = torch.cat([c0[None], C[:-1]])
+        c_prev_all = torch.cat([c0[None], C[:-1]])[:T]
         rows = _row_blocks(H, K)
         for t in range(T - 1, -1, -1):
             _srlstm_backward_step[(B,)](dY[t], dh, dc, acts[t], alphas[t], c_prev_all[t], C[t],
@@ -479,7 +479,7 @@ class _SRLSTMFunction(torch.autograd.Function):
                 dh = torch.addmm(direct, dpre[t], weight_hh)
             dc, dc_prev = dc_prev, dc
         n = T * B
-        h_prev_all = torch.cat([h0[None], states[:-1]])
+        h_prev_all = torch.cat([h0[None], states[:-1]])[:T]  # (T, B, H), T = 0 too
         h_in_all = h_prev_all * rmask if has_mask else h_prev_all
         dR = dpre.reshape(n, 4 * H).t() @ h_in_all.reshape(n, H)
         U = acts[..., 3 * H : 4 * H] * acts[..., 4 * H :]  # u = o tanh(c)
@@ -511,7 +511,7 @@ def srgru_sequence(
     e = x_proj.new_empty(0)
     Y, hT = _SRGRUFunction.apply(
         x_proj.contiguous(), cell.weight_hh, cell.centroids, h0,
-        e if valid is None else valid, e if rmask is None else rmask,
+        e if valid is None else valid, e if rmask is None else rmask.contiguous(),
         float(cell.arg("temperature")),
     )  # fmt: skip
     return Y, (hT,)
@@ -529,7 +529,7 @@ def srlstm_sequence(
     peephole = cell.peephole if cell.arg("peepholes") else e
     Y, hT, cT = _SRLSTMFunction.apply(
         x_proj.contiguous(), cell.weight_hh, peephole, cell.centroids, state[0], state[1],
-        e if valid is None else valid, e if rmask is None else rmask,
+        e if valid is None else valid, e if rmask is None else rmask.contiguous(),
         float(cell.arg("temperature")),
     )  # fmt: skip
     return Y, (hT, cT)
