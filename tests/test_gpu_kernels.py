@@ -197,3 +197,22 @@ def test_gpu_kernels_match_the_step_loop_or_leave_it_the_options_they_lack(
     assert ran == ([True] * 2 if covered else [False] * len(ran)), f"kernels ran: {ran}"
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_lstm_kernels_take_non_contiguous_initial_states():
+    """y0 and c0 as transposed views: the backward reads the same contiguous copies as the
+    forward (c0's gradient was wrong when the backward read the view's memory by arithmetic)."""
+    torch.manual_seed(0)
+    unit = Recurrent("lstm-v", 3, 5).double().to(DEVICE).layer_cells[0]
+    x_proj = torch.randn(4, 3, 4 * 5, dtype=torch.float64, device=DEVICE)
+    starts = [torch.randn(5, 3, dtype=torch.float64, device=DEVICE) for _ in range(2)]
+
+    def run(transposed):
+        leaves = [s.clone().requires_grad_(True) for s in starts]
+        state = tuple(s.t() if transposed else s.t().contiguous() for s in leaves)
+        out, (yT, cT) = gpu.lstm_sequence(unit, x_proj, state, None, None)
+        (out.square().sum() + yT.sum() + 2 * cT.sum()).backward()
+        return [out, yT, cT, *(s.grad for s in leaves)]
+
+    for a, b in zip(run(True), run(False), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

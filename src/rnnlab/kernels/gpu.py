@@ -366,7 +366,9 @@ class _LSTMFunction(torch.autograd.Function):
         pre = x_proj.new_empty(B, GH)
         gates = [layout["OFF_I"], layout["OFF_F"], layout["OFF_O"]]
         grid, blocks_kw = _launch(H, GH, B, ln)
-        y, c, a = y0.contiguous(), c0.contiguous(), a0
+        # the kernels read rows by arithmetic: the saved initial states must be contiguous too
+        y0, c0, a0 = y0.contiguous(), c0.contiguous(), a0.contiguous()
+        y, c, a = y0, c0, a0
         R_t = weight_hh.t()
         for t in range(T):
             r_in = y * rmask if has_mask else y
