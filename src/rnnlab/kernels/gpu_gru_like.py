@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnlab.kernels.gpu import _block
+
 try:  # Triton comes with torch's CUDA wheels; without it the cells fall back
     import triton
     import triton.language as tl
@@ -126,10 +128,6 @@ if triton is not None:
             m1 = tl.reduce(gda, 0, _add) / H
             m2 = tl.reduce(gda * xh, 0, _add) / H
             tl.store(drp + row, tl.load(rstd + b) * (gda - m1 - xh * m2), mask=keep)
-
-
-def _block(H: int) -> int:
-    return min(256, triton.next_power_of_2(H))
 
 
 def _grid(B: int, H: int, whole_row: bool = False) -> tuple[tuple[int, int], int]:

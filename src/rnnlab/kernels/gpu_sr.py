@@ -45,6 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnlab.kernels.gpu import _block
+
 try:  # Triton comes with torch's CUDA wheels; the CPU wheel runs the step loop on a GPU
     import triton
     import triton.language as tl
@@ -337,10 +339,6 @@ def _row_blocks(H: int, K: int) -> dict[str, int]:
     block_k = max(2, triton.next_power_of_2(K))
     block_h = min(triton.next_power_of_2(H), max(2, TILE // block_k))
     return {"BLOCK_H": block_h, "BLOCK_K": block_k}
-
-
-def _block(H: int) -> int:
-    return min(256, triton.next_power_of_2(H))
 
 
 def _centroid_grad(E: Tensor, U: Tensor, A: Tensor, G: Tensor) -> Tensor:
