@@ -148,9 +148,12 @@ class BRUCell(Cell):
         GPU tensor by ``rnnlab.recurrent._on_gpu``, which the tests replace to run the kernels in
         Triton's interpreter; Triton present; no step normalisation)."""
         from rnnlab import recurrent
+
+        if not recurrent._on_gpu(filtered) or self.step_norms is not None:
+            return False
         from rnnlab.kernels import gpu_bru
 
-        return recurrent._on_gpu(filtered) and gpu_bru.available() and self.step_norms is None
+        return gpu_bru.available()
 
     def smooth(self, filtered: Tensor, lengths: Tensor | None, fused: bool = False) -> Tensor:
         """The backward recursion over filtered posteriors (T, B, H), from each sequence's last
