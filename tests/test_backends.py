@@ -338,11 +338,25 @@ def test_falls_back_to_the_step_loop_without_the_extension():
 
 
 @needs_extension
-@pytest.mark.parametrize("shape", [(32, 256, 1024), (13, 37, 148), (1, 128, 512), (9, 5, 7)])
-def test_the_packed_recurrent_product_equals_torch_mm(shape):
+@pytest.mark.parametrize(
+    "shape", [(32, 256, 1024), (13, 37, 148), (1, 128, 512), (9, 5, 7), (7, 64, 3 * 16 + 5)]
+)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_packed_recurrent_product_equals_torch_mm(shape, threads):
     """The time loops' own product (panels of R: 32 columns with AVX-512, 16 with AVX2; torch.mm
-    elsewhere and in float64): rows and columns that do not fill a tile included."""
+    elsewhere and in float64): rows and columns that do not fill a tile included; with 1, 2
+    and 3 threads (the panels split among them), panel counts that do not divide among them
+    included."""
     M, K, N = shape
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_packed_product(M, K, N)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check_packed_product(M: int, K: int, N: int) -> None:
     gen = torch.Generator().manual_seed(M * K + N)
     A, W = torch.randn(M, K, generator=gen), torch.randn(N, K, generator=gen)
     expected = A.double() @ W.double().t()
