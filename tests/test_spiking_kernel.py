@@ -143,3 +143,18 @@ def test_the_operators_pass_opcheck(recurrent, masked):
                      alpha.detach(), beta.detach(), a.detach(), b.detach(), V.detach(), valid,
                      rmask)  # fmt: skip
     torch.library.opcheck(torch.ops.rnnlab.spiking_backward.default, backward_args)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_valid_mask_with_a_gap_is_left_to_the_step_loop(cell):
+    """The kernel's backward takes each row's valid steps as a prefix: a gap (a padded step
+    before a valid one, which ``Recurrent`` never makes) gets None, so the step loop runs."""
+    layer = Recurrent(cell, 3, 4, backend="fused")
+    unit = layer.layer_cells[0]
+    x_proj = unit.project_input(torch.randn(5, 2, 3))
+    state = unit.initial_state(2, x_proj)
+    prefix = torch.tensor([[1, 1], [1, 1], [1, 0], [0, 0], [0, 0]], dtype=torch.bool)
+    gap = prefix.clone()
+    gap[1, 1], gap[2, 1] = False, True  # row 1: valid, padded, valid
+    assert unit.fused_sequence(x_proj, state, prefix, None) is not None
+    assert unit.fused_sequence(x_proj, state, gap, None) is None

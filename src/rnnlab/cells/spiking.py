@@ -178,8 +178,12 @@ class AdLIFCell(Cell):
         self, x_proj: Tensor, state: State, valid: Tensor | None, recurrent_mask: Tensor | None
     ) -> tuple[Tensor, State, tuple[Tensor, ...]] | None:
         """The fused CPU kernel (csrc/spiking.cpp); the clamps and V's zeroed diagonal stay here,
-        under autograd. The spike-rate tally is the output spikes, as the step's."""
+        under autograd. The spike-rate tally is the output spikes, as the step's. The kernel's
+        backward takes each row's valid steps to be a prefix (what ``Recurrent``'s lengths
+        give); a ``valid`` with a gap runs the step loop instead."""
         if not self._fused_available(x_proj):
+            return None
+        if valid is not None and bool((valid[1:] & ~valid[:-1]).any()):
             return None
         from rnnlab.kernels.ops_spiking import spiking_sequence
 
