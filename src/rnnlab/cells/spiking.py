@@ -180,10 +180,16 @@ class AdLIFCell(Cell):
         """The fused CPU kernel (csrc/spiking.cpp); the clamps and V's zeroed diagonal stay here,
         under autograd. The spike-rate tally is the output spikes, as the step's. The kernel's
         backward takes each row's valid steps to be a prefix (what ``Recurrent``'s lengths
-        give); a ``valid`` with a gap runs the step loop instead."""
+        give); a ``valid`` with a gap runs the step loop instead (checked in eager mode only: a
+        data-dependent branch would break a compiled or exported graph, and ``Recurrent``, which
+        makes the masks there, makes prefixes)."""
         if not self._fused_available(x_proj):
             return None
-        if valid is not None and bool((valid[1:] & ~valid[:-1]).any()):
+        if (
+            valid is not None
+            and not torch.compiler.is_compiling()
+            and bool((valid[1:] & ~valid[:-1]).any())
+        ):
             return None
         from rnnlab.kernels.ops_spiking import spiking_sequence
 
