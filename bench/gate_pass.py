@@ -1,0 +1,102 @@
+"""The LSTM's float32 gate pass (three sigmoids and two tanh a unit, as csrc/lstm.cpp's forward
+step) with the kernels' nonlinearities (csrc/safe_math.h: the rational tanh) against the same
+pass with glibc's tanhf (std::tanh, vectorised by -ffast-math), both compiled here with the
+extension's flags, alternated in one process; medians over the rounds.
+
+    .venv/bin/python bench/gate_pass.py --threads 2 --rounds 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.cpp_extension import load_inline
+
+CSRC = Path(__file__).resolve().parents[1] / "src" / "rnnlab" / "kernels" / "csrc"
+
+SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <chrono>
+#include <cmath>
+#include "safe_math.h"
+
+struct Kernels {  // the fused kernels' forms
+  static float th(float x) { return rnnlab::tanh(x); }
+  static float sg(float x) { return rnnlab::sigmoid(x); }
+};
+struct Glibc {  // the same formulas on std::tanh
+  static float th(float x) { return std::tanh(x); }
+  static float sg(float x) { return 0.5f * std::tanh(0.5f * x) + 0.5f; }
+};
+
+template <class F>
+double pass(at::Tensor pre, at::Tensor xp, at::Tensor c, at::Tensor y, int64_t steps) {
+  const int64_t B = pre.size(0), GH = pre.size(1), H = GH / 4;
+  auto cn = at::empty({B, H}, pre.options());
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t s = 0; s < steps; ++s) {
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<float> g(4 * H);
+      for (int64_t b = b0; b < b1; ++b) {
+        const float* pr = pre.data_ptr<float>() + b * GH;
+        const float* x = xp.data_ptr<float>() + b * GH;
+        const float* cp = c.data_ptr<float>() + b * H;
+        float* cw = cn.data_ptr<float>() + b * H;
+        float* yw = y.data_ptr<float>() + b * H;
+        float *I = g.data(), *Fg = I + H, *Z = Fg + H, *O = Z + H;
+        for (int64_t h = 0; h < H; ++h) Z[h] = F::th(pr[2 * H + h] + x[2 * H + h]);
+        for (int64_t h = 0; h < H; ++h) I[h] = F::sg(pr[h] + x[h] + 0.1f * cp[h]);
+        for (int64_t h = 0; h < H; ++h) Fg[h] = F::sg(pr[H + h] + x[H + h] + 0.1f * cp[h]);
+        for (int64_t h = 0; h < H; ++h) cw[h] = Z[h] * I[h] + cp[h] * Fg[h];
+        for (int64_t h = 0; h < H; ++h) O[h] = F::sg(pr[3 * H + h] + x[3 * H + h] + 0.1f * cw[h]);
+        for (int64_t h = 0; h < H; ++h) yw[h] = F::th(cw[h]) * O[h];
+      }
+    });
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double kernels_pass(at::Tensor a, at::Tensor b, at::Tensor c, at::Tensor y, int64_t n) {
+  return pass<Kernels>(a, b, c, y, n);
+}
+double glibc_pass(at::Tensor a, at::Tensor b, at::Tensor c, at::Tensor y, int64_t n) {
+  return pass<Glibc>(a, b, c, y, n);
+}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="32,256", help="B,H")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ext = load_inline(
+        f"rnnlab_gate_pass_{int(time.time())}", cpp_sources=[SOURCE],
+        functions=["kernels_pass", "glibc_pass"], extra_include_paths=[str(CSRC)],
+        extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
+    )  # fmt: skip
+    B, H = (int(v) for v in args.shape.split(","))
+    gen = torch.Generator().manual_seed(0)
+    pre, xp = torch.randn(B, 4 * H, generator=gen) * 3, torch.randn(B, 4 * H, generator=gen)
+    c, y = torch.randn(B, H, generator=gen), torch.empty(B, H)
+    times: dict[str, list[float]] = {"kernels": [], "glibc": []}
+    for _ in range(args.rounds):
+        times["kernels"].append(ext.kernels_pass(pre, xp, c, y, args.steps))
+        times["glibc"].append(ext.glibc_pass(pre, xp, c, y, args.steps))
+    k, g = (statistics.median(times[n]) * 1e3 for n in ("kernels", "glibc"))
+    print(f"gate pass, {args.steps} steps of {B} x {H} units, {args.threads} threads, "
+          f"median of {args.rounds}: rational tanh {k:.2f} ms, glibc tanhf {g:.2f} ms, "
+          f"ratio {k / g:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
