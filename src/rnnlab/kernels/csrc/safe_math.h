@@ -8,12 +8,14 @@
 //
 // float: tanh is a rational function, x P(x^2) / Q(x^2) (P of degree 5, Q of degree 4; our own
 // fit, by Loeb's reweighted least squares on [0, 9], float64 error 1.2e-9: bench/tanh_fit.py) on
-// x clamped to [-9, 9]. Compiled here (with FMA) its float32 error measured 2.8e-7 at most, 3.8e-7
-// evaluated without FMA (libm's tanhf: 1e-7), 2e-7 relative near 0, and beyond 9 it is exactly +-1; it passes a NaN through (the clamp compares the bits
-// as integers, so a NaN is left as it is: tests/test_backends.py checks it in the kernels).
-// Against glibc's vectorised tanhf, the LSTM's gate pass (three sigmoids and two tanh a unit)
-// takes 0.53-0.61 of the time (1.6-1.7 against 2.9-3.1 ms for 100 steps of 32 x 256 units, this
-// project's AVX2 VM: bench/gate_pass.py). float64 keeps std::tanh, which the float64 parity tests and gradchecks hold to 1e-10.
+// x clamped to [-9, 9]. Compiled here (with FMA) its float32 error measured 2.8e-7 at most,
+// 3.8e-7 evaluated without FMA (libm's tanhf: 1e-7), 2e-7 relative near 0; beyond 9 it is
+// exactly +-1, and it passes a NaN through (the clamp compares the bits as integers, so a NaN is
+// left as it is: tests/test_backends.py checks every fused cell against the step loop). Against
+// glibc's vectorised tanhf, the LSTM's gate pass (three sigmoids and two tanh a unit) takes
+// 0.53-0.61 of the time (1.6-1.7 against 2.9-3.1 ms for 100 steps of 32 x 256 units, this
+// project's AVX2 VM: bench/gate_pass.py). float64 keeps std::tanh, which the float64 parity
+// tests and gradchecks hold to 1e-10.
 #pragma once
 
 #include <cmath>
