@@ -78,12 +78,26 @@ at::Tensor kernels_tanh(at::Tensor x) {  // as compiled into the kernels (FMA, -
 """
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _shape(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"B,H: two positive integers, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", default="32,256", help="B,H")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--shape", type=_shape, default=(32, 256), help="B,H")
+    parser.add_argument("--steps", type=_positive, default=100)
+    parser.add_argument("--threads", type=_positive, default=2)
+    parser.add_argument("--rounds", type=_positive, default=15)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ext = load_inline(
@@ -99,7 +113,7 @@ def main() -> None:
           f"{(got - want)[finite].abs().max().item():.2e} (torch's float32 tanh: "
           f"{(torch.tanh(xs).double() - want)[finite].abs().max().item():.2e}); "
           f"tanh(nan) = {got[-2].item()}, tanh(inf) = {got[-1].item()}")  # fmt: skip
-    B, H = (int(v) for v in args.shape.split(","))
+    B, H = args.shape
     gen = torch.Generator().manual_seed(0)
     pre, xp = torch.randn(B, 4 * H, generator=gen) * 3, torch.randn(B, 4 * H, generator=gen)
     c, y = torch.randn(B, H, generator=gen), torch.empty(B, H)
